@@ -1,0 +1,1 @@
+"""Engines that run training configs somewhere: a local process pool or a Ray cluster."""
