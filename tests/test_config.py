@@ -1,0 +1,57 @@
+"""RunConfig validation, derived values and run ids."""
+
+import math
+
+import pytest
+
+from covnoise.config import ConfigError, RunConfig
+
+
+def test_noise_scale_and_lr_scaling_formulas():
+    cfg = RunConfig(batch_size=1024, small_batch=32, noise="diag", noise_scale=2.0, lr=0.1)
+    assert cfg.noise_c == pytest.approx(2.0 * (1 / 32 - 1 / 1024))
+    assert RunConfig(noise="none").noise_c == 0.0
+    assert cfg.replace(lr_scaling="linear").effective_lr == pytest.approx(0.1 * 32)
+    assert cfg.replace(lr_scaling="sqrt").effective_lr == pytest.approx(0.1 * math.sqrt(32))
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"noise": "fisher"}, "noise"),
+        ({"lr": -0.1}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"noise": "diag", "small_batch": 1024, "batch_size": 1024}, "small_batch"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"schedule": "step", "step_every_epochs": 0.0}, "step_every_epochs"),
+        ({"steps": None, "epochs": None}, "epochs"),
+        ({"ghost_bn": 100, "batch_size": 1024}, "ghost_bn"),
+    ],
+)
+def test_bad_values_name_their_field(changes, field):
+    with pytest.raises(ConfigError) as err:
+        RunConfig(**changes).validate()
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}: ")
+
+
+def test_batch_larger_than_training_set_is_refused():
+    with pytest.raises(ConfigError, match="batch_size: 2048 is larger than the training set"):
+        RunConfig(batch_size=2048).validate(n_train=1347)
+
+
+def test_unknown_field_is_named():
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict({"batchsize": 3})
+    assert err.value.field == "batchsize"
+
+
+def test_run_id_is_a_content_hash():
+    a = RunConfig(seed=1)
+    assert a.run_id() == RunConfig.from_dict(a.to_dict()).run_id()
+    assert a.run_id() != RunConfig(seed=2).run_id()
+    # placement and labels do not change what is computed
+    assert a.run_id() == a.replace(device="cpu", name="label").run_id()
