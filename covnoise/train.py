@@ -146,9 +146,8 @@ class _Evaluator:
         m["test_loss"], m["test_acc"] = evaluate(model, self.data.x_test, self.data.y_test)
         m["gen_gap"] = m["test_loss"] - m["train_loss"]
         m["lr"] = lr
-        m["dist_init"] = math.sqrt(
-            sum(float((p.detach() - p0).pow(2).sum()) for p, p0 in zip(self.params, self.init, strict=True))
-        )
+        moved = [p.detach() - p0 for p, p0 in zip(self.params, self.init, strict=True)]
+        m["dist_init"] = _flat_norm(moved)
         # gradient norm of the training loss on the probe batch (eval mode: no norm updates)
         model.eval()
         loss = per_example_loss(model(self.probe_x), self.probe_y).mean()

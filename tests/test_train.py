@@ -1,0 +1,132 @@
+"""The training loop and the CLI end to end on tiny configs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from covnoise.config import RunConfig
+from covnoise.train import learning_rate, run
+
+TINY = dict(dataset="digits", model="mlp", width=32, depth=2, batch_size=256, small_batch=16,
+            lr=0.2, steps=12, eval_every=4, probe_size=64, lanczos_iters=10, noise_samples=2)
+
+
+def _events(config):
+    events = []
+    summary = run(config, emit=events.append)
+    return events, summary
+
+
+@pytest.mark.parametrize("noise", ["none", "isotropic", "diag", "full"])
+def test_run_emits_start_metrics_summary(noise):
+    events, summary = _events(RunConfig(noise=noise, **TINY))
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "summary"
+    metrics = [e for e in events if e["event"] == "metric"]
+    assert [e["step"] for e in metrics] == [0, 4, 8, 12]
+    m = metrics[-1]["metrics"]
+    for key in ("train_loss", "test_loss", "train_acc", "test_acc", "sharpness",
+                "sharpness_residual", "noise_trace", "noise_fro", "noise_trace_hsigma",
+                "grad_norm", "dist_init", "lr"):
+        assert key in m, key
+    assert summary["status"] == "finished" and summary["steps"] == 12
+    assert summary["examples_seen"] == 12 * 256
+    assert metrics[-1]["examples_seen"] == 12 * 256
+    # training makes progress
+    assert m["train_loss"] < metrics[0]["metrics"]["train_loss"]
+    # the noise statistics are zero exactly when there is no noise
+    assert (m["noise_trace"] == 0.0) == (noise == "none")
+    json.dumps(events)  # JSON-ready
+
+
+def test_run_is_bit_for_bit_reproducible_on_cpu():
+    cfg = RunConfig(noise="diag", device="cpu", **TINY)
+    a, sa = _events(cfg)
+    b, sb = _events(cfg)
+    ma = [(e["step"], e["metrics"]) for e in a if e["event"] == "metric"]
+    mb = [(e["step"], e["metrics"]) for e in b if e["event"] == "metric"]
+    assert ma == mb  # every float compared exactly
+    assert sa["final"] == sb["final"]
+    # and a different seed gives a different run
+    c, _ = _events(cfg.replace(seed=1))
+    assert [(e["step"], e["metrics"]) for e in c if e["event"] == "metric"] != ma
+
+
+def test_diverging_run_ends_diverged_and_names_the_step():
+    cfg = RunConfig(noise="none", **{**TINY, "lr": 1e8, "steps": 30})
+    events, summary = _events(cfg)
+    assert summary["status"] == "diverged"
+    assert "at step" in summary["message"]
+    step = int(summary["message"].rsplit(" ", 1)[1])
+    assert summary["steps"] == step < 30
+
+
+def test_cancel_between_steps():
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 3
+
+    summary = run(RunConfig(**TINY), should_stop=stop)
+    assert summary["status"] == "cancelled" and summary["steps"] == 3
+
+
+def test_schedules():
+    cfg = RunConfig(lr=1.0, schedule="warmup_cosine", warmup_epochs=2.0, epochs=10.0)
+    lrs = [learning_rate(cfg, s, 10, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.05) and lrs[19] == pytest.approx(1.0)
+    assert lrs[20] == pytest.approx(1.0) and lrs[-1] < 1e-3
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:], strict=False))
+    step = RunConfig(lr=1.0, schedule="step", step_every_epochs=3.0, step_gamma=0.5)
+    assert [learning_rate(step, s, 10, 100) for s in (0, 29, 30, 60)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "covnoise", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--dataset", "imagenet"], "dataset"),
+        (["--batch-size", "4096"], "batch_size"),
+        (["--noise", "diag", "--small-batch", "2048", "--batch-size", "1024"], "small_batch"),
+        (["--lr", "-1"], "lr"),
+        (["--lr", "abc"], "--lr"),
+        (["--device", "tpu"], "device"),
+    ],
+)
+def test_cli_bad_config_exits_2_with_one_line(args, field):
+    out = _cli("train", *args)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in out.stderr
+
+
+def test_cli_json_events_and_diverged_exit_code():
+    out = _cli("train", "--steps", "4", "--eval-every", "2", "--width", "16", "--depth", "2",
+               "--batch-size", "128", "--noise", "full", "--probe-size", "32", "--json")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["start", "metric", "metric", "metric", "summary"]
+    s = events[-1]
+    for key in ("final", "steps", "examples_seen", "wall_time", "device", "versions"):
+        assert key in s
+    assert {"train_loss", "test_loss", "train_acc", "test_acc", "sharpness",
+            "noise_fro"} <= set(s["final"])
+    bad = _cli("train", "--steps", "20", "--lr", "1e8", "--width", "16", "--depth", "2",
+               "--batch-size", "128", "--sharpness-every", "0", "--json")
+    assert bad.returncode == 3
+    assert json.loads(bad.stdout.splitlines()[-1])["status"] == "diverged"
+
+
+def test_cuda_path_when_available():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine; the GPU path is checked on a GPU machine")
+    _, summary = _events(RunConfig(noise="diag", device="cuda", **TINY))
+    assert summary["status"] == "finished" and summary["device"].startswith("cuda")
