@@ -176,9 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="list data sets or download file-backed ones")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    from covnoise.data import default_data_dir
+
     dl = data_sub.add_parser("download", help="download a file-backed data set (needs internet)")
-    dl.add_argument("name", help="mnist, fashion-mnist or cifar10")
-    dl.add_argument("--data-dir", default="data", help="where to put it (default: ./data)")
+    dl.add_argument("name", help="mnist, fashion-mnist or cifar10 (mnist1d: writes its cache)")
+    dl.add_argument("--data-dir", default=str(default_data_dir()),
+                    help="where to put it (default: $COVNOISE_DATA_DIR or ~/.cache/covnoise)")
     dl.set_defaults(func=_cmd_data_download)
     data_sub.add_parser("ls", help="list the data sets").set_defaults(func=_cmd_data_ls)
 
