@@ -81,6 +81,18 @@ def test_cloud_covariances_match_their_targets(iso_mode):
         assert np.all(np.abs(cloud.samples.mean(axis=0) - cloud.mean) < 4 * se_mean), method
 
 
+def test_batches_are_uniform_subsets_without_replacement():
+    # With G = I each batch mean is the indicator of the subset / B: every one of the
+    # C(6, 3) = 20 subsets must be equally likely (chi-square, 19 d.o.f., p = 0.001 → 43.8).
+    N, B, n = 6, 3, 20000
+    picked = np.rint(g.batch_means(np.eye(N), B, n, np.random.default_rng(0)) * B)
+    assert (picked.sum(axis=1) == B).all() and set(np.unique(picked)) == {0.0, 1.0}
+    _, counts = np.unique(picked, axis=0, return_counts=True)
+    assert len(counts) == 20
+    expected = n / 20
+    assert ((counts - expected) ** 2 / expected).sum() < 43.8
+
+
 def test_sgd_cloud_uses_sampling_without_replacement():
     # N = 100, M = 50: the finite-population factor halves the variance; the naive C/M target
     # is rejected by the same test.
