@@ -176,7 +176,7 @@ def build_model(
             return CNN2d(input_shape, num_classes, width, ghost_bn)
         if len(input_shape) == 2:
             return CNN1d(input_shape, num_classes, width, ghost_bn)
-        raise ValueError(f"model: cnn needs image (C,H,W) or sequence (C,L) inputs, got {input_shape}")
+        raise ValueError(f"model: cnn needs (C,H,W) or (C,L) inputs, got {input_shape}")
     if name in ("vgg", "resnet"):
         if len(input_shape) != 3:
             raise ValueError(f"model: {name} needs image inputs (C,H,W), got {input_shape}")
