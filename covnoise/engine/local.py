@@ -1,0 +1,396 @@
+"""The local engine: a pool of worker processes on this machine, fed from the run store.
+
+Each run gets its own fresh interpreter (``python -m covnoise.engine.worker``: spawn semantics,
+so nothing is forked from the multi-threaded app), at most `workers` at a time. One warm
+worker is kept ready with torch and the run function already imported, so a run starts
+without paying for the imports. A monitor thread
+
+- claims queued runs from the store (atomically, so several engines can share one store and
+  runs still queued when an app or CLI restarts are picked up again),
+- notices a worker that died (for example SIGKILL) within a fraction of a second and marks
+  its run failed with the signal,
+- turns a cancel request into a cooperative stop, and kills the worker after a grace period
+  when it does not stop by itself,
+- marks runs failed whose worker vanished while no engine was watching it (its process is
+  gone, or its heartbeat is older than `stale_after`).
+
+Workers write their events straight into the store, so a running worker outlives an engine
+that is closed with ``cancel_running=False`` and finishes its run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from covnoise.engine.base import DEFAULT_RUN_FN, Engine
+from covnoise.engine.monitor import reap_lost_runs
+from covnoise.store import RunStore
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def detect_gpus() -> int:
+    """Number of CUDA GPUs visible to torch (0 without torch or without GPUs)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    try:
+        return int(torch.cuda.device_count())
+    except Exception:  # noqa: BLE001 - a broken driver means no usable GPU
+        return 0
+
+
+def default_workers(gpus: int | None = None) -> int:
+    """One worker per GPU when there are GPUs, otherwise one per two CPU cores (at least 1)."""
+    gpus = detect_gpus() if gpus is None else gpus
+    if gpus > 0:
+        return gpus
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def _is_worker_of(pid: int, store_path: Path) -> bool:
+    """Whether `pid` is a covnoise worker writing to this store (guards against pid reuse)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"covnoise.engine.worker" in cmd and str(store_path).encode() in cmd
+
+
+@dataclass
+class _Worker:
+    popen: subprocess.Popen
+    log: IO[bytes]
+    run_id: str | None = None
+    slot: int | None = None
+    cancel_at: float | None = None
+    terminated_at: float | None = None
+    born: float = field(default_factory=time.monotonic)
+
+    def tail(self, limit: int = 800) -> str:
+        """The last lines the worker wrote to stderr (for failure messages)."""
+        try:
+            self.log.seek(0, os.SEEK_END)
+            size = self.log.tell()
+            self.log.seek(max(0, size - limit))
+            return self.log.read().decode(errors="replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def close(self) -> None:
+        try:
+            self.log.close()
+        except OSError:
+            pass
+
+
+class LocalEngine(Engine):
+    """Runs configs in worker processes on this machine (see the module docstring)."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        store: RunStore | str | Path | None = None,
+        workers: int | None = None,
+        run_fn: str = DEFAULT_RUN_FN,
+        *,
+        spares: int = 1,
+        gpus: int | None = None,
+        threads: int | None = None,
+        poll_interval: float = 0.2,
+        cancel_grace: float = 5.0,
+        stale_after: float = 30.0,
+        python: str | None = None,
+        start: bool = True,
+    ) -> None:
+        super().__init__(store, run_fn)
+        self.gpus = detect_gpus() if gpus is None else gpus
+        self.workers = max(1, workers if workers is not None else default_workers(self.gpus))
+        self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
+        self.spares = max(0, spares)
+        self.poll_interval = poll_interval
+        self.cancel_grace = cancel_grace
+        self.stale_after = stale_after
+        self.python = python or sys.executable
+        self.owner = f"local:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.host = socket.gethostname()
+        self.last_error: str | None = None
+        self._lock = threading.RLock()
+        self._running: dict[int, _Worker] = {}  # slot -> worker
+        self._idle: list[_Worker] = []
+        self._foreign_cancel: dict[str, float] = {}
+        self._launching: str | None = None
+        self._wake_event = threading.Event()
+        self._stopping = threading.Event()
+        self._last_scan = 0.0
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the monitor thread (done by the constructor unless start=False)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name="covnoise-engine", daemon=True)
+        self._thread.start()
+
+    def close(self, cancel_running: bool = True, timeout: float | None = None) -> None:
+        """Stop scheduling. With `cancel_running`, running runs are cancelled and their
+        workers stopped (killed after the grace period); otherwise they run on and finish.
+        Queued runs stay queued for the next engine."""
+        self._stopping.set()
+        self._wake_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._lock:
+            idle, self._idle = self._idle, []
+            running = dict(self._running)
+        for w in idle:
+            self._stop_idle(w)
+        if cancel_running:
+            for w in running.values():
+                if w.run_id is not None and w.cancel_at is None:
+                    self.store.request_cancel(w.run_id)
+                    w.cancel_at = time.monotonic()
+            deadline = time.monotonic() + (
+                timeout if timeout is not None else self.cancel_grace + 10
+            )
+            while running and time.monotonic() < deadline:
+                for slot, w in list(running.items()):
+                    rc = w.popen.poll()
+                    if rc is None:
+                        self._escalate(w)
+                    else:
+                        self._reap(w, rc)
+                        running.pop(slot)
+                        with self._lock:
+                            self._running.pop(slot, None)
+                time.sleep(0.05)
+            for w in running.values():  # still alive past the deadline
+                w.popen.kill()
+                self._reap(w, w.popen.wait())
+            with self._lock:
+                self._running.clear()
+        else:
+            with self._lock:
+                for w in self._running.values():
+                    w.close()
+                self._running.clear()
+
+    # ------------------------------------------------------------------ control
+    def cancel(self, run_id: str) -> str | None:
+        """Cancel a queued run at once; ask a running one to stop (killed after the grace)."""
+        status = self.store.request_cancel(run_id)
+        if status == "running":
+            now = time.monotonic()
+            with self._lock:
+                mine = [w for w in self._running.values() if w.run_id == run_id]
+                for w in mine:
+                    if w.cancel_at is None:
+                        w.cancel_at = now
+                if not mine:
+                    self._foreign_cancel.setdefault(run_id, now)
+            self._wake()
+        return status
+
+    def worker_pid(self, run_id: str) -> int | None:
+        """Process id of the worker running `run_id` under this engine, if any."""
+        with self._lock:
+            for w in self._running.values():
+                if w.run_id == run_id:
+                    return w.popen.pid
+        return None
+
+    def _wake(self) -> None:
+        self._wake_event.set()
+
+    # ------------------------------------------------------------------ monitor thread
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._tick()
+            except Exception as exc:  # noqa: BLE001 - the monitor must keep going
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            self._wake_event.wait(self.poll_interval)
+            self._wake_event.clear()
+
+    def _tick(self) -> None:
+        with self._lock:
+            running = list(self._running.items())
+        for slot, w in running:
+            rc = w.popen.poll()
+            if rc is None:
+                self._escalate(w)
+                continue
+            self._reap(w, rc)
+            with self._lock:
+                self._running.pop(slot, None)
+        with self._lock:
+            alive = []
+            for w in self._idle:
+                if w.popen.poll() is None:
+                    alive.append(w)
+                else:
+                    w.close()
+            self._idle = alive
+        self._launch_queued()
+        now = time.monotonic()
+        if now - self._last_scan >= 1.0:
+            self._last_scan = now
+            self._scan_store()
+        with self._lock:
+            need = self.spares - len(self._idle)
+        if need > 0 and not self._stopping.is_set():
+            for _ in range(need):
+                w = self._spawn()
+                with self._lock:
+                    self._idle.append(w)
+
+    def _free_slots(self) -> list[int]:
+        with self._lock:
+            return [s for s in range(self.workers) if s not in self._running]
+
+    def _launch_queued(self) -> None:
+        for slot in self._free_slots():
+            if self._stopping.is_set():
+                return
+            claim = self.store.claim_next(self.kind, self.owner)
+            if claim is None:
+                return
+            run_id, config = claim
+            with self._lock:
+                self._launching = run_id
+            gpu = None
+            if self.gpus > 0 and config.get("device") != "cpu":
+                gpu = slot % self.gpus
+            try:
+                self._launch(slot, run_id, gpu)
+            finally:
+                with self._lock:
+                    self._launching = None
+
+    def _launch(self, slot: int, run_id: str, gpu: int | None) -> None:
+        order = (json.dumps({"run_id": run_id, "gpu": gpu}) + "\n").encode()
+        error: Exception | None = None
+        for attempt in range(2):
+            with self._lock:
+                w = self._idle.pop(0) if self._idle and attempt == 0 else None
+            try:
+                if w is None:
+                    w = self._spawn()
+                w.popen.stdin.write(order)
+                w.popen.stdin.close()
+            except (OSError, ValueError) as exc:  # a spare that died, or no interpreter
+                error = exc
+                if w is not None:
+                    w.popen.kill()
+                    w.popen.wait()
+                    w.close()
+                continue
+            w.run_id, w.slot = run_id, slot
+            with self._lock:
+                self._running[slot] = w
+            self.store.set_worker(run_id, w.popen.pid, self.host)
+            return
+        self.store.finish(run_id, "failed", message=f"could not start a worker: {error}")
+
+    def _spawn(self) -> _Worker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        cmd = [
+            self.python, "-m", "covnoise.engine.worker", "--store", str(self.store.path),
+            "--run-fn", self.run_fn, "--threads", str(self.threads),
+        ]  # fmt: skip
+        log = tempfile.TemporaryFile()
+        try:
+            popen = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, env=env,
+                start_new_session=True,  # Ctrl-C in a terminal goes to the engine, not here
+            )  # fmt: skip
+        except OSError:
+            log.close()
+            raise
+        return _Worker(popen=popen, log=log)
+
+    def _stop_idle(self, w: _Worker) -> None:
+        try:
+            w.popen.stdin.close()  # EOF: the spare exits without running anything
+        except OSError:
+            pass
+        try:
+            w.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            w.popen.kill()
+            w.popen.wait()
+        w.close()
+
+    def _escalate(self, w: _Worker) -> None:
+        """Terminate, then kill, a worker that ignores a cancel request past the grace."""
+        if w.cancel_at is None:
+            return
+        now = time.monotonic()
+        if w.terminated_at is None and now - w.cancel_at > self.cancel_grace:
+            w.popen.terminate()
+            w.terminated_at = now
+        elif w.terminated_at is not None and now - w.terminated_at > 3.0:
+            w.popen.kill()
+
+    def _reap(self, w: _Worker, rc: int) -> None:
+        """Record the end of a worker whose run has no final status yet."""
+        try:
+            if w.run_id is None or self.store.status(w.run_id) != "running":
+                return
+            if w.cancel_at is not None:
+                message = "cancelled; the worker was stopped"
+                self.store.finish(w.run_id, "cancelled", message=message)
+                return
+            why = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+            message = f"worker exited unexpectedly ({why})"
+            tail = w.tail()
+            if tail:
+                message += f": {tail.splitlines()[-1]}"
+            self.store.finish(w.run_id, "failed", message=message, traceback=tail or None)
+        finally:
+            w.close()
+
+    def _scan_store(self) -> None:
+        """Pick up cancel requests made elsewhere and runs whose worker nobody watches."""
+        with self._lock:
+            mine = {w.run_id: w for w in self._running.values() if w.run_id is not None}
+        now = time.monotonic()
+        for rec in self.store.active_runs():
+            rid = rec["run_id"]
+            if rid in mine:
+                w = mine[rid]
+                if rec["cancel_requested"] and w.cancel_at is None:
+                    w.cancel_at = now  # asked from another process (CLI, another app)
+                continue
+            pid = rec["pid"]
+            if rec["cancel_requested"] and rec["host"] == self.host and pid is not None:
+                # a worker nobody watches that ignores its cancel request: stop it here
+                first = self._foreign_cancel.setdefault(rid, now)
+                if now - first > self.cancel_grace + 5.0 and _is_worker_of(pid, self.store.path):
+                    os.kill(pid, 9)
+        skip = set(mine)
+        with self._lock:
+            launching = self._launching
+        if launching is not None:
+            skip.add(launching)
+        for rid in reap_lost_runs(self.store, self.host, self.stale_after, skip):
+            self._foreign_cancel.pop(rid, None)

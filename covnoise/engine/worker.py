@@ -1,0 +1,153 @@
+"""The worker process of the local engine: ``python -m covnoise.engine.worker``.
+
+Started by the engine in a fresh interpreter (nothing forked from the multi-threaded app, and
+unlike multiprocessing's spawn it never re-imports the parent's ``__main__``, which under
+Streamlit is the app script). It imports the run function first, then waits for one line on
+stdin naming the run, so the engine can keep a warm worker ready. It runs exactly that run,
+writing events straight into the store, heartbeats every second from a thread, stops when
+the store says the run was cancelled, records the final status, and exits. EOF on stdin
+before a run arrives (the engine went away) makes it exit without doing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Any
+
+HEARTBEAT_SECONDS = 1.0
+
+
+def _set_threads(threads: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("MKL_NUM_THREADS", str(threads))
+    try:
+        import torch
+    except ImportError:  # the run function may not need torch
+        return
+    torch.set_num_threads(threads)
+
+
+def _warm_up() -> None:
+    """Import what a first run would import lazily (seconds each), so a warm worker does
+    not pay for it once a run arrives: torch's optimiser machinery and scikit-learn's data
+    sets (the embedded data sets come from there)."""
+    try:
+        import torch
+
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    except Exception:  # noqa: BLE001 - only a speed-up
+        pass
+    try:
+        import sklearn.datasets  # noqa: F401
+        import sklearn.model_selection  # noqa: F401
+    except Exception:  # noqa: BLE001 - only a speed-up
+        pass
+
+
+class _Heartbeat(threading.Thread):
+    """Writes a heartbeat every second and turns a cancel request into a stop flag."""
+
+    def __init__(self, store, run_id: str, stop: threading.Event) -> None:
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        self.store, self.run_id, self.stop = store, run_id, stop
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(HEARTBEAT_SECONDS):
+            try:
+                if self.store.heartbeat(self.run_id):
+                    self.stop.set()
+            except Exception:  # noqa: BLE001 - a missed beat is retried next second
+                pass
+
+
+def execute(
+    store_path: str,
+    run_id: str,
+    run_fn_path: str,
+    run_fn: Any = None,
+    import_error: BaseException | None = None,
+) -> str:
+    """Run `run_id` from the store at `store_path` with the run function; returns its status."""
+    from covnoise.config import RunConfig
+    from covnoise.store import TERMINAL, RunStore
+
+    store = RunStore(store_path)
+    store.set_worker(run_id, os.getpid(), socket.gethostname())
+    stop = threading.Event()
+    beat = _Heartbeat(store, run_id, stop)
+    beat.start()
+
+    def emit(event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "metric":
+            store.add_metric_event(run_id, event)
+        elif kind == "start":
+            store.record_start(run_id, event)
+
+    try:
+        if import_error is not None:
+            raise import_error
+        record = store.get_run(run_id)
+        if record is None:
+            return "missing"
+        config = RunConfig.from_dict(record["config"])
+        summary = run_fn(config, emit=emit, should_stop=stop.is_set)
+        summary = summary if isinstance(summary, dict) else {}
+        status = summary.get("status", "finished")
+        if status not in TERMINAL:
+            status = "finished"
+        store.finish(run_id, status, message=summary.get("message"), summary=summary)
+        return status
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded in the store
+        message = f"{type(exc).__name__}: {exc}"
+        store.finish(run_id, "failed", message=message, traceback=traceback.format_exc())
+        return "failed"
+    finally:
+        beat.done.set()
+        beat.join(timeout=5)
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m covnoise.engine.worker")
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--run-fn", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when a run stops
+
+    _set_threads(max(1, args.threads))
+    from covnoise.engine.base import import_run_fn
+
+    run_fn, import_error = None, None
+    try:
+        run_fn = import_run_fn(args.run_fn)
+    except Exception as exc:  # noqa: BLE001 - reported against the run when one arrives
+        import_error = exc
+    else:
+        _warm_up()
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0  # the engine went away before handing over a run
+    order = json.loads(line)
+    if order.get("gpu") is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(order["gpu"])
+    execute(args.store, order["run_id"], args.run_fn, run_fn, import_error)
+    # The result is in the store and its connection closed: skip the interpreter's slow
+    # teardown (torch) so the engine's slot frees up at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
