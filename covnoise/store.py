@@ -604,6 +604,13 @@ class RunStore:
         df = self._read(lambda c: pd.read_sql_query(sql, c, params=args))
         return _typed_metrics(df)
 
+    def status_counts(self) -> dict[str, int]:
+        """How many runs have each status (statuses with no run are left out)."""
+        rows = self._read(
+            lambda c: c.execute("SELECT status, COUNT(*) AS n FROM runs GROUP BY status").fetchall()
+        )
+        return {r["status"]: r["n"] for r in rows}
+
     def count_metrics(self, run_id: str | None = None) -> int:
         if run_id is None:
             return self._read(lambda c: c.execute("SELECT COUNT(*) FROM metrics").fetchone()[0])

@@ -80,8 +80,9 @@ def test_eight_parallel_runs_store_every_metric_row(store):
         assert engine.threads == max(1, (os.cpu_count() or 1) // 8)
         ids = engine.submit_many(configs)
         assert len(ids) == 8
-        # all eight really run at the same time
-        _wait_for(lambda: (store.runs()["status"] != "queued").all(), 60)
+        # all eight run at the same time (each worker needs seconds just to start)
+        _wait_for(lambda: store.status_counts().get("running", 0) == 8, 60, poll=0.01)
+        _wait_for(lambda: engine.info()["busy"] == 8, 30)
         statuses = engine.wait(ids, timeout=300)
         assert engine.last_error is None
     assert statuses == dict.fromkeys(ids, "finished")
@@ -135,6 +136,8 @@ def test_cancel_stops_the_run_and_its_process(store):
         assert pid is not None and pid_alive(pid)
         # the single worker is busy: a second run waits in the queue and is cancelled there
         queued = engine.submit(LONG.replace(seed=6))
+        info = engine.info()
+        assert info["busy"] == 1 and info["runs"] == {"running": 1, "queued": 1}
         assert engine.cancel(queued) == "cancelled"
         assert engine.cancel(rid) == "running"
         _wait_for(lambda: store.status(rid) == "cancelled", 30)
@@ -167,6 +170,12 @@ def test_a_worker_that_ignores_cancel_is_killed(store):
 
 @pytest.mark.slow
 def test_queued_runs_survive_a_restart_and_lost_workers_are_noticed(store):
+    # an engine closed without cancelling leaves its worker to finish the run by itself
+    engine = LocalEngine(store, workers=1, spares=0)
+    detached = engine.submit(TINY.replace(seed=14, steps=300, eval_every=100))
+    _wait_for(lambda: store.count_metrics(detached) > 0, 120)
+    engine.close(cancel_running=False)
+    assert engine.info()["monitor_alive"] is False
     # claimed by an engine that died before starting a worker: requeued after stale_after
     orphan, _ = store.submit(TINY.replace(seed=12))
     assert store.claim_next("local", "a-dead-engine")[0] == orphan
@@ -186,6 +195,8 @@ def test_queued_runs_survive_a_restart_and_lost_workers_are_noticed(store):
         assert engine.wait([*queued, orphan], timeout=180) == dict.fromkeys(
             [*queued, orphan], "finished"
         )
+        assert engine.wait([detached], timeout=120) == {detached: "finished"}
+    assert store.metrics([detached])["step"].unique().tolist() == [0, 100, 200, 300]
 
 
 def test_bad_run_function_fails_with_a_message(store):

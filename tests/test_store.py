@@ -131,6 +131,7 @@ def test_submit_returns_finished_runs_unless_rerun(store):
 def test_cancel_and_finish_transitions(store):
     queued, _ = store.submit(BASE.replace(seed=10))
     running, _ = store.submit(BASE.replace(seed=11))
+    assert store.status_counts() == {"queued": 2}
     assert store.request_cancel(queued) == "cancelled"
     assert store.claim_next("local", "o")[0] == running  # the cancelled one is skipped
     assert store.claim_next("local", "o") is None
@@ -141,6 +142,7 @@ def test_cancel_and_finish_transitions(store):
     assert not store.finish(running, "failed", message="late")  # first final status wins
     assert store.get_run(running)["message"] == "stopped"
     assert store.request_cancel("nope") is None
+    assert store.status_counts() == {"cancelled": 2}
     assert store.delete([queued, running]) == 2 and store.runs().empty
 
 

@@ -92,6 +92,11 @@ class Engine(ABC):
         """The runs table (see RunStore.runs)."""
         return self.store.runs(status=status)
 
+    def info(self) -> dict[str, Any]:
+        """A status line's worth of facts: engine kind, store, run counts by status."""
+        return {"kind": self.kind, "store": str(self.store.path),
+                "runs": self.store.status_counts()}  # fmt: skip
+
     def status(self, run_id: str) -> dict[str, Any] | None:
         """The stored record of one run (status, timestamps, device, message …)."""
         return self.store.get_run(run_id)

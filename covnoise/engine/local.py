@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from covnoise.engine.base import DEFAULT_RUN_FN, Engine
 from covnoise.engine.monitor import reap_lost_runs
@@ -67,6 +67,14 @@ def _is_worker_of(pid: int, store_path: Path) -> bool:
     except OSError:
         return False
     return b"covnoise.engine.worker" in cmd and str(store_path).encode() in cmd
+
+
+#: Workers left running by engines closed with cancel_running=False; polled (reaped) later.
+_DETACHED: list[subprocess.Popen] = []
+
+
+def _reap_detached() -> None:
+    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
 
 
 @dataclass
@@ -190,6 +198,7 @@ class LocalEngine(Engine):
             with self._lock:
                 for w in self._running.values():
                     w.close()
+                    _DETACHED.append(w.popen)  # reaped later; it finishes its run on its own
                 self._running.clear()
 
     # ------------------------------------------------------------------ control
@@ -207,6 +216,15 @@ class LocalEngine(Engine):
                     self._foreign_cancel.setdefault(run_id, now)
             self._wake()
         return status
+
+    def info(self) -> dict[str, Any]:
+        """Engine status for the app: workers, busy slots, warm spares, last monitor error."""
+        with self._lock:
+            busy, warm = len(self._running), len(self._idle)
+        alive = self._thread is not None and self._thread.is_alive()
+        return {**super().info(), "workers": self.workers, "busy": busy, "warm_spares": warm,
+                "gpus": self.gpus, "threads_per_worker": self.threads, "monitor_alive": alive,
+                "last_error": self.last_error}  # fmt: skip
 
     def worker_pid(self, run_id: str) -> int | None:
         """Process id of the worker running `run_id` under this engine, if any."""
@@ -310,6 +328,7 @@ class LocalEngine(Engine):
         self.store.finish(run_id, "failed", message=f"could not start a worker: {error}")
 
     def _spawn(self) -> _Worker:
+        _reap_detached()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -329,15 +348,9 @@ class LocalEngine(Engine):
         return _Worker(popen=popen, log=log)
 
     def _stop_idle(self, w: _Worker) -> None:
-        try:
-            w.popen.stdin.close()  # EOF: the spare exits without running anything
-        except OSError:
-            pass
-        try:
-            w.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            w.popen.kill()
-            w.popen.wait()
+        """Stop a spare that holds no run (it has not opened the store yet)."""
+        w.popen.kill()
+        w.popen.wait()
         w.close()
 
     def _escalate(self, w: _Worker) -> None:

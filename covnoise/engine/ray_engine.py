@@ -204,6 +204,12 @@ class RayEngine(Engine):
                     self._flags.set.remote(run_id)
         return status
 
+    def info(self) -> dict[str, Any]:
+        """Engine status for the app: cluster resources, tasks in flight, last error."""
+        return {**super().info(), "max_in_flight": self.max_in_flight,
+                "in_flight": len(self.in_flight()), "cluster": ray.cluster_resources(),
+                "last_error": self.last_error}  # fmt: skip
+
     def in_flight(self) -> list[str]:
         """Ids of the runs whose task has not ended yet."""
         with self._lock:
