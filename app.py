@@ -1,4 +1,4 @@
-"""covnoise — the Streamlit entry point: navigation over the pages in pages/."""
+"""covnoise — the Streamlit entry point: navigation over pages/ and the engine's status."""
 
 from __future__ import annotations
 
@@ -6,27 +6,45 @@ from pathlib import Path
 
 import streamlit as st
 
+from covnoise import appstate
+
 HERE = Path(__file__).resolve().parent
+PAGES = HERE / "pages"
 
 st.set_page_config(page_title="covnoise", page_icon=":material/scatter_plot:", layout="wide")
 
 
-def _home() -> None:
-    st.title("covnoise")
-    st.markdown(
-        "Large-batch SGD generalises worse than small-batch SGD. Adding noise whose covariance "
-        "is shaped like small-batch gradient noise — isotropic, diagonal Fisher or full Fisher — "
-        "can close the gap, and on the convex quadratic the effect is ordered by the Frobenius "
-        "norm of the noise covariance, not by its trace.\n\n"
-        "Use the pages on the left: **Quadratic** plays the exact convex-quadratic model, "
-        "**Noise geometry** draws the one-step noise clouds of a two-weight regression."
-    )
+def page(file: str, title: str, icon: str, **kw) -> st.Page:
+    return st.Page(str(PAGES / file), title=title, icon=icon, **kw)
 
 
-PAGES = [
-    st.Page(_home, title="Home", icon=":material/home:", default=True),
-    st.Page(str(HERE / "pages" / "quadratic.py"), title="Quadratic", icon=":material/functions:"),
-    st.Page(str(HERE / "pages" / "geometry.py"), title="Noise geometry", icon=":material/blur_on:"),
-]
+NAVIGATION = {
+    "Training runs": [
+        page("home.py", "Home", ":material/home:", default=True),
+        page("train.py", "Train", ":material/play_arrow:"),
+        page("live.py", "Live", ":material/monitoring:"),
+        page("compare.py", "Compare", ":material/stacked_line_chart:"),
+        page("noise_vs_generalisation.py", "Noise vs generalisation", ":material/scatter_plot:"),
+    ],
+    "Theory": [
+        page("quadratic.py", "Quadratic", ":material/functions:"),
+        page("geometry.py", "Noise geometry", ":material/blur_on:"),
+    ],
+}
 
-st.navigation(PAGES).run()
+
+def sidebar_status() -> None:
+    """Engine in use, device found, and the queue, at the top of the sidebar."""
+    engine = appstate.get_engine()
+    counts = appstate.queue_counts(engine.store)
+    with st.sidebar.container():
+        st.caption(
+            f"**Engine:** {appstate.engine_description(engine)}  \n"
+            f"**Device:** {appstate.device_found()}  \n"
+            f"**Runs:** {counts['running']} running · {counts['queued']} queued"
+        )
+
+
+nav = st.navigation(NAVIGATION)
+appstate.guarded(sidebar_status, "the engine status")
+nav.run()

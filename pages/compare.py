@@ -1,0 +1,125 @@
+"""Compare: overlay your runs and the cached ones, grouped, with seeds as mean ± std bands."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from covnoise import analysis, appstate, plots
+from covnoise.store import StoreFormatError
+from covnoise.urlstate import BoolParam, ChoiceParam, FloatParam, UrlState
+
+METRICS = tuple(analysis.METRIC_LABELS)
+STATE = UrlState(
+    "compare",
+    [
+        *appstate.filter_params(),
+        ChoiceParam("metric", "test_loss", METRICS),
+        ChoiceParam("x", "epoch", tuple(analysis.X_AXES)),
+        appstate.ListParam("group", ["batch_size", "noise", "noise_scale"]),
+        ChoiceParam("draw", "groups", ("groups", "runs")),
+        FloatParam("smooth", 0.0, 0.0, 0.99),
+        BoolParam("log_y", False),
+    ],
+)
+K = STATE.key
+TABLE_METRICS = ("train_loss", "test_loss", "gen_gap", "train_acc", "test_acc", "sharpness",
+                 "noise_fro", "noise_trace", "noise_trace_hsigma")  # fmt: skip
+
+
+def upload_box() -> None:
+    with st.sidebar.expander("Add runs from a file"):
+        up = st.file_uploader("covnoise runs file (.parquet)", type=["parquet"], key="upload")
+        if up is not None and up.name not in appstate.uploads():
+            try:
+                appstate.uploads()[up.name] = appstate.read_upload(up.name, up.getvalue())
+            except StoreFormatError as err:
+                st.error(f"{up.name} is not a covnoise runs file: {err}")
+        for name, (runs, _) in appstate.uploads().items():
+            st.caption(f"{name}: {len(runs)} runs")
+
+
+def final_table(runs: pd.DataFrame, metrics: pd.DataFrame, labels: pd.Series,
+                groups: pd.Series) -> pd.DataFrame:  # fmt: skip
+    final = analysis.final_values(metrics, TABLE_METRICS)
+    table = pd.DataFrame({
+        "run": runs["run_id"].map(labels).to_numpy(),
+        "group": runs["run_id"].map(groups).to_numpy(),
+        "source": runs["source"].to_numpy(),
+        "status": runs["status"].to_numpy(),
+        "steps": runs["steps"].to_numpy(),
+        "wall time (s)": runs["wall_time"].to_numpy(),
+    }, index=runs["run_id"].to_numpy())  # fmt: skip
+    for name in TABLE_METRICS:
+        table[analysis.metric_label(name)] = final[name] if name in final else float("nan")
+    return table.rename_axis("run id").reset_index()
+
+
+def controls(keys: list[str]) -> None:
+    with st.sidebar:
+        st.header("Figure")
+        st.selectbox("metric", METRICS, key=K("metric"), format_func=analysis.metric_label)
+        st.selectbox("x axis", list(analysis.X_AXES), key=K("x"),
+                     format_func=analysis.X_AXES.get)  # fmt: skip
+        current = [k for k in st.session_state.get(K("group"), []) if k in keys]
+        st.session_state[K("group")] = current
+        st.multiselect("group by (seeds are averaged)", keys, key=K("group"),
+                       placeholder="no grouping: one group")  # fmt: skip
+        st.radio("draw", ["groups", "runs"], key=K("draw"), horizontal=True,
+                 format_func={"groups": "groups: mean ± std", "runs": "every run"}.get)
+        st.slider("exponential smoothing", 0.0, 0.99, step=0.01, key=K("smooth"))
+        st.checkbox("log scale", key=K("log_y"))
+
+
+def main() -> None:
+    st.title("Compare runs")
+    for notice in STATE.load():
+        st.info(notice)
+    store = appstate.get_store()
+    upload_box()
+    every = appstate.all_runs(store)
+    runs = appstate.run_filter_widgets(STATE, every)
+    keys = [k for k in analysis.config_keys(every) if k not in ("name", "seed", "device")]
+    controls(keys)
+    STATE.save()
+    v = STATE.values()
+    if runs.empty:
+        st.info("No runs match the filters. Cached runs live in cached_runs/; launch your own "
+                "on Train.")  # fmt: skip
+        return
+    metrics = appstate.metrics_for(store, runs)
+    curve = analysis.smooth(analysis.curves(metrics, v["metric"], v["x"]), v["smooth"])
+    x_label, y_label = analysis.X_AXES[v["x"]], analysis.metric_label(v["metric"])
+    groups = analysis.group_labels(runs, v["group"])
+    labels = appstate.run_labels(runs)
+    st.caption(f"{len(runs)} runs from {runs['source'].nunique()} source(s); "
+               f"{groups.nunique()} group(s).")  # fmt: skip
+    if curve.empty:
+        st.warning(f"None of these runs logged {y_label}.")
+    elif v["draw"] == "groups":
+        agg = analysis.aggregate_seeds(curve, groups)
+        fig = plots.group_bands_figure(agg, x_label, y_label, log_y=v["log_y"])
+        st.plotly_chart(fig, key="compare-curves")
+        st.caption("Lines: mean over the runs of a group (seeds); bands: ± one sample std.")
+    else:
+        order = runs.sort_values(["submitted_at"])["run_id"]
+        fig = plots.run_lines_figure(curve, {r: labels[r] for r in order}, x_label, y_label,
+                                     log_y=v["log_y"])  # fmt: skip
+        st.plotly_chart(fig, key="compare-curves")
+
+    st.subheader("Final metrics")
+    table = final_table(runs, metrics, labels, groups)
+    st.dataframe(table, hide_index=True, key="compare-table",
+                 column_config={c: st.column_config.NumberColumn(format="%.4g")
+                                for c in table.columns[7:]})  # fmt: skip
+    a, b = st.columns(2)
+    a.download_button("Download the table (CSV)", table.to_csv(index=False).encode(),
+                      "covnoise-final-metrics.csv", "text/csv", on_click="ignore",
+                      icon=":material/download:")  # fmt: skip
+    b.download_button("Download runs and metrics (Parquet)",
+                      lambda: appstate.parquet_bytes(runs, metrics),
+                      "covnoise-runs.parquet", "application/octet-stream", on_click="ignore",
+                      icon=":material/download:")  # fmt: skip
+
+
+appstate.guarded(main, "the Compare page")

@@ -1,0 +1,43 @@
+"""Home: what the app is for, the teaching presets, and what data it has."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from covnoise import appstate
+
+
+def main() -> None:
+    st.title("covnoise")
+    st.markdown(
+        "Large-batch SGD optimises well per step but generalises worse than small-batch SGD. "
+        "Here you train with a large batch **L** and add noise whose covariance is shaped like "
+        "the gradient noise of a small batch **M** — isotropic, diagonal Fisher or full "
+        "Fisher — and see which structure closes the gap. On the convex quadratic the effect "
+        "is ordered by the Frobenius norm ‖Σ‖_F of the noise covariance, not by its trace."
+    )
+    st.markdown(
+        "- **Train**: choose batch sizes and noise structures, see the cost, launch runs.\n"
+        "- **Live**: watch loss, accuracy, sharpness λ_max (with its 2/η stability line) and "
+        "the noise statistics while runs go; cancel them.\n"
+        "- **Compare**: overlay your runs and the cached ones, grouped, with seed bands.\n"
+        "- **Noise vs generalisation**: does ‖Σ‖_F or tr Σ explain the generalisation gap?\n"
+        "- **Quadratic** and **Noise geometry**: the exact theory behind it."
+    )
+    st.subheader("Teaching presets")
+    cols = st.columns(len(appstate.PRESETS))
+    for col, (key, preset) in zip(cols, appstate.PRESETS.items(), strict=True):
+        with col.container(border=True):
+            st.markdown(f"**{preset.title}**")
+            st.caption(preset.explains)
+            st.page_link("pages/train.py", label="Open in Train", icon=":material/tune:",
+                         query_params={"preset": key})  # fmt: skip
+    runs, _ = appstate.cached_runs()
+    own = appstate.get_store().runs()
+    st.caption(
+        f"{len(runs)} cached runs from {runs['source'].nunique() if len(runs) else 0} file(s) "
+        f"in {appstate.cached_runs_dir().name}/, {len(own)} runs in this app's store."
+    )
+
+
+appstate.guarded(main, "the home page")

@@ -1,0 +1,125 @@
+"""Noise vs generalisation: which noise statistic explains the generalisation of the runs?"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from covnoise import analysis, appstate, plots
+from covnoise.urlstate import BoolParam, ChoiceParam, UrlState
+
+STATE = UrlState(
+    "noise",
+    [
+        *appstate.filter_params(),
+        ChoiceParam("stat", "noise_fro", tuple(analysis.NOISE_STATISTICS)),
+        ChoiceParam("measure", "gen_gap", tuple(analysis.GENERALISATION)),
+        ChoiceParam("how", "mean", ("mean", "final")),
+        BoolParam("noisy_only", False),
+        BoolParam("log_x", False),
+    ],
+)
+K = STATE.key
+PAIR = ("noise_fro", "noise_trace")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def correlations(points, measure: str):
+    return analysis.correlation_table(points, list(analysis.NOISE_STATISTICS), measure)
+
+
+def controls() -> None:
+    with st.sidebar:
+        st.header("Axes")
+        st.selectbox("noise statistic (x)", list(analysis.NOISE_STATISTICS), key=K("stat"),
+                     format_func=analysis.NOISE_STATISTICS.get)  # fmt: skip
+        st.selectbox("generalisation measure (y)", list(analysis.GENERALISATION),
+                     key=K("measure"), format_func=analysis.GENERALISATION.get)
+        st.radio("noise statistic over a run", ["mean", "final"], key=K("how"),
+                 format_func={"mean": "mean over evaluations", "final": "last evaluation"}.get)
+        st.checkbox("only runs with injected noise", key=K("noisy_only"),
+                    help="Runs without injected noise have ‖Σ‖_F = tr Σ = 0.")
+        st.checkbox("log-scale x", key=K("log_x"))
+
+
+def main() -> None:
+    st.title("Noise vs generalisation")
+    st.markdown(
+        "Each point is one setting with its seeds averaged (bars: ± one std over seeds). "
+        "At equal trace the structures differ in ‖Σ‖_F; if the Frobenius norm is what "
+        "matters, ‖Σ‖_F should explain the generalisation measure better than tr Σ."
+    )
+    for notice in STATE.load():
+        st.info(notice)
+    store = appstate.get_store()
+    runs = appstate.run_filter_widgets(STATE, appstate.all_runs(store))
+    controls()
+    STATE.save()
+    v = STATE.values()
+    runs = runs[runs["status"].isin(["finished", "diverged"])]
+    if v["noisy_only"] and "cfg_noise" in runs:
+        runs = runs[runs["cfg_noise"] != "none"]
+    if runs.empty:
+        st.info("No finished runs match the filters.")
+        return
+    metrics = appstate.metrics_for(store, runs)
+    points = analysis.run_points(runs, metrics, how=v["how"])
+    columns = [*analysis.NOISE_STATISTICS, *analysis.GENERALISATION]
+    grouped = analysis.group_seeds(points, columns)
+    stat, measure = v["stat"], v["measure"]
+    x_label, y_label = analysis.NOISE_STATISTICS[stat], analysis.GENERALISATION[measure]
+    table = correlations(grouped[["group", "n", *columns]], measure)
+    st.caption(f"{len(points)} runs in {len(grouped)} settings.")
+
+    st.plotly_chart(
+        plots.noise_scatter_figure(grouped, stat, measure, x_label, y_label, log_x=v["log_x"]),
+        key="noise-scatter",
+    )
+    row = table.set_index("statistic").loc[stat]
+    if np.isfinite(row["pearson"]):
+        st.caption(
+            f"Pearson r = {row['pearson']:.2f} (95% CI {row['pearson_lo']:.2f} to "
+            f"{row['pearson_hi']:.2f}), Spearman ρ = {row['spearman']:.2f} "
+            f"({row['spearman_lo']:.2f} to {row['spearman_hi']:.2f}), n = {row['n']} settings."
+        )
+    else:
+        st.caption("The correlation is undefined here (fewer than three settings, or a "
+                   "constant statistic).")  # fmt: skip
+
+    st.subheader("‖Σ‖_F and tr Σ side by side")
+    st.plotly_chart(
+        plots.noise_pair_figure(grouped, measure, y_label, table, PAIR,
+                                labels=analysis.NOISE_STATISTICS),
+        key="noise-pair",
+    )  # fmt: skip
+    r2 = table.set_index("statistic")["r2"]
+    if np.isfinite(r2.get("noise_fro", np.nan)) and np.isfinite(r2.get("noise_trace", np.nan)):
+        better = "‖Σ‖_F" if r2["noise_fro"] > r2["noise_trace"] else "tr Σ"
+        st.caption(
+            f"A straight line in ‖Σ‖_F explains {r2['noise_fro']:.0%} of the variation of "
+            f"{y_label}; one in tr Σ explains {r2['noise_trace']:.0%}. Here {better} explains "
+            "more (look at the intervals before concluding)."
+        )
+
+    st.subheader("Correlations with 95% bootstrap confidence intervals")
+    shown = table.assign(
+        pearson_ci=[f"[{a:.2f}, {b:.2f}]" for a, b in zip(table.pearson_lo, table.pearson_hi,
+                                                         strict=True)],
+        spearman_ci=[f"[{a:.2f}, {b:.2f}]" for a, b in zip(table.spearman_lo,
+                                                          table.spearman_hi, strict=True)],
+    )[["label", "n", "pearson", "pearson_ci", "spearman", "spearman_ci", "r2"]]  # fmt: skip
+    st.dataframe(
+        shown.rename(columns={"label": "statistic", "pearson": "Pearson r",
+                              "pearson_ci": "95% CI", "spearman": "Spearman ρ",
+                              "spearman_ci": "95% CI ", "r2": "R²"}),
+        hide_index=True, key="noise-table",
+        column_config={c: st.column_config.NumberColumn(format="%.3f")
+                       for c in ("Pearson r", "Spearman ρ", "R²")},
+    )  # fmt: skip
+    st.caption(
+        "Percentile bootstrap over settings (2000 resamples of the points, seed 0). With few "
+        "settings the intervals are wide."
+    )
+
+
+appstate.guarded(main, "the Noise vs generalisation page")

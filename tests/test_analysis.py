@@ -1,0 +1,298 @@
+"""covnoise.analysis against independent references: closed-form smoothing, numpy/scipy
+statistics, Monte-Carlo coverage of the bootstrap intervals, and a real training run's events
+for the cost counts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats as sps
+
+from covnoise import analysis
+from covnoise.config import RunConfig
+from covnoise.models import build_model
+from covnoise.train import run
+
+# --------------------------------------------------------------------------------------------
+# helpers: frames in the store's layout
+# --------------------------------------------------------------------------------------------
+
+
+def runs_frame(configs: list[RunConfig]) -> pd.DataFrame:
+    """A runs frame as RunStore.runs() gives it: run_id, config JSON and cfg_ columns."""
+    rows = []
+    for cfg in configs:
+        row = {"run_id": cfg.run_id(), "config": cfg.to_json(), "status": "finished"}
+        row.update({f"cfg_{k}": v for k, v in cfg.to_dict().items() if k != "name"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def long_metrics(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
+    """Long metrics from (run_id, step, name, value); epoch = step / 10, wall = step * 0.5."""
+    df = pd.DataFrame(rows, columns=["run_id", "step", "name", "value"])
+    df["epoch"] = df["step"] / 10
+    df["examples_seen"] = df["step"] * 100
+    df["wall_time"] = df["step"] * 0.5
+    return df
+
+
+BASE = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=128,
+                 small_batch=16, steps=20, epochs=None, eval_every=5, probe_size=32)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# smoothing
+# --------------------------------------------------------------------------------------------
+
+
+def test_ema_matches_the_closed_form_weighted_average():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    x[[3, 17]] = np.nan
+    w = 0.8
+    got = analysis.ema(x, w)
+    finite = x[np.isfinite(x)]
+    # closed form over the finite points: (1-w) Σ_i w^{k-i} x_i / (1 - w^k)
+    ref = [
+        (1 - w) * sum(w ** (k - 1 - i) * finite[i] for i in range(k)) / (1 - w**k)
+        for k in range(1, finite.size + 1)
+    ]
+    assert np.isnan(got[[3, 17]]).all()
+    np.testing.assert_allclose(got[np.isfinite(x)], ref, rtol=1e-12)
+    # a constant series is unchanged (debiasing), weight 0 is the identity
+    np.testing.assert_allclose(analysis.ema(np.full(10, 3.0), 0.9), 3.0, rtol=1e-12)
+    np.testing.assert_array_equal(analysis.ema(finite, 0.0), finite)
+    with pytest.raises(ValueError, match="weight"):
+        analysis.ema(finite, 1.0)
+
+
+def test_smooth_runs_each_run_separately():
+    m = long_metrics([("a", s, "test_loss", float(s)) for s in range(5)]
+                     + [("b", s, "test_loss", 100.0 - s) for s in range(5)])  # fmt: skip
+    c = analysis.curves(m, "test_loss", "step")
+    sm = analysis.smooth(c, 0.5)
+    for rid in ("a", "b"):
+        raw = c.loc[c.run_id == rid, "value"].to_numpy()
+        np.testing.assert_allclose(sm.loc[sm.run_id == rid, "value"], analysis.ema(raw, 0.5))
+
+
+# --------------------------------------------------------------------------------------------
+# curves and seed aggregation
+# --------------------------------------------------------------------------------------------
+
+
+def test_curves_picks_the_x_axis_and_sorts():
+    m = long_metrics([("a", 10, "train_loss", 1.0), ("a", 0, "train_loss", 2.0),
+                      ("a", 5, "test_loss", 9.0)])  # fmt: skip
+    for x, scale in (("step", 1), ("epoch", 0.1), ("examples_seen", 100), ("wall_time", 0.5)):
+        c = analysis.curves(m, "train_loss", x)
+        np.testing.assert_allclose(c["x"], [0, 10 * scale])
+        np.testing.assert_allclose(c["value"], [2.0, 1.0])
+    with pytest.raises(ValueError, match="x"):
+        analysis.curves(m, "train_loss", "minutes")
+
+
+def test_aggregate_seeds_mean_and_sample_std_on_shared_steps():
+    rng = np.random.default_rng(1)
+    steps = [0, 5, 10, 15]
+    values = rng.normal(size=(3, 4))
+    m = long_metrics([(f"r{i}", s, "test_loss", values[i, j])
+                      for i in range(3) for j, s in enumerate(steps)]
+                     + [("solo", s, "test_loss", 7.0) for s in steps])  # fmt: skip
+    labels = pd.Series({"r0": "g", "r1": "g", "r2": "g", "solo": "h"})
+    agg = analysis.aggregate_seeds(analysis.curves(m, "test_loss"), labels)
+    g = agg[agg.group == "g"]
+    np.testing.assert_allclose(g["x"], steps)
+    np.testing.assert_allclose(g["mean"], values.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(g["std"], values.std(0, ddof=1), rtol=1e-12)
+    assert (g["n"] == 3).all()
+    h = agg[agg.group == "h"]
+    assert (h["n"] == 1).all() and h["std"].isna().all()
+
+
+def test_aggregate_seeds_interpolates_runs_on_different_grids():
+    # two runs logged at different x (wall time): the common grid is the union inside the
+    # overlap and each run is interpolated linearly there
+    xa, ya = np.array([0.0, 1.0, 2.0, 3.0]), np.array([4.0, 3.0, 1.0, 0.0])
+    xb, yb = np.array([0.5, 1.5, 2.5]), np.array([5.0, 2.0, 1.0])
+    c = pd.DataFrame({"run_id": ["a"] * 4 + ["b"] * 3, "x": np.r_[xa, xb], "value": np.r_[ya, yb]})
+    agg = analysis.aggregate_seeds(c, pd.Series({"a": "g", "b": "g"}))
+    grid = np.array([0.5, 1.0, 1.5, 2.0, 2.5])
+    np.testing.assert_allclose(agg["x"], grid)
+    ref = np.vstack([np.interp(grid, xa, ya), np.interp(grid, xb, yb)])
+    np.testing.assert_allclose(agg["mean"], ref.mean(0))
+    np.testing.assert_allclose(agg["std"], ref.std(0, ddof=1))
+
+
+def test_varying_keys_and_group_labels():
+    configs = [BASE.replace(noise=n, seed=s) for n in ("none", "full") for s in (0, 1)]
+    runs = runs_frame(configs)
+    assert analysis.varying_keys(runs) == ["noise"]  # the seed is not an experiment key
+    labels = analysis.group_labels(runs, ["noise", "batch_size"])
+    assert labels[configs[0].run_id()] == "noise=none · L=128"
+    assert labels[configs[3].run_id()] == "noise=full · L=128"
+    assert set(analysis.group_labels(runs, [])) == {"all runs"}
+
+
+# --------------------------------------------------------------------------------------------
+# per-run points and seed groups
+# --------------------------------------------------------------------------------------------
+
+
+def test_run_points_final_and_mean_values():
+    configs = [BASE.replace(noise="diag", seed=s) for s in (0, 1)]
+    runs = runs_frame(configs)
+    a, b = (c.run_id() for c in configs)
+    rows = []
+    for rid, k in ((a, 1.0), (b, 2.0)):
+        for step in (0, 5, 10):
+            rows += [(rid, step, "train_loss", k / (step + 1)), (rid, step, "test_loss", k),
+                     (rid, step, "test_acc", 0.1 * step), (rid, step, "noise_fro", k * step),
+                     (rid, step, "noise_trace", 3.0), (rid, step, "noise_trace_hsigma", k)]
+    m = long_metrics(rows)
+    pts = analysis.run_points(runs, m, how="mean").set_index("run_id")
+    assert pts.loc[a, "noise_fro"] == pytest.approx(np.mean([0, 5, 10]))
+    assert pts.loc[b, "noise_fro"] == pytest.approx(2 * np.mean([0, 5, 10]))
+    assert pts.loc[a, "train_loss"] == pytest.approx(1 / 11)  # last evaluation
+    assert pts.loc[b, "gen_gap"] == pytest.approx(2 - 2 / 11)
+    assert pts.loc[a, "test_acc"] == pytest.approx(1.0)
+    assert pts.loc[a, "batch_size"] == 128
+    fin = analysis.run_points(runs, m, how="final").set_index("run_id")
+    assert fin.loc[b, "noise_fro"] == pytest.approx(20.0)
+    grouped = analysis.group_seeds(pts.reset_index(), ["noise_fro", "gen_gap"])
+    assert len(grouped) == 1 and grouped["n"].iloc[0] == 2
+    assert grouped["noise_fro"].iloc[0] == pytest.approx(np.mean([5, 10]))
+    assert grouped["noise_fro_std"].iloc[0] == pytest.approx(np.std([5, 10], ddof=1))
+
+
+# --------------------------------------------------------------------------------------------
+# correlations
+# --------------------------------------------------------------------------------------------
+
+
+def test_correlation_point_estimates_match_scipy():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=30)
+    y = 0.6 * x + rng.normal(size=30)
+    y[4] = np.nan  # dropped with its pair
+    keep = np.isfinite(y)
+    p = analysis.correlation(x, y, "pearson", n_boot=500)
+    s = analysis.correlation(x, y, "spearman", n_boot=500)
+    assert p.n == 29
+    assert p.r == pytest.approx(sps.pearsonr(x[keep], y[keep])[0], abs=1e-12)
+    assert s.r == pytest.approx(sps.spearmanr(x[keep], y[keep])[0], abs=1e-12)
+    assert p.lo < p.r < p.hi and s.lo < s.r < s.hi
+
+
+def test_bootstrap_ci_agrees_with_fisher_z_for_a_large_sample():
+    # n = 400 bivariate normal: the Fisher-z interval is accurate, and the percentile bootstrap
+    # must agree with it to within its Monte-Carlo error (~0.01 with 4000 resamples)
+    rng = np.random.default_rng(3)
+    n, rho = 400, 0.5
+    x = rng.normal(size=n)
+    y = rho * x + np.sqrt(1 - rho**2) * rng.normal(size=n)
+    c = analysis.correlation(x, y, "pearson", n_boot=4000, seed=1)
+    z, half = np.arctanh(c.r), 1.959964 / np.sqrt(n - 3)
+    assert c.lo == pytest.approx(np.tanh(z - half), abs=0.02)
+    assert c.hi == pytest.approx(np.tanh(z + half), abs=0.02)
+
+
+def test_bootstrap_ci_covers_the_true_correlation_about_95_percent_of_the_time():
+    # 300 independent samples of n = 40 with ρ = 0.5. The percentile bootstrap is known to
+    # under-cover slightly at this n (about 93%); the Monte-Carlo standard error of the
+    # coverage is √(0.95·0.05/300) ≈ 1.3%, so [0.88, 0.99] is about ±4 s.e. around that.
+    rng = np.random.default_rng(4)
+    n, rho, reps, hits = 40, 0.5, 300, 0
+    for rep in range(reps):
+        x = rng.normal(size=n)
+        y = rho * x + np.sqrt(1 - rho**2) * rng.normal(size=n)
+        c = analysis.correlation(x, y, "pearson", n_boot=400, seed=rep)
+        hits += c.lo <= rho <= c.hi
+    assert 0.88 <= hits / reps <= 0.99
+
+
+def test_degenerate_correlations_are_nan():
+    assert np.isnan(analysis.correlation([1, 2], [3, 4]).r)
+    c = analysis.correlation([1, 1, 1, 1], [1, 2, 3, 4])
+    assert np.isnan(c.r) and np.isnan(c.lo)
+
+
+def test_correlation_table_columns():
+    rng = np.random.default_rng(5)
+    pts = pd.DataFrame({"noise_fro": rng.normal(size=12), "noise_trace": rng.normal(size=12)})
+    pts["gen_gap"] = 2 * pts["noise_fro"] + 0.1 * rng.normal(size=12)
+    t = analysis.correlation_table(pts, ["noise_fro", "noise_trace"], "gen_gap", n_boot=300)
+    assert list(t["statistic"]) == ["noise_fro", "noise_trace"]
+    assert list(t["label"]) == ["‖Σ‖_F", "tr Σ"]
+    np.testing.assert_allclose(t["r2"], t["pearson"] ** 2)
+    assert t.loc[0, "pearson"] == pytest.approx(sps.pearsonr(pts.noise_fro, pts.gen_gap)[0])
+    assert t.loc[0, "r2"] > t.loc[1, "r2"]
+
+
+# --------------------------------------------------------------------------------------------
+# cost of a run
+# --------------------------------------------------------------------------------------------
+
+
+def test_run_cost_counts_match_a_real_run():
+    cfg = BASE.replace(steps=12, eval_every=5, sharpness_every=2, lanczos_iters=4,
+                       noise_samples=2, noise="full")  # fmt: skip
+    events: list[dict] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(cfg, events.append)
+    finally:
+        torch.set_num_threads(threads)
+    metric_events = [e for e in events if e["event"] == "metric"]
+    cost = analysis.run_cost(cfg, n_train=1347, n_test=450, forward_flops=1.0)
+    assert cost.steps == events[0]["total_steps"] == 12
+    assert cost.evaluations == len(metric_events) == 4  # steps 0, 5, 10, 12
+    assert cost.sharpness_evaluations == sum("sharpness" in e["metrics"] for e in metric_events)
+    assert cost.examples == 12 * 128
+    # by epochs: digits at L = 128 has 10 steps per epoch
+    by_epochs = analysis.run_cost(cfg.replace(steps=None, epochs=2.5), 1347, 450, 1.0)
+    assert by_epochs.steps == 25
+    assert analysis.evaluation_count(25, 5) == 6 and analysis.evaluation_count(26, 5) == 7
+
+
+def test_forward_flops_of_an_mlp_is_two_per_weight():
+    flops = analysis.forward_flops((1, 8, 8), 10, "mlp", width=16, depth=2)
+    net = build_model("mlp", (1, 8, 8), 10, width=16, depth=2)
+    ref = sum(2 * m.in_features * m.out_features for m in net.modules()
+              if isinstance(m, torch.nn.Linear))  # fmt: skip
+    assert flops == ref == 2 * (64 * 16 + 16 * 10)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 40)])
+def test_forward_flops_of_a_cnn_matches_torch_flop_counter(shape):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = build_model("cnn", shape, 10, width=16, depth=2)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(torch.zeros(1, *shape))
+    # torch counts the convolutions and matrix products only, as the hooks do
+    assert analysis.forward_flops(shape, 10, "cnn", 16, 2) == counter.get_total_flops()
+
+
+def test_throughput_and_grid_seconds():
+    assert analysis.throughput([10.0, 40.0, 90.0], [1.0, 2.0, 3.0]) == pytest.approx(20.0)
+    assert analysis.throughput([], []) is None
+    flops = [4.0, 3.0, 2.0, 1.0]
+    # one worker: everything in sequence; as many workers as runs: the longest run
+    assert analysis.grid_seconds(flops, 1.0, 1, overhead=0.5) == pytest.approx(10 + 4 * 0.5)
+    assert analysis.grid_seconds(flops, 1.0, 4, overhead=0.5) == pytest.approx(4.5)
+    assert analysis.grid_seconds(flops, 1.0, 2, overhead=0.0) == pytest.approx(5.0)
+
+
+def test_config_from_row_round_trips():
+    cfg = BASE.replace(noise="diag", noise_scale=2.0, seed=3)
+    row = runs_frame([cfg]).iloc[0].to_dict()
+    assert analysis.config_from_row(row).run_id() == cfg.run_id()
+    assert json.loads(row["config"])["seed"] == 3

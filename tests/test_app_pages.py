@@ -1,0 +1,308 @@
+"""Every page of the app under streamlit's AppTest, on a temporary store and a copy of the
+shipped cached runs split over two files (plus one damaged file the app must skip).
+
+Train drives its widgets and launches a real tiny run on digits through the local engine;
+Live then draws that run's stored metrics; Compare and Noise vs generalisation are checked
+against numbers computed here with pandas/scipy straight from the cached file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from scipy import stats as sps
+from streamlit.testing.v1 import AppTest
+
+from covnoise import appstate
+from covnoise.config import RunConfig
+from covnoise.store import RunStore, read_runs_parquet, write_runs_parquet
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+DEMO = ROOT / "cached_runs" / "demo-digits.parquet"
+PAGES = ["pages/home.py", "pages/train.py", "pages/live.py", "pages/compare.py",
+         "pages/noise_vs_generalisation.py", "pages/quadratic.py", "pages/geometry.py"]
+# the tiny run the Train test launches (epochs: digits has 10 steps per epoch at L = 128)
+TINY_FORM = {"width": 16, "depth": 2, "batch_size": 128, "small_batch": 16, "epochs": 2.0,
+             "eval_every": 5, "probe_size": 32, "seeds": 1}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("COVNOISE_STORE", str(tmp / "runs.sqlite"))
+    mp.setenv("COVNOISE_WORKERS", "2")
+    cached = tmp / "cached"
+    cached.mkdir()
+    runs, metrics = read_runs_parquet(DEMO)
+    first = set(runs["run_id"][: len(runs) // 2])
+    write_runs_parquet(cached / "a.parquet", runs[runs.run_id.isin(first)],
+                       metrics[metrics.run_id.isin(first)])  # fmt: skip
+    write_runs_parquet(cached / "b.parquet", runs[~runs.run_id.isin(first)],
+                       metrics[~metrics.run_id.isin(first)])  # fmt: skip
+    (cached / "c-damaged.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    mp.setenv("COVNOISE_CACHED_RUNS", str(cached))
+    yield {"tmp": tmp, "runs": runs, "metrics": metrics}
+    try:
+        appstate.get_engine().close(cancel_running=True, timeout=20)
+    finally:
+        st.cache_resource.clear()
+        mp.undo()
+
+
+def open_page(page: str, params: dict[str, str] | None = None, timeout: float = 60) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout).run()
+    for k, v in (params or {}).items():
+        at.query_params[k] = v
+    return at.switch_page(page).run()
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def figure(at: AppTest, key: str) -> dict:
+    for el in at.get("plotly_chart"):
+        if el.proto.id.endswith(key) or key in el.proto.id:
+            return json.loads(el.proto.spec)
+    raise AssertionError(f"no chart {key}")
+
+
+def arr(value) -> np.ndarray:
+    """A trace's x or y as an array (Plotly writes numpy data as base64 typed arrays)."""
+    if isinstance(value, dict) and "bdata" in value:
+        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        return data.reshape(value["shape"]) if "shape" in value else data
+    return np.asarray(value)
+
+
+def traces(fig: dict) -> dict[str, dict]:
+    """Traces by name, with x and y decoded to arrays."""
+    out = {}
+    for t in fig["data"]:
+        t = dict(t)
+        for axis in ("x", "y"):
+            if axis in t:
+                t[axis] = arr(t[axis])
+        out[t.get("name", "")] = t
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def sidebar_status(at: AppTest) -> str:
+    return " ".join(c.value for c in at.sidebar.caption)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_error(env, page):
+    at = open_page(page)
+    assert_clean(at)
+    assert at.title, "the page drew nothing"
+
+
+def test_sidebar_names_engine_device_and_queue(env):
+    # (AppTest keeps the entry script's own elements only on the first page it draws)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert_clean(at)
+    status = sidebar_status(at)
+    assert "**Engine:** local (2 parallel runs)" in status
+    assert re.search(r"\*\*Device:\*\* (CPU \(\d+ cores\)|GPU: .+)", status)
+    assert "**Runs:** 0 running · 0 queued" in status
+
+
+def test_compare_reads_every_cached_file_and_draws_seed_bands(env):
+    at = open_page("pages/compare.py", {"metric": "test_loss", "x": "epoch"})
+    assert_clean(at)
+    assert at.caption[0].value.startswith("16 runs from 2 source(s); 8 group(s)")
+    fig = figure(at, "compare-curves")
+    named = traces(fig)
+    label = "L=1024 · noise=full · s=1 (n=2)"
+    assert label in named and "L=1024 · noise=full · s=1 ± std" in named
+    assert len([n for n in named if n.endswith(")")]) == 8
+    # reference: the two seeds' last test loss, straight from the file with pandas
+    runs, metrics = env["runs"], env["metrics"]
+    cfg = runs["config"].map(json.loads)
+    ids = runs.run_id[[c["noise"] == "full" and c["noise_scale"] == 1.0 and
+                       c["batch_size"] == 1024 for c in cfg]]  # fmt: skip
+    last = (metrics[(metrics.run_id.isin(ids)) & (metrics.name == "test_loss")]
+            .sort_values("step").groupby("run_id")["value"].last())  # fmt: skip
+    assert len(last) == 2
+    assert named[label]["y"][-1] == pytest.approx(last.mean(), rel=1e-12)
+    assert named[label]["x"][-1] == pytest.approx(80.0)  # epochs
+    # the band that follows the mean line is mean ± the sample std of the two seeds
+    at_label = [t.get("name") for t in fig["data"]].index(label)
+    upper, lower = (arr(fig["data"][at_label + k]["y"])[-1] for k in (1, 2))
+    assert upper == pytest.approx(last.mean() + last.std(ddof=1), rel=1e-12)
+    assert lower == pytest.approx(last.mean() - last.std(ddof=1), rel=1e-12)
+    # the final-metrics table has one row per run with the same numbers
+    table = at.dataframe[0].value.set_index("run id")
+    assert len(table) == 16
+    np.testing.assert_allclose(table.loc[last.index, "test loss"], last.to_numpy())
+    assert set(table["source"]) == {"a.parquet", "b.parquet"}
+
+
+def test_compare_state_from_the_link(env):
+    at = open_page("pages/compare.py", {"metric": "train_acc", "draw": "runs", "noise": "full",
+                                        "smooth": "0.5", "log_y": "true"})  # fmt: skip
+    assert_clean(at)
+    fig = figure(at, "compare-curves")
+    assert len(fig["data"]) == 4  # full noise: 2 multipliers × 2 seeds, one line each
+    assert fig["layout"]["yaxis"]["title"]["text"] == "train accuracy"
+    assert fig["layout"]["yaxis"]["type"] == "log"
+    assert at.slider(key="compare.smooth").value == 0.5
+    # a malformed value falls back to the default with a notice
+    bad = open_page("pages/compare.py", {"metric": "bogus"})
+    assert any("Ignored metric='bogus'" in i.value for i in bad.info)
+    assert_clean(bad)
+
+
+def test_noise_vs_generalisation_numbers(env):
+    at = open_page("pages/noise_vs_generalisation.py")
+    assert_clean(at)
+    assert at.caption[0].value == "16 runs in 8 settings."
+    # reference points: per run the mean ‖Σ‖_F / tr Σ over evaluations and the final
+    # test − train loss, averaged over the two seeds of each setting
+    runs, metrics = env["runs"], env["metrics"]
+    cfg = pd.DataFrame(list(runs["config"].map(json.loads)), index=runs.run_id)
+    wide = metrics.pivot_table(index=["run_id", "step"], columns="name", values="value")
+    per_run = pd.DataFrame({
+        "noise_fro": wide["noise_fro"].groupby("run_id").mean(),
+        "noise_trace": wide["noise_trace"].groupby("run_id").mean(),
+        "gap": (wide["test_loss"] - wide["train_loss"]).groupby("run_id").last(),
+    }).join(cfg[["batch_size", "noise", "noise_scale"]])  # fmt: skip
+    per_run.loc[per_run.noise == "none", "noise_scale"] = 1.0
+    setting = per_run.groupby(["batch_size", "noise", "noise_scale"]).mean()
+    assert len(setting) == 8
+    table = at.dataframe[0].value.set_index("statistic")
+    for stat, label in (("noise_fro", "‖Σ‖_F"), ("noise_trace", "tr Σ")):
+        r = sps.pearsonr(setting[stat], setting["gap"])[0]
+        rho = sps.spearmanr(setting[stat], setting["gap"])[0]
+        assert table.loc[label, "Pearson r"] == pytest.approx(r, abs=1e-9)
+        assert table.loc[label, "Spearman ρ"] == pytest.approx(rho, abs=1e-9)
+        assert table.loc[label, "R²"] == pytest.approx(r * r, abs=1e-9)
+        lo, hi = (float(t) for t in re.findall(r"-?\d\.\d\d", table.loc[label, "95% CI"]))
+        assert -1 <= lo <= round(r, 2) <= hi <= 1
+    r_fro = sps.pearsonr(setting["noise_fro"], setting["gap"])[0]
+    assert f"Pearson r = {r_fro:.2f}" in at.caption[1].value
+    scatter = figure(at, "noise-scatter")
+    assert set(traces(scatter)) == {"none", "isotropic", "diag", "full",
+                                                    "least-squares fit"}  # fmt: skip
+    pair = figure(at, "noise-pair")
+    titles = [a["text"] for a in pair["layout"]["annotations"]]
+    assert titles[0].startswith(f"‖Σ‖_F: r = {r_fro:.2f}")
+    assert titles[1].startswith("tr Σ: r = ")
+
+
+def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):
+    at = open_page("pages/train.py")
+    assert_clean(at)
+    at.multiselect(key="train.noises").set_value(["diag"])
+    at.number_input(key="train.small_batch").set_value(2048).run()
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert message.startswith("target small batch M:") and "must be smaller" in message
+    # the message sits right after the M input, in the same column
+    column = next(c for c in at.columns
+                  if "train.small_batch" in [getattr(n, "key", None) for n in c.children.values()])
+    children = list(column.children.values())
+    at_m = [getattr(n, "key", None) for n in children].index("train.small_batch")
+    assert children[at_m + 1].type == "error"
+    assert at.button(key="launch-disabled").disabled
+    assert not [b for b in at.button if b.key in ("launch-one", "launch-grid")]
+    with RunStore(env["tmp"] / "runs.sqlite") as store:
+        assert store.runs().empty
+    # a bad multiplier list is explained next to its own widget
+    at.number_input(key="train.small_batch").set_value(32)
+    at.text_input(key="train.noise_scales").set_value("1, two").run()
+    assert [e.value for e in at.error] == ["multipliers s: 'two' is not a number; use e.g. 1, 4"]
+
+
+def test_presets_fill_the_form(env):
+    at = open_page("pages/train.py")
+    at.button(key="preset-gap").click().run()
+    assert_clean(at)
+    assert at.multiselect(key="train.noises").value == ["none"]
+    assert at.checkbox(key="train.baseline").value is True
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["runs"] == "4"  # large batch and baseline × 2 seeds
+    # a preset link opens Train filled in
+    link = open_page("pages/train.py", {"preset": "diag-full"})
+    assert link.multiselect(key="train.noises").value == ["diag", "full"]
+
+
+def test_train_launches_a_real_run_and_live_draws_it(env):
+    at = open_page("pages/train.py")
+    for key, value in TINY_FORM.items():
+        at.number_input(key=f"train.{key}").set_value(value)
+    at.multiselect(key="train.noises").set_value(["full"])
+    at.checkbox(key="train.baseline").set_value(False).run()
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["runs"] == "1" and metrics["training steps"] == "20"
+    assert metrics["evaluations (with λ_max)"] == "5 (5)"
+    at.button(key="launch-one").click().run()
+    assert_clean(at)
+    assert at.success[0].value.startswith("Queued 1 run(s)")
+    expected = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=128,
+                         small_batch=16, noise="full", noise_scale=1.0, lr=0.5, epochs=2.0,
+                         eval_every=5, probe_size=32, seed=0)  # fmt: skip
+    rid = expected.run_id()
+    engine = appstate.get_engine()
+    assert engine.store.status(rid) in ("queued", "running", "finished")
+    assert engine.wait([rid], timeout=240)[rid] == "finished"
+
+    live = open_page("pages/live.py")
+    assert_clean(live)
+    fig = figure(live, "live-curves")
+    named = traces(fig)
+    stored = engine.store.metrics([rid])
+    for metric, suffix in (("train_loss", "train loss"), ("test_acc", "test acc"),
+                           ("sharpness", "λ_max"), ("noise_fro", "‖Σ‖_F")):
+        name = next(n for n in named if n.endswith(f"· {suffix}"))
+        ref = stored[stored.name == metric].sort_values("step")
+        np.testing.assert_array_equal(named[name]["x"], ref["step"].to_numpy())
+        np.testing.assert_allclose(named[name]["y"], ref["value"].to_numpy())
+    np.testing.assert_array_equal(named[name]["x"], [0, 5, 10, 15, 20])
+    stability = next(t for n, t in named.items() if n.endswith("2(1+β)/η"))
+    np.testing.assert_allclose(stability["y"], 2 / 0.5)
+    table = live.dataframe[0].value
+    assert table["status"].tolist() == ["finished"] and table["progress"].tolist() == [1.0]
+
+
+def test_live_cancel_button_and_failure_message(env):
+    store = RunStore(env["tmp"] / "runs.sqlite")
+    # a failed run recorded by some earlier engine: its message must show
+    failed = RunConfig(dataset="digits", width=8, steps=3, epochs=None, seed=99, name="f")
+    frame = pd.DataFrame([{"run_id": failed.run_id(), "name": "f", "config": failed.to_json(),
+                           "status": "failed", "engine": "local", "submitted_at": time.time(),
+                           "message": "RuntimeError: out of memory on the probe batch"}])
+    store.import_frames(frame, pd.DataFrame(columns=["run_id", "step", "epoch",
+                        "examples_seen", "wall_time", "name", "value"]))  # fmt: skip
+    engine = appstate.get_engine()
+    long = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=128,
+                     small_batch=16, steps=100_000, epochs=None, eval_every=50,
+                     sharpness_every=0, seed=7)  # fmt: skip
+    rid = engine.submit(long)
+    deadline = time.monotonic() + 120
+    while store.status(rid) != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.status(rid) == "running"
+    assert "**Runs:** 1 running · 0 queued" in sidebar_status(AppTest.from_file(APP).run())
+    at = open_page("pages/live.py")
+    assert any("out of memory on the probe batch" in e.value for e in at.error)
+    assert not at.exception
+    at.button(key=f"cancel-{rid}").click().run()
+    assert engine.wait([rid], timeout=60)[rid] == "cancelled"
+    store.close()

@@ -1,0 +1,206 @@
+"""The app in a real browser: Playwright drives the system's Chromium against `streamlit run`.
+
+Opens the app, launches a run from Train, watches its Live chart gain points, opens Compare
+and Noise vs generalisation, and finds no error on any page. Screenshots go to artifacts/.
+Without Chromium (or the playwright package) the tests skip and say how to get them; with
+the CI environment variable set they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from covnoise.config import RunConfig
+from covnoise.store import RunStore
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+# the run launched from the Train page (epochs: digits has 10 steps per epoch at L = 128)
+TRAIN_QUERY = ("width=16&depth=2&batch_size=128&small_batch=16&noises=full&noise_scales=1"
+               "&baseline=false&epochs=4.0&eval_every=1&probe_size=32&seeds=1")
+LAUNCHED = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=128,
+                     small_batch=16, noise="full", noise_scale=1.0, lr=0.5, epochs=4.0,
+                     eval_every=1, probe_size=32, seed=0)  # fmt: skip
+BUSY_SELECTOR = '[data-testid="stStatusWidget"], [data-testid="stSkeleton"]'
+ERROR_SELECTOR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is missing: pip install -r requirements-dev.txt")
+    if not Path(CHROMIUM).exists():
+        _missing(f"no Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` "
+                 "(the tests never download a browser)")  # fmt: skip
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    port = _free_port()
+    env = dict(os.environ, COVNOISE_STORE=str(tmp / "runs.sqlite"), COVNOISE_WORKERS="1")
+    log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed in teardown
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            pytest.fail("streamlit did not start:\n" + (tmp / "streamlit.log").read_text()[-2000:])
+        time.sleep(0.3)
+    yield {"url": url, "store": tmp / "runs.sqlite"}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def settle(page, quiet: float = 1.0, timeout: float = 60.0) -> None:
+    """Wait until the app has drawn (the sidebar names the engine) and no script run is in
+    progress for `quiet` seconds."""
+    page.locator('[data-testid="stSidebar"]').get_by_text("Engine:").wait_for(
+        timeout=timeout * 1000
+    )
+    deadline = time.monotonic() + timeout
+    calm_since = None
+    while time.monotonic() < deadline:
+        running = page.locator(BUSY_SELECTOR).count() > 0
+        if running:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = time.monotonic()
+        elif time.monotonic() - calm_since >= quiet:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the app did not finish drawing")
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=True)
+
+
+def assert_no_error(page, where: str) -> None:
+    errors = page.locator(ERROR_SELECTOR)
+    assert errors.count() == 0, f"{where}: {errors.first.inner_text()}"
+    assert "Traceback" not in page.inner_text("body"), where
+
+
+def points_in_chart(page, suffix: str) -> int:
+    """Points of the first trace whose name ends with `suffix` in the page's first Plotly chart."""
+    return page.evaluate(
+        """(suffix) => {
+            const gd = document.querySelector('.js-plotly-plot');
+            if (!gd || !gd._fullData) return 0;  // _fullData: decoded typed arrays
+            const t = gd._fullData.find(t => (t.name || '').endsWith(suffix));
+            return t && t.x ? t.x.length : 0;
+        }""",
+        suffix,
+    )
+
+
+def test_launch_watch_compare_in_a_browser(browser, server):
+    url = server["url"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1700})
+    page.set_default_timeout(60_000)
+
+    page.goto(url)
+    settle(page)
+    assert_no_error(page, "home")
+    assert "Engine:" in page.inner_text('[data-testid="stSidebar"]')
+    shot(page, "home")
+
+    page.goto(f"{url}/train?{TRAIN_QUERY}")
+    settle(page)
+    assert_no_error(page, "train")
+    sidebar = page.inner_text('[data-testid="stSidebar"]')
+    assert "Engine:" in sidebar and "Device:" in sidebar
+    shot(page, "train")
+    page.get_by_role("button", name="Launch one run").click()
+    page.get_by_text("Queued 1 run(s)").wait_for()
+    store = RunStore(server["store"])
+    rid = LAUNCHED.run_id()
+    assert store.status(rid) in ("queued", "running", "finished")
+
+    page.goto(f"{url}/live")
+    page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+    assert_no_error(page, "live")
+    seen = [points_in_chart(page, "· train loss")]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(set(seen)) < 3 and store.status(rid) != "finished":
+        time.sleep(1.0)
+        seen.append(points_in_chart(page, "· train loss"))
+    growth = sorted(set(seen))
+    assert len(growth) >= 2 and growth[-1] > growth[0], f"the chart did not grow: {seen}"
+    shot(page, "live-running")
+    deadline = time.monotonic() + 180
+    while store.status(rid) != "finished" and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert store.status(rid) == "finished"
+    steps = store.metrics([rid])
+    n_evals = steps[steps.name == "train_loss"].shape[0]
+    assert n_evals == 41  # step 0 and every step of 40
+    deadline = time.monotonic() + 30
+    while points_in_chart(page, "· train loss") != n_evals and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert points_in_chart(page, "· train loss") == n_evals
+    settle(page)
+    assert_no_error(page, "live")
+    shot(page, "live-finished")
+    store.close()
+
+    for path, name in (("compare", "compare"), ("noise_vs_generalisation", "noise"),
+                       ("quadratic", "quadratic"), ("geometry", "geometry")):
+        page.goto(f"{url}/{path}")
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        settle(page)
+        assert_no_error(page, name)
+        assert "Engine:" in page.inner_text('[data-testid="stSidebar"]')
+        shot(page, name)
+    page.close()
