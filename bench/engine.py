@@ -120,7 +120,7 @@ def _overhead(folder: Path, repeats: int) -> dict[str, float]:
     for label, spares in (("engine_warm_s", 1), ("engine_cold_s", 0)):
         store = RunStore(folder / f"overhead_{spares}.sqlite")
         engine = LocalEngine(store, workers=1, spares=spares, poll_interval=0.02)
-        time.sleep(8 if spares else 0)  # let the spare finish its imports, as in an idle app
+        time.sleep(15 if spares else 0)  # let the spare finish its imports, as in an idle app
         times = []
         for i in range(repeats):
             t = time.perf_counter()
@@ -128,7 +128,7 @@ def _overhead(folder: Path, repeats: int) -> dict[str, float]:
             engine.wait([rid], timeout=300, poll=0.01)
             times.append(time.perf_counter() - t)
             if spares:
-                time.sleep(8)  # the next spare warms up between submissions
+                time.sleep(15)  # the next spare warms up between submissions
         engine.close()
         store.close()
         out[label] = statistics.median(times)

@@ -721,6 +721,12 @@ def _typed_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def expand_runs(df: pd.DataFrame, where: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Add ``cfg_<field>`` columns from each run's config JSON (as RunStore.runs does);
+    `where` keeps runs whose config field equals the value (compared as JSON text)."""
+    return _expand_runs(df, where)
+
+
 def _expand_runs(df: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
     import pandas as pd
 

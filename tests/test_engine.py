@@ -129,7 +129,7 @@ def test_sigkill_marks_run_failed_within_ten_seconds_and_others_finish(store):
 
 
 def test_cancel_stops_the_run_and_its_process(store):
-    with LocalEngine(store, workers=1, spares=0, poll_interval=0.05) as engine:
+    with LocalEngine(store, workers=1, poll_interval=0.05) as engine:
         rid = engine.submit(LONG.replace(seed=5))
         _wait_for(lambda: store.count_metrics(rid) > 0, 120)
         pid = engine.worker_pid(rid)
@@ -150,6 +150,12 @@ def test_cancel_stops_the_run_and_its_process(store):
         assert store.count_metrics(rid) == n  # nothing is written after the stop
         assert store.status(queued) == "cancelled" and store.count_metrics(queued) == 0
         assert engine.worker_pid(queued) is None
+        # once a core is free a warm spare waits, and the next run goes to it
+        _wait_for(lambda: engine.info()["warm_spares"] == 1, 30)
+        spare = engine._idle[0].popen.pid
+        nxt = engine.submit(TINY.replace(seed=8))
+        assert engine.wait([nxt], timeout=120) == {nxt: "finished"}
+        assert store.get_run(nxt)["pid"] == spare
 
 
 def test_a_worker_that_ignores_cancel_is_killed(store):

@@ -19,6 +19,7 @@ from covnoise.store import (
     RunStore,
     StoreFormatError,
     default_store_path,
+    expand_runs,
     read_cached_runs,
     read_runs_parquet,
 )
@@ -234,6 +235,8 @@ def test_export_subset(store, tmp_path):
     runs, metrics = read_runs_parquet(tmp_path / "two.parquet")
     assert runs["run_id"].tolist() == keep
     assert set(metrics["run_id"]) == set(keep) and len(metrics) == 12
+    assert expand_runs(runs)["cfg_seed"].tolist() == [0, 1]
+    assert expand_runs(runs, {"seed": 1})["run_id"].tolist() == keep[1:]
 
 
 def test_bad_cached_files_are_skipped_with_a_warning(store, tmp_path):

@@ -3,7 +3,8 @@
 Each run gets its own fresh interpreter (``python -m covnoise.engine.worker``: spawn semantics,
 so nothing is forked from the multi-threaded app), at most `workers` at a time. One warm
 worker is kept ready with torch and the run function already imported, so a run starts
-without paying for the imports. A monitor thread
+without paying for the imports (it is started while a CPU core is free, so it never competes
+with running workers). A monitor thread
 
 - claims queued runs from the store (atomically, so several engines can share one store and
   runs still queued when an app or CLI restarts are picked up again),
@@ -273,7 +274,10 @@ class LocalEngine(Engine):
             self._scan_store()
         with self._lock:
             need = self.spares - len(self._idle)
-        if need > 0 and not self._stopping.is_set():
+            # A spare's imports take a few CPU-seconds: start one only while a core is free,
+            # so it never slows down running workers on a small machine.
+            free_cores = (os.cpu_count() or 1) - len(self._running) * self.threads
+        if need > 0 and free_cores >= 1 and not self._stopping.is_set():
             for _ in range(need):
                 w = self._spawn()
                 with self._lock:
