@@ -36,13 +36,17 @@ NAVIGATION = {
 def sidebar_status() -> None:
     """Engine in use, device found, and the queue, at the top of the sidebar."""
     engine = appstate.get_engine()
+    info = appstate.engine_info(engine)
     counts = appstate.queue_counts(engine.store)
     with st.sidebar.container():
         st.caption(
-            f"**Engine:** {appstate.engine_description(engine)}  \n"
+            f"**Engine:** {appstate.engine_description(engine, info)}  \n"
             f"**Device:** {appstate.device_found()}  \n"
             f"**Runs:** {counts['running']} running · {counts['queued']} queued"
         )
+        problem = appstate.engine_problem(info)
+        if problem:
+            st.warning(problem, icon=":material/warning:")
 
 
 nav = st.navigation(NAVIGATION)

@@ -113,11 +113,31 @@ def get_engine() -> Any:
     return _engine(store_path(), engine_kind(), workers, os.environ.get(RAY_ADDRESS_ENV))
 
 
-def engine_description(engine: Any) -> str:
+def engine_info(engine: Any) -> dict[str, Any]:
+    """The engine's own status facts (engine.info()), or the basics when it has none."""
+    try:
+        return dict(engine.info())
+    except Exception as exc:  # noqa: BLE001 - a status line must not break the page
+        log.warning("engine.info() failed: %s", exc)
+        return {"kind": getattr(engine, "kind", type(engine).__name__)}
+
+
+def engine_description(engine: Any, info: dict[str, Any] | None = None) -> str:
     """A short line naming the engine and its parallelism."""
-    workers = getattr(engine, "workers", None) or getattr(engine, "max_in_flight", None)
-    text = getattr(engine, "kind", type(engine).__name__)
-    return f"{text} ({workers} parallel runs)" if workers else str(text)
+    info = engine_info(engine) if info is None else info
+    workers = (info.get("workers") or info.get("max_in_flight")
+               or getattr(engine, "workers", None))  # fmt: skip
+    kind = info.get("kind", getattr(engine, "kind", type(engine).__name__))
+    return f"{kind} ({workers} parallel runs)" if workers else str(kind)
+
+
+def engine_problem(info: dict[str, Any]) -> str | None:
+    """A short warning when the engine cannot schedule runs, else None."""
+    if info.get("monitor_alive") is False:
+        return "The engine's scheduler has stopped; queued runs will wait. Restart the app."
+    if info.get("last_error"):
+        return f"Engine: {str(info['last_error']).splitlines()[0][:200]}"
+    return None
 
 
 @st.cache_resource(show_spinner=False)
@@ -134,8 +154,7 @@ def device_found() -> str:
 
 def queue_counts(store: RunStore) -> dict[str, int]:
     """How many runs of the store are queued and running."""
-    runs = store.runs(status=list(ACTIVE))
-    counts = runs["status"].value_counts() if len(runs) else pd.Series(dtype=int)
+    counts = store.status_counts()
     return {s: int(counts.get(s, 0)) for s in ("queued", "running")}
 
 
@@ -373,8 +392,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "gap": Preset(
         "The large-batch gap",
-        "Plain SGD with a large batch L = 1024 against the small batch M = 32, same epochs: "
-        "the small batch fits the training set further and reaches a higher test accuracy.",
+        "Plain SGD with a large batch L = 1024 against the small batch M = 32 for the same "
+        "epochs: compare how far each fits the training set and how it does on the test set.",
         {
             "noises": ["none"],
             "baseline": True,
@@ -472,6 +491,9 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
         if not noises and not values["baseline"]:
             raise ConfigError("noises", "choose at least one noise structure (or the baseline)")
         scales = parse_floats(values["noise_scales"], "noise_scale")
+        why = missing_data(values["dataset"])
+        if why:
+            raise ConfigError("dataset", why)
         n_train = DATASET_SHAPES.get(values["dataset"], (None,))[0]
         # settings of a schedule that is not chosen stay at their defaults (same run id)
         warmup = values["schedule"] == "warmup_cosine"
@@ -506,6 +528,28 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
     except ConfigError as err:
         raise ConfigError(FIELD_TO_PARAM.get(err.field, err.field), _message(err)) from None
     return configs
+
+
+def missing_data(dataset: str) -> str | None:
+    """Why a file-backed data set cannot be loaded from the data folder, or None."""
+    from covnoise import data
+
+    spec = data.DATASETS.get(dataset)
+    if spec is None or spec.embedded:
+        return None
+    root = data.default_data_dir()
+    if dataset == "cifar10":
+        folder = root / data.CIFAR10_FOLDER
+        needed = [*data.CIFAR10_TRAIN_BATCHES, data.CIFAR10_TEST_BATCH]
+        missing = [f for f in needed if not (folder / f).is_file()]
+    else:
+        folder = root / dataset
+        missing = [f for f in data.IDX_FILES.values()
+                   if not ((folder / f).is_file() or (folder / f"{f}.gz").is_file())]
+    if not missing:
+        return None
+    return (f"its files are not in {folder} (missing {', '.join(missing)}); run "
+            f"`python -m covnoise data download {dataset} --data-dir {root}`")
 
 
 def _message(err: ConfigError) -> str:

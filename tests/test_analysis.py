@@ -137,6 +137,10 @@ def test_varying_keys_and_group_labels():
     assert labels[configs[0].run_id()] == "noise=none · L=128"
     assert labels[configs[3].run_id()] == "noise=full · L=128"
     assert set(analysis.group_labels(runs, [])) == {"all runs"}
+    # how often a run is measured does not change its trajectory: not a label by default
+    runs2 = runs_frame([*configs, BASE.replace(noise="none", eval_every=50, probe_size=64)])
+    assert analysis.varying_keys(runs2) == ["noise"]
+    assert "eval_every" in analysis.varying_keys(runs2, exclude=["seed"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ DEMO = ROOT / "cached_runs" / "demo-digits.parquet"
 PAGES = ["pages/home.py", "pages/train.py", "pages/live.py", "pages/compare.py",
          "pages/noise_vs_generalisation.py", "pages/quadratic.py", "pages/geometry.py"]
 # the tiny run the Train test launches (epochs: digits has 10 steps per epoch at L = 128)
+CACHED = "a.parquet,b.parquet"  # the source filter that keeps the cached runs only
 TINY_FORM = {"width": 16, "depth": 2, "batch_size": 128, "small_batch": 16, "epochs": 2.0,
              "eval_every": 5, "probe_size": 32, "seeds": 1}  # fmt: skip
 
@@ -41,6 +42,7 @@ def env(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("COVNOISE_STORE", str(tmp / "runs.sqlite"))
     mp.setenv("COVNOISE_WORKERS", "2")
+    mp.setenv("COVNOISE_DATA_DIR", str(tmp / "data"))
     cached = tmp / "cached"
     cached.mkdir()
     runs, metrics = read_runs_parquet(DEMO)
@@ -123,7 +125,7 @@ def test_sidebar_names_engine_device_and_queue(env):
 
 
 def test_compare_reads_every_cached_file_and_draws_seed_bands(env):
-    at = open_page("pages/compare.py", {"metric": "test_loss", "x": "epoch"})
+    at = open_page("pages/compare.py", {"metric": "test_loss", "x": "epoch", "source": CACHED})
     assert_clean(at)
     assert at.caption[0].value.startswith("16 runs from 2 source(s); 8 group(s)")
     fig = figure(at, "compare-curves")
@@ -155,6 +157,7 @@ def test_compare_reads_every_cached_file_and_draws_seed_bands(env):
 
 def test_compare_state_from_the_link(env):
     at = open_page("pages/compare.py", {"metric": "train_acc", "draw": "runs", "noise": "full",
+                                        "source": CACHED,
                                         "smooth": "0.5", "log_y": "true"})  # fmt: skip
     assert_clean(at)
     fig = figure(at, "compare-curves")
@@ -169,7 +172,7 @@ def test_compare_state_from_the_link(env):
 
 
 def test_noise_vs_generalisation_numbers(env):
-    at = open_page("pages/noise_vs_generalisation.py")
+    at = open_page("pages/noise_vs_generalisation.py", {"source": CACHED})
     assert_clean(at)
     assert at.caption[0].value == "16 runs in 8 settings."
     # reference points: per run the mean ‖Σ‖_F / tr Σ over evaluations and the final
@@ -227,6 +230,13 @@ def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):
     at.number_input(key="train.small_batch").set_value(32)
     at.text_input(key="train.noise_scales").set_value("1, two").run()
     assert [e.value for e in at.error] == ["multipliers s: 'two' is not a number; use e.g. 1, 4"]
+    # a file-backed data set whose files are not in the (empty) data folder
+    at.text_input(key="train.noise_scales").set_value("1")
+    at.selectbox(key="train.dataset").set_value("fashion-mnist").run()
+    assert len(at.error) == 1
+    assert at.error[0].value.startswith(
+        f"data set: its files are not in {env['tmp'] / 'data' / 'fashion-mnist'}")
+    assert "python -m covnoise data download fashion-mnist" in at.error[0].value
 
 
 def test_presets_fill_the_form(env):
@@ -305,4 +315,42 @@ def test_live_cancel_button_and_failure_message(env):
     assert not at.exception
     at.button(key=f"cancel-{rid}").click().run()
     assert engine.wait([rid], timeout=60)[rid] == "cancelled"
+    store.delete([failed.run_id(), rid])  # leave the store as the other tests expect it
     store.close()
+
+
+def test_compare_upload_adds_runs_and_rejects_other_files(env):
+    runs, metrics = env["runs"], env["metrics"]
+    pick = runs.iloc[:3].copy()
+    renamed = {rid: f"upload{i:02d}" for i, rid in enumerate(pick["run_id"])}
+    pick["run_id"] = pick["run_id"].map(renamed)
+    mine = metrics[metrics.run_id.isin(renamed)].copy()
+    mine["run_id"] = mine["run_id"].map(renamed)
+    path = env["tmp"] / "upload.parquet"
+    write_runs_parquet(path, pick, mine)
+    at = open_page("pages/compare.py")
+    at.sidebar.get("file_uploader")[0].upload("mine.parquet", path.read_bytes()).run()
+    assert_clean(at)
+    with RunStore(env["tmp"] / "runs.sqlite") as store:
+        own = len(store.runs())
+    sources = 3 + (own > 0)
+    assert at.caption[0].value.startswith(f"{19 + own} runs from {sources} source(s)")
+    table = at.dataframe[0].value.set_index("run id")
+    assert set(table.loc[list(renamed.values()), "source"]) == {"upload: mine.parquet"}
+    bad = open_page("pages/compare.py")
+    bad.sidebar.get("file_uploader")[0].upload("notes.parquet", b"import os").run()
+    assert not bad.exception
+    assert len(bad.error) == 1
+    assert bad.error[0].value.startswith("notes.parquet is not a covnoise runs file: ")
+    assert bad.caption[0].value.startswith(f"{16 + own} runs from {sources - 1} source(s)")
+
+
+def test_parquet_download_round_trips(env):
+    runs, metrics = env["runs"], env["metrics"]
+    data = appstate.parquet_bytes(runs, metrics)
+    path = env["tmp"] / "download.parquet"
+    path.write_bytes(data)
+    back_runs, back_metrics = read_runs_parquet(path)
+    assert back_runs["run_id"].tolist() == runs["run_id"].tolist()
+    pd.testing.assert_frame_equal(back_metrics.reset_index(drop=True),
+                                  metrics.reset_index(drop=True))  # fmt: skip

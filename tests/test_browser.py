@@ -157,6 +157,7 @@ def test_launch_watch_compare_in_a_browser(browser, server):
     shot(page, "home")
 
     page.goto(f"{url}/train?{TRAIN_QUERY}")
+    page.get_by_text("estimated time").wait_for()
     settle(page)
     assert_no_error(page, "train")
     sidebar = page.inner_text('[data-testid="stSidebar"]')
