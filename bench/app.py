@@ -12,7 +12,8 @@ session (the server already warm, as for a second visitor) several times; the ta
 do not compete for the CPU with what is measured) write metric rows through the local engine
 at the rate of a fast real run; one update is the incremental read of new rows
 (LiveMetrics.update), the figure and its JSON, and it is printed side by side with a full
-re-read of every row, with their ratio.
+re-read of every row, with their ratio. Last, the live figure of 8 long runs is built with
+traces thinned to 400 points and with every point, side by side (time and payload size).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def bench_live(rounds: int) -> None:
         labels = appstate.run_labels(runs).to_dict()
         live = appstate.LiveMetrics()
         live.update(store, ids)
-        inc, full, fig_t, fig_all, rows = [], [], [], [], []
+        inc, full, fig_t, rows = [], [], [], []
         for _ in range(rounds):
             time.sleep(0.5)
             t = time.perf_counter()
@@ -117,9 +118,6 @@ def bench_live(rounds: int) -> None:
             t = time.perf_counter()
             plots.live_figure(frame, labels, x="step", x_label=analysis.X_AXES["step"]).to_json()
             fig_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            plots.live_figure(frame, labels, x="step", max_points=None).to_json()
-            fig_all.append(time.perf_counter() - t)
             inc.append(t_read)
             rows.append(len(frame))
             assert len(reread) >= len(frame) - 200  # the same rows (more may have arrived)
@@ -130,16 +128,43 @@ def bench_live(rounds: int) -> None:
         print(f"  read new rows (metrics_since)  median {statistics.median(inc) * ms:7.1f} ms")
         print(f"  re-read all rows (metrics)     median {statistics.median(full) * ms:7.1f} ms"
               f"   ratio full/incremental {statistics.median(full) / statistics.median(inc):.1f}×")
-        print(f"  six-panel figure + JSON        median {statistics.median(fig_t) * ms:7.1f} ms"
-              " (≤ 400 points per trace)")
-        print(f"  the same, every point          median {statistics.median(fig_all) * ms:7.1f} ms"
-              f"   ratio {statistics.median(fig_all) / statistics.median(fig_t):.1f}×")
+        print(f"  six-panel figure + JSON        median {statistics.median(fig_t) * ms:7.1f} ms")
         total = [a + b for a, b in zip(inc, fig_t, strict=True)]
         print(f"  one update (read + figure)     median {statistics.median(total) * ms:7.1f} ms,"
               f" max {max(total) * ms:.1f} ms")
     finally:
         engine.close(cancel_running=True)
         engine.store.close()
+
+
+def bench_thinning(evaluations: int = 3000, repeats: int = 3) -> None:
+    """The live figure of 8 long runs, thinned to 400 points per trace vs every point: the
+    time to build it here and the size of what the browser must draw."""
+    import numpy as np
+    import pandas as pd
+
+    from covnoise import plots
+
+    steps = np.arange(evaluations)
+    frames = [pd.DataFrame({"run_id": f"r{r}", "step": steps, "name": name,
+                            "value": 1.0 + np.exp(-steps / 500.0) + 0.01 * i})
+              for r in range(8) for i, name in enumerate(METRIC_NAMES)]  # fmt: skip
+    metrics = pd.concat(frames, ignore_index=True)
+    labels = {f"r{r}": f"run {r}" for r in range(8)}
+
+    def timed(max_points):
+        best, size = float("inf"), 0
+        for _ in range(repeats):
+            t = time.perf_counter()
+            size = len(plots.live_figure(metrics, labels, max_points=max_points).to_json())
+            best = min(best, time.perf_counter() - t)
+        return best, size
+
+    (thin, thin_size), (every, every_size) = timed(400), timed(None)
+    print(f"Live figure of 8 runs × {evaluations} evaluations (best of {repeats}), ≤ 400 points "
+          f"per trace vs every point:\n  build + JSON {thin * 1000:.0f} ms vs {every * 1000:.0f} ms"
+          f" (ratio {every / thin:.1f}×); payload sent to the browser {thin_size / 1e6:.2f} MB vs "
+          f"{every_size / 1e6:.2f} MB (ratio {every_size / thin_size:.1f}×)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_pages(args.repeats)
         if args.live or both:
             bench_live(args.rounds)
+            bench_thinning()
     return 0
 
 
