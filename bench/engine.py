@@ -13,7 +13,8 @@ All measured side by side in one process, on a scratch store in a temporary fold
   processes at once (target ≥ 10,000 rows/s).
 - overhead: a tiny real run (digits MLP, 30 steps) called in-process versus submitted to the
   local engine until the store says finished, with the warm spare worker (default) and with
-  a cold worker process (spares=0). Medians; the ratio and the difference in seconds.
+  a cold worker process (spares=0), in interleaved rounds so that load drifts affect all
+  three alike. Medians; the ratio and the difference in seconds.
 """
 
 from __future__ import annotations
@@ -108,31 +109,28 @@ def _throughput(folder: Path, n_events: int, procs: int = 4) -> dict[str, float]
 
 
 def _overhead(folder: Path, repeats: int) -> dict[str, float]:
+    """Interleaved rounds: in-process run, cold worker, warm worker (then the spare warms)."""
     from covnoise.train import run
 
     run(TINY)  # warm up imports and data in this process
-    inproc = []
+    warm = LocalEngine(RunStore(folder / "warm.sqlite"), workers=1, spares=1, poll_interval=0.02)
+    cold = LocalEngine(RunStore(folder / "cold.sqlite"), workers=1, spares=0, poll_interval=0.02)
+    times: dict[str, list[float]] = {"in_process_s": [], "engine_cold_s": [], "engine_warm_s": []}
     for i in range(repeats):
+        time.sleep(15)  # the warm engine's spare finishes its imports, as in an idle app
+        cfg = TINY.replace(seed=100 + i)
         t = time.perf_counter()
-        run(TINY.replace(seed=100 + i))
-        inproc.append(time.perf_counter() - t)
-    out = {"in_process_s": statistics.median(inproc)}
-    for label, spares in (("engine_warm_s", 1), ("engine_cold_s", 0)):
-        store = RunStore(folder / f"overhead_{spares}.sqlite")
-        engine = LocalEngine(store, workers=1, spares=spares, poll_interval=0.02)
-        time.sleep(15 if spares else 0)  # let the spare finish its imports, as in an idle app
-        times = []
-        for i in range(repeats):
+        run(cfg)
+        times["in_process_s"].append(time.perf_counter() - t)
+        for label, engine in (("engine_cold_s", cold), ("engine_warm_s", warm)):
             t = time.perf_counter()
-            rid = engine.submit(TINY.replace(seed=200 + i))
+            rid = engine.submit(cfg)
             engine.wait([rid], timeout=300, poll=0.01)
-            times.append(time.perf_counter() - t)
-            if spares:
-                time.sleep(15)  # the next spare warms up between submissions
+            times[label].append(time.perf_counter() - t)
+    for engine in (warm, cold):
         engine.close()
-        store.close()
-        out[label] = statistics.median(times)
-    return out
+        engine.store.close()
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer events and repeats")
     parser.add_argument("--ray", action="store_true", help="also measure Ray latency")
     args = parser.parse_args(argv)
-    n_events, repeats = (100, 2) if args.quick else (300, 3)
+    n_events, repeats = (100, 2) if args.quick else (300, 5)
     result: dict[str, object] = {"machine": describe_machine()}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

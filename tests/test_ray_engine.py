@@ -30,6 +30,8 @@ def stubborn_run(config, emit, should_stop=None, progress=False):
 
 @pytest.fixture(scope="module")
 def cluster():
+    if ray.is_initialized():  # another module's cluster: start a two-CPU one of our own
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

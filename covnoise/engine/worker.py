@@ -71,7 +71,6 @@ class _Heartbeat(threading.Thread):
 def execute(
     store_path: str,
     run_id: str,
-    run_fn_path: str,
     run_fn: Any = None,
     import_error: BaseException | None = None,
 ) -> str:
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     order = json.loads(line)
     if order.get("gpu") is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(order["gpu"])
-    execute(args.store, order["run_id"], args.run_fn, run_fn, import_error)
+    execute(args.store, order["run_id"], run_fn, import_error)
     # The result is in the store and its connection closed: skip the interpreter's slow
     # teardown (torch) so the engine's slot frees up at once.
     sys.stdout.flush()
