@@ -405,6 +405,12 @@ def correlation_table(
 STRUCTURE_COST: dict[str, float] = {"none": 1.0, "isotropic": 1.3, "diag": 1.3, "full": 1.1}
 
 
+#: Fixed time per operation on a small model, where Python and kernel-launch overheads and
+#: not FLOPs set the pace (measured on a 2-core CPU with a 2-layer MLP on digits: about 2 ms
+#: per training step, 4 ms per Hessian-vector product, 5 ms per evaluation).
+OVERHEAD_SECONDS: dict[str, float] = {"step": 2e-3, "hvp": 4e-3, "evaluation": 5e-3}
+
+
 @dataclass(frozen=True)
 class Cost:
     """The work of one run: counts from the training loop's schedule and a FLOP estimate."""
@@ -412,8 +418,14 @@ class Cost:
     steps: int
     evaluations: int
     sharpness_evaluations: int
+    hvps: int
     examples: int
     flops: float
+
+    def fixed_seconds(self) -> float:
+        """Time the per-operation overheads take whatever the FLOP rate."""
+        o = OVERHEAD_SECONDS
+        return self.steps * o["step"] + self.hvps * o["hvp"] + self.evaluations * o["evaluation"]
 
 
 def evaluation_count(steps: int, eval_every: int) -> int:
@@ -426,35 +438,46 @@ def run_cost(config, n_train: int, n_test: int, forward_flops: float) -> Cost:
 
     FLOPs: a training step is ≈ 3 forward passes per example times the structure's cost
     factor; an evaluation is a forward pass over train and test sets plus a gradient on the
-    probe; a sharpness evaluation adds (lanczos_iters + noise_samples) Hessian-vector products
-    on the probe at ≈ 6 forward passes each. `forward_flops` is one example's forward pass.
+    probe; a sharpness evaluation adds at most lanczos_iters + 1 (Lanczos and its residual
+    check) + noise_samples Hessian-vector products on the probe at ≈ 6 forward passes each.
+    `forward_flops` is one example's forward pass.
     """
     per_epoch = max(1, n_train // config.batch_size)
     steps = config.steps if config.steps is not None else max(1, round(config.epochs * per_epoch))
     evals = evaluation_count(steps, config.eval_every)
     every = config.sharpness_every
     sharp = 0 if every == 0 else -(-evals // every)
+    hvps = sharp * (config.lanczos_iters + 1 + config.noise_samples)  # +1: Lanczos residual
     probe = min(config.probe_size, n_train)
     f = float(forward_flops)
     flops = steps * 3 * f * config.batch_size * STRUCTURE_COST.get(config.noise, 1.3)
     flops += evals * (f * (n_train + n_test) + 3 * f * probe)
-    flops += sharp * (config.lanczos_iters + config.noise_samples) * 6 * f * probe
-    return Cost(steps, evals, sharp, steps * config.batch_size, flops)
+    flops += hvps * 6 * f * probe
+    return Cost(steps, evals, sharp, hvps, steps * config.batch_size, flops)
 
 
-def throughput(flops: Sequence[float], seconds: Sequence[float]) -> float | None:
-    """Median FLOP rate of past runs (predicted FLOPs / measured wall time), None if none."""
-    rates = [f / s for f, s in zip(flops, seconds, strict=True) if s and s > 0 and f > 0]
+def run_seconds(cost: Cost, rate: float) -> float:
+    """Estimated wall time of a run: its FLOPs at `rate` plus its fixed overheads."""
+    return cost.flops / rate + cost.fixed_seconds()
+
+
+def throughput(costs: Sequence[Cost], seconds: Sequence[float]) -> float | None:
+    """Median FLOP rate of past runs: predicted FLOPs over the measured wall time left after
+    the fixed overheads (runs with no time left are skipped); None without any."""
+    rates = []
+    for c, s in zip(costs, seconds, strict=True):
+        left = (s or 0.0) - c.fixed_seconds()
+        if left > 0 and c.flops > 0:
+            rates.append(c.flops / left)
     return float(np.median(rates)) if rates else None
 
 
-def grid_seconds(
-    run_flops: Sequence[float], rate: float, workers: int, overhead: float = 2.0
-) -> float:
-    """Wall-clock estimate of a grid: runs spread over `workers`, each flops/rate + overhead."""
-    per_run = sorted((f / rate + overhead for f in run_flops), reverse=True)
+def grid_seconds(run_secs: Sequence[float], workers: int, overhead: float = 2.0) -> float:
+    """Wall-clock estimate of a grid: runs (each its time + a start overhead) spread over
+    `workers`, longest first onto the least-loaded worker."""
+    per_run = sorted((t + overhead for t in run_secs), reverse=True)
     lanes = [0.0] * max(1, workers)
-    for t in per_run:  # longest first onto the least-loaded worker
+    for t in per_run:
         lanes[lanes.index(min(lanes))] += t
     return max(lanes) if per_run else 0.0
 

@@ -575,27 +575,28 @@ def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int)
     The FLOP rate is calibrated on the finished runs in `past` (their predicted FLOPs over
     their measured wall time); without any it is a fixed guess for the device.
     """
-    costs, flops = [], []
-    for cfg in configs:
-        n_train, n_test, _, _ = DATASET_SHAPES[cfg.dataset]
-        f = forward_flops(cfg.dataset, cfg.model, cfg.width, cfg.depth)
-        c = analysis.run_cost(cfg, n_train, n_test, f)
-        costs.append(c)
-        flops.append(c.flops)
+    costs = [_cost(cfg) for cfg in configs]
     rate, calibrated = _calibrated_rate(past)
     if rate is None:
         rate = DEFAULT_RATE["gpu" if device_found().startswith("GPU") else "cpu"]
+    secs = [analysis.run_seconds(c, rate) for c in costs]
     return {
         "runs": len(configs),
         "steps": sum(c.steps for c in costs),
         "evaluations": sum(c.evaluations for c in costs),
         "sharpness_evaluations": sum(c.sharpness_evaluations for c in costs),
         "examples": sum(c.examples for c in costs),
-        "flops": sum(flops),
-        "seconds": analysis.grid_seconds(flops, rate, workers),
+        "flops": sum(c.flops for c in costs),
+        "seconds": analysis.grid_seconds(secs, workers),
         "rate": rate,
         "calibrated_on": calibrated,
     }
+
+
+def _cost(cfg: RunConfig) -> analysis.Cost:
+    n_train, n_test, _, _ = DATASET_SHAPES[cfg.dataset]
+    f = forward_flops(cfg.dataset, cfg.model, cfg.width, cfg.depth)
+    return analysis.run_cost(cfg, n_train, n_test, f)
 
 
 def _calibrated_rate(past: pd.DataFrame) -> tuple[float | None, int]:
@@ -603,17 +604,14 @@ def _calibrated_rate(past: pd.DataFrame) -> tuple[float | None, int]:
         return None, 0
     done = past[(past["status"] == "finished") & past["wall_time"].notna()]
     done = done[done["cfg_dataset"].isin(list(DATASET_SHAPES))].tail(50)
-    flops, secs = [], []
+    costs, secs = [], []
     for row in done.to_dict("records"):
         try:
-            cfg = analysis.config_from_row(row)
-            n_train, n_test, _, _ = DATASET_SHAPES[cfg.dataset]
-            f = forward_flops(cfg.dataset, cfg.model, cfg.width, cfg.depth)
-            flops.append(analysis.run_cost(cfg, n_train, n_test, f).flops)
+            costs.append(_cost(analysis.config_from_row(row)))
             secs.append(float(row["wall_time"]))
         except Exception:  # noqa: BLE001 - an odd past run just does not calibrate
             continue
-    return analysis.throughput(flops, secs), len(flops)
+    return analysis.throughput(costs, secs), len(costs)
 
 
 # --------------------------------------------------------------------------------------------

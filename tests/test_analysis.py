@@ -259,6 +259,9 @@ def test_run_cost_counts_match_a_real_run():
     assert cost.evaluations == len(metric_events) == 4  # steps 0, 5, 10, 12
     assert cost.sharpness_evaluations == sum("sharpness" in e["metrics"] for e in metric_events)
     assert cost.examples == 12 * 128
+    assert cost.hvps == cost.sharpness_evaluations * (4 + 1 + 2)  # a bound on what ran
+    lanczos = sum(e["metrics"].get("sharpness_hvps", 0) for e in metric_events)
+    assert 0 < lanczos <= cost.sharpness_evaluations * (4 + 1)
     # by epochs: digits at L = 128 has 10 steps per epoch
     by_epochs = analysis.run_cost(cfg.replace(steps=None, epochs=2.5), 1347, 450, 1.0)
     assert by_epochs.steps == 25
@@ -285,14 +288,22 @@ def test_forward_flops_of_a_cnn_matches_torch_flop_counter(shape):
     assert analysis.forward_flops(shape, 10, "cnn", 16, 2) == counter.get_total_flops()
 
 
-def test_throughput_and_grid_seconds():
-    assert analysis.throughput([10.0, 40.0, 90.0], [1.0, 2.0, 3.0]) == pytest.approx(20.0)
-    assert analysis.throughput([], []) is None
-    flops = [4.0, 3.0, 2.0, 1.0]
+def test_run_seconds_throughput_and_grid_seconds():
+    o = analysis.OVERHEAD_SECONDS
+    cost = analysis.Cost(steps=100, evaluations=11, sharpness_evaluations=11, hvps=308,
+                         examples=100 * 128, flops=4e9)  # fmt: skip
+    fixed = 100 * o["step"] + 308 * o["hvp"] + 11 * o["evaluation"]
+    assert cost.fixed_seconds() == pytest.approx(fixed)
+    assert analysis.run_seconds(cost, 2e9) == pytest.approx(2.0 + fixed)
+    # the rate is recovered from runs timed exactly by the model; runs shorter than their
+    # fixed overheads carry no information and are skipped
+    assert analysis.throughput([cost, cost], [2.0 + fixed, 4.0 + fixed]) == pytest.approx(1.5e9)
+    assert analysis.throughput([cost], [fixed / 2]) is None
+    secs = [4.0, 3.0, 2.0, 1.0]
     # one worker: everything in sequence; as many workers as runs: the longest run
-    assert analysis.grid_seconds(flops, 1.0, 1, overhead=0.5) == pytest.approx(10 + 4 * 0.5)
-    assert analysis.grid_seconds(flops, 1.0, 4, overhead=0.5) == pytest.approx(4.5)
-    assert analysis.grid_seconds(flops, 1.0, 2, overhead=0.0) == pytest.approx(5.0)
+    assert analysis.grid_seconds(secs, 1, overhead=0.5) == pytest.approx(10 + 4 * 0.5)
+    assert analysis.grid_seconds(secs, 4, overhead=0.5) == pytest.approx(4.5)
+    assert analysis.grid_seconds(secs, 2, overhead=0.0) == pytest.approx(5.0)
 
 
 def test_config_from_row_round_trips():
