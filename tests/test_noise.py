@@ -1,0 +1,306 @@
+"""Noise structures and noise statistics against dense references built from torch.func
+per-example gradients and a dense Hessian."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from covnoise.noise import STRUCTURES, make_structure, noise_statistics
+from covnoise.pergrad import DiagStatsRecorder, per_example_grads
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread avoids thread hand-off costs on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def tiny(seed: int, d_in: int = 4, hidden: int = 5, d_out: int = 3) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, d_out)).double()
+
+
+def batch(B: int, d_in: int, seed: int, correlated: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, d_in, generator=g, dtype=torch.float64)
+    if correlated:  # inputs along one direction: strongly correlated gradient coordinates
+        x = torch.randn(B, 1, generator=g, dtype=torch.float64) * 2 + 0.1 * x
+    return x, torch.randint(0, 3, (B,), generator=g)
+
+
+def flat_grads(model, x, y):
+    return torch.cat([g.flatten(1) for g in per_example_grads(model, ce, x, y)], 1)
+
+
+def dense_sigma(name: str, c: float, G: torch.Tensor) -> torch.Tensor:
+    """c·K from per-example gradients G (B×P)."""
+    Gc = G - G.mean(0)
+    C = Gc.T @ Gc / G.shape[0]
+    P = C.shape[0]
+    K = {
+        "none": torch.zeros_like(C),
+        "isotropic": C.trace() / P * torch.eye(P, dtype=C.dtype),
+        "diag": torch.diag(C.diagonal()),
+        "full": C,
+    }[name]
+    return c * K
+
+
+def cov_z_scores(xi: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(Ŝ − Σ)/SE for every entry of the sample covariance of zero-mean draws ξ (S×P).
+
+    SE_ij = sd(ξ_i ξ_j)/√S (the CLT standard error of a mean of products; for Gaussian ξ its
+    square is the Wishart variance (Σ_ij² + Σ_ii Σ_jj)/S)."""
+    S = xi.shape[0]
+    iu = torch.triu_indices(xi.shape[1], xi.shape[1])
+    prods = xi[:, iu[0]] * xi[:, iu[1]]
+    se = prods.std(0) / math.sqrt(S)
+    return (prods.mean(0) - sigma[iu[0], iu[1]]) / se.clamp(min=1e-300)
+
+
+def sample_noise(name, c, model, x, y, S, stats_rows=None, seed=0):
+    """S draws of ξ = noisy gradient − clean gradient through the structure's API.
+
+    diag/isotropic: update() on the clean gradient (the loss weights are 1/B), with the
+    statistics of the drawn sub-batch; full: the backward of the weighted loss, batched over
+    the drawn weights (test_full_single_backward_is_exact checks one backward directly)."""
+    B = x.shape[0]
+    params = list(model.parameters())
+    s = make_structure(name, c, stats_rows=stats_rows, stats_every=1 if stats_rows else S + 1)
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.cat([g.flatten() for g in torch.autograd.grad(ce(model(x), y).mean(), params)])
+
+    def stats_of(rows):
+        with DiagStatsRecorder(model, rows, 1.0 / B) as rec:
+            torch.autograd.grad(ce(model(x), y).mean(), params)
+        return rec.result()
+
+    cache = {}  # statistics of every possible sub-batch, recorded once
+    if name in ("diag", "isotropic") and stats_rows:
+        for rows in itertools.combinations(range(B), stats_rows):
+            cache[rows] = stats_of(torch.tensor(rows))
+    state = s.init(params)
+    draws, weights = [], []
+    clean_list = [g.view_as(p) for g, p in zip(clean.split([p.numel() for p in params]), params,
+                                               strict=True)]  # fmt: skip
+    for _ in range(S):
+        rows = s.stats_rows(B, gen) if s.needs_stats(state) else None
+        weights.append(s.loss_weights(B, state, gen, dtype=torch.float64))
+        stats = None
+        if rows is not None:
+            stats = cache[tuple(rows.tolist())] if cache else stats_of(rows)
+        noisy, state = s.update(list(clean_list), state, stats, gen)
+        draws.append(torch.cat([g.flatten() for g in noisy]) - clean)
+    if name == "full":  # the gradient of Σ_n w_n l_n for every drawn w, batched backward
+        W = torch.stack(weights)
+        draws = []
+        for chunk in W.split(2000):
+            losses = ce(model(x), y)
+            gs = torch.autograd.grad(losses, params, grad_outputs=chunk, is_grads_batched=True)
+            draws.append(torch.cat([g.flatten(1) for g in gs], 1) - clean)
+        return torch.cat(draws), s, state
+    return torch.stack(draws), s, state
+
+
+@pytest.mark.parametrize(
+    "name,stats_rows,S",
+    [
+        ("none", None, 10),
+        ("isotropic", None, 20000),
+        ("diag", None, 20000),
+        ("full", None, 20000),
+        ("isotropic", 3, 10000),
+        ("diag", 3, 10000),
+    ],
+)
+def test_empirical_covariance_matches_target(name, stats_rows, S):
+    """Whole matrix (P = 43, 946 entries): every |z| < 5 (about 5e-4 chance of a false alarm
+    over all entries). Sub-batch statistics (3 of 12 rows) keep Cov(ξ) = c·K exactly."""
+    model, (x, y) = tiny(0), batch(12, 4, 1)
+    c = 0.3
+    xi, s, state = sample_noise(name, c, model, x, y, S, stats_rows, seed=2)
+    G = flat_grads(model, x, y)
+    sigma = dense_sigma(name, c, G)
+    if name == "none":
+        assert torch.equal(xi, torch.zeros_like(xi))
+        return
+    z = cov_z_scores(xi, sigma)
+    assert z.abs().max() < 5, (z.abs().max(), z.abs().argmax())
+    assert state.step == S
+    if name in ("diag", "isotropic"):
+        assert state.refreshes == (S if stats_rows else 1)
+        # the same test has the power to reject the other structures
+        other = dense_sigma("full", c, G)
+        assert cov_z_scores(xi, other).abs().max() > 10
+
+
+def test_full_single_backward_is_exact():
+    """∇Σ w_n l_n = ḡ + √(c/B) Σ (z_n − z̄) g_n with the z drawn from the same generator."""
+    model, (x, y) = tiny(3), batch(10, 4, 4)
+    B, c = 10, 0.7
+    s = make_structure("full", c)
+    gen = torch.Generator().manual_seed(5)
+    replay = torch.Generator().manual_seed(5)
+    w = s.loss_weights(B, s.init([]), gen, dtype=torch.float64)
+    z = torch.randn(B, generator=replay, dtype=torch.float64)
+    assert abs(float(w.sum()) - 1) < 1e-12
+    grads = torch.autograd.grad((w * ce(model(x), y)).sum(), list(model.parameters()))
+    got = torch.cat([g.flatten() for g in grads])
+    G = flat_grads(model, x, y)
+    want = G.mean(0) + math.sqrt(c / B) * ((z - z.mean())[:, None] * G).sum(0)
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_loss_weights_and_schedule():
+    gen = torch.Generator().manual_seed(0)
+    for name in STRUCTURES:
+        s = make_structure(name, 0.2, stats_rows=4, stats_every=3)
+        w = s.loss_weights(16, s.init([]), gen)
+        assert w.shape == (16,) and abs(float(w.sum()) - 1) < 1e-6
+        if name != "full":
+            assert torch.equal(w, torch.full((16,), 1 / 16))
+    s = make_structure("diag", 0.2, stats_rows=4, stats_every=3)
+    rows = s.stats_rows(16, gen)
+    assert len(rows) == 4 and len(set(rows.tolist())) == 4 and torch.equal(rows, rows.sort()[0])
+    assert int(rows.max()) < 16
+    assert torch.equal(make_structure("diag", 0.2).stats_rows(5, gen), torch.arange(5))
+    assert torch.equal(s.stats_rows(3, gen), torch.arange(3))
+    assert s.describe() == {"structure": "diag", "c": 0.2, "stats_rows": 4, "stats_every": 3}
+    assert not make_structure("full", 0.2).needs_stats(s.init([]))
+    assert not make_structure("none", 0.2).needs_stats(s.init([]))
+
+
+def test_refresh_reuses_v_with_fresh_noise():
+    """stats_every=2: steps 0 and 1 use v from step 0, ξ = √(c v) ⊙ z with a new z each step;
+    step 2 demands fresh statistics."""
+    model, (x, y) = tiny(6), batch(8, 4, 7)
+    params = list(model.parameters())
+    c = 0.5
+    s = make_structure("diag", c, stats_every=2)
+    state = s.init(params)
+    G = per_example_grads(model, ce, x, y)
+    v = [g.var(0, unbiased=False) for g in G]
+    gen = torch.Generator().manual_seed(8)
+    with DiagStatsRecorder(model, s.stats_rows(8, gen), 1 / 8) as rec:
+        ce(model(x), y).mean().backward()
+    zeros = [torch.zeros_like(p) for p in params]
+    seen = []
+    for step in range(2):
+        assert s.needs_stats(state) == (step == 0)
+        replay = torch.Generator().manual_seed(0)
+        replay.set_state(gen.get_state())
+        z = torch.randn(sum(p.numel() for p in params), generator=replay, dtype=torch.float64)
+        noisy, state = s.update(zeros, state, rec.result() if step == 0 else None, gen)
+        want = torch.cat([(c * t).sqrt().flatten() for t in v]) * z
+        got = torch.cat([g.flatten() for g in noisy])
+        assert got.dtype == torch.float64
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-14)
+        seen.append(got)
+    assert not torch.allclose(seen[0], seen[1])
+    assert s.needs_stats(state)
+    with pytest.raises(ValueError, match="needs DiagStats"):
+        s.update(zeros, state, None, gen)
+
+
+def test_make_structure_validates():
+    with pytest.raises(ValueError, match="none, isotropic, diag, full"):
+        make_structure("kfac", 0.1)
+    with pytest.raises(ValueError, match="c must be"):
+        make_structure("diag", -1.0)
+    with pytest.raises(ValueError, match="stats_rows"):
+        make_structure("diag", 0.1, stats_rows=1)
+    with pytest.raises(ValueError, match="stats_every"):
+        make_structure("diag", 0.1, stats_every=0)
+
+
+# --------------------------------------------------------------------------- statistics
+def dense_hessian(model, x, y) -> torch.Tensor:
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat0 = torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def loss(flat):
+        parts = flat.split([math.prod(s) for s in shapes])
+        ps = {n: t.view(s) for n, t, s in zip(names, parts, shapes, strict=True)}
+        return ce(functional_call(model, ps, (x,)), y).mean()
+
+    return torch.autograd.functional.hessian(loss, flat0)
+
+
+def dense_hvp(H, params):
+    def hvp(vs):
+        out = H @ torch.cat([v.flatten() for v in vs])
+        return [t.view_as(p) for t, p in zip(out.split([p.numel() for p in params]), params,
+                                              strict=True)]  # fmt: skip
+
+    return hvp
+
+
+@pytest.fixture(scope="module")
+def probe():
+    model, (x, y) = tiny(9, d_in=3, hidden=4), batch(16, 3, 10)
+    H = dense_hessian(model, x, y)
+    G = flat_grads(model, x, y)
+    return model, x, y, H, G
+
+
+@pytest.mark.parametrize("name", ["isotropic", "diag", "full"])
+def test_noise_statistics_against_dense(probe, name):
+    model, x, y, H, G = probe
+    params = list(model.parameters())
+    c, n = 0.25, 4000
+    sigma = dense_sigma(name, c, G)
+    for p in params:  # noise_statistics must leave the gradients alone
+        p.grad = torch.full_like(p, 7.0)
+    gen = torch.Generator().manual_seed(11)
+    st = noise_statistics(make_structure(name, c), model, ce, x, y, dense_hvp(H, params), n, gen)
+    assert all(torch.equal(p.grad, torch.full_like(p, 7.0)) for p in params)
+    assert st["noise_trace"] == pytest.approx(float(sigma.trace()), rel=1e-8)
+    assert st["noise_fro"] == pytest.approx(float(torch.linalg.matrix_norm(sigma)), rel=1e-8)
+    exact = float((H @ sigma).trace())
+    se_theory = math.sqrt(2 * float((H @ sigma @ H @ sigma).trace()) / n)
+    assert abs(st["noise_trace_hsigma"] - exact) < 4 * se_theory
+    assert st["noise_trace_hsigma_se"] == pytest.approx(se_theory, rel=0.15)
+
+
+def test_noise_statistics_none_and_without_hvp(probe):
+    model, x, y, H, G = probe
+    gen = torch.Generator().manual_seed(12)
+    st = noise_statistics(make_structure("none", 0.3), model, ce, x, y, None, 8, gen)
+    assert st == {
+        "noise_trace": 0.0,
+        "noise_fro": 0.0,
+        "noise_trace_hsigma": 0.0,
+        "noise_trace_hsigma_se": 0.0,
+    }
+    st = noise_statistics(make_structure("diag", 0.3), model, ce, x, y, None, 8, gen)
+    assert math.isnan(st["noise_trace_hsigma"]) and st["noise_trace"] > 0
+
+
+def test_frobenius_ordering_with_correlated_gradients():
+    """Equal traces; ‖Σ_iso‖_F ≤ ‖Σ_diag‖_F ≤ ‖Σ_full‖_F, strictly when coordinates correlate."""
+    model, (x, y) = tiny(13), batch(32, 4, 14, correlated=True)
+    gen = torch.Generator().manual_seed(15)
+    st = {
+        name: noise_statistics(make_structure(name, 0.1), model, ce, x, y, None, 0, gen)
+        for name in ("isotropic", "diag", "full")
+    }
+    traces = [s["noise_trace"] for s in st.values()]
+    assert max(traces) == pytest.approx(min(traces), rel=1e-9)
+    fro = {k: s["noise_fro"] for k, s in st.items()}
+    assert fro["isotropic"] < fro["diag"] < fro["full"]
+    assert fro["full"] > 1.5 * fro["diag"]
