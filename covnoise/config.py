@@ -52,7 +52,7 @@ class RunConfig:
     noise: str = "none"
     noise_scale: float = 1.0  # the multiplier s
     stats_rows: int | None = 128  # sub-batch for diag(C) estimates (None = the whole batch)
-    stats_every: int = 1  # refresh diag(C) every k steps
+    stats_every: int = 4  # refresh diag(C) every k steps (bench.noise_step: ≤ 1.3× a plain step)
     # optimiser
     lr: float = 0.1
     lr_scaling: str = "none"  # lr relative to M: none, linear (×L/M), sqrt (×√(L/M))
