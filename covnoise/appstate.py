@@ -57,14 +57,27 @@ OWN_SOURCE = "this store"
 # --------------------------------------------------------------------------------------------
 
 
-def guarded(body: Callable[[], None], what: str = "this page") -> None:
+def guarded(body: Callable[[], None], what: str = "this page", action: str = "draw") -> None:
     """Run a page body; an exception becomes a short st.error, its traceback goes to the log."""
     try:
         body()
     except Exception as exc:  # noqa: BLE001 - a page never shows a raw traceback
         log.exception("error while drawing %s", what)
         text = str(exc).splitlines()[0] if str(exc) else ""
-        st.error(f"Could not draw {what}: {type(exc).__name__}{': ' + text if text else ''}")
+        st.error(f"Could not {action} {what}: {type(exc).__name__}{': ' + text if text else ''}")
+
+
+def guarded_callback(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorate a widget callback like `guarded`: an exception becomes a short st.error."""
+
+    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
+        def run(*args: Any, **kwargs: Any) -> None:
+            guarded(lambda: fn(*args, **kwargs), what, action="complete")
+
+        run.__name__, run.__doc__ = fn.__name__, fn.__doc__
+        return run
+
+    return wrap
 
 
 # --------------------------------------------------------------------------------------------

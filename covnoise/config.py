@@ -52,7 +52,7 @@ class RunConfig:
     noise: str = "none"
     noise_scale: float = 1.0  # the multiplier s
     stats_rows: int | None = 128  # sub-batch for diag(C) estimates (None = the whole batch)
-    stats_every: int = 4  # refresh diag(C) every k steps (bench.noise_step: ≤ 1.3× a plain step)
+    stats_every: int = 4  # refresh diag(C) every k steps (bench.steps: ≤ 1.3× a plain step)
     # optimiser
     lr: float = 0.1
     lr_scaling: str = "none"  # lr relative to M: none, linear (×L/M), sqrt (×√(L/M))
@@ -158,6 +158,12 @@ class RunConfig:
                 "batch_size",
                 f"{self.batch_size} is larger than the training set ({n_train} examples); "
                 f"allowed: 1..{n_train}",
+            )
+        if self.ghost_bn and self.noise != "none":
+            raise ConfigError(
+                "ghost_bn",
+                "ghost batch norm mixes the examples of a group, so per-example gradients (and "
+                "the noise built from them) are not defined; use ghost_bn 0 or noise none",
             )
         if self.ghost_bn and self.batch_size % self.ghost_bn:
             raise ConfigError("ghost_bn", "the ghost batch size must divide batch_size")

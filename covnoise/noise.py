@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from covnoise.pergrad import DiagStats, DiagStatsRecorder, GramRecorder
 
-# Defaults for diag and isotropic, tuned with `python -m bench.noise_step` on a 2-core CPU:
+# Defaults for diag and isotropic, tuned with `python -m bench.steps` on a 2-core CPU:
 # 128 rows every 4 steps keeps both within 1.3× of a plain step for the MLP at B = 1024 and
 # the small CNN at B = 512 (exact v every step costs 2–3×). Per refresh, v̂ on 128 rows has
 # about 20% relative error and tr C about 1%; the injected covariance stays unbiased.

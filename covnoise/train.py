@@ -183,7 +183,8 @@ def noisy_step(
     """One SGD step on the batch (x, y) with the structure's noise added to the gradient.
 
     Returns the per-example losses (detached) and the new noise state. The parameters are
-    not updated when the loss is not finite, so a diverging run stops on its last good state.
+    not updated when the loss or the noisy gradient is not finite (the losses returned are
+    then NaN), so a diverging run stops on its last good state.
     """
     batch = len(x)
     use_stats = structure.needs_stats(state)
@@ -199,8 +200,11 @@ def noisy_step(
     for p, g in zip(params, noisy, strict=True):
         p.grad = g
     losses = losses.detach()
-    if bool(torch.isfinite(losses).all()):
+    finite = torch.stack([torch.isfinite(losses).all()] + [torch.isfinite(g).all() for g in noisy])
+    if bool(finite.all()):
         opt.step()
+    else:  # keep the last good parameters; the caller sees a non-finite loss and stops
+        losses = torch.full_like(losses, float("nan")) if bool(finite[0]) else losses
     return losses, state
 
 

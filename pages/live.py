@@ -21,6 +21,7 @@ STATE = UrlState(
 K = STATE.key
 
 
+@appstate.guarded_callback("the cancel request")
 def cancel(run_id: str) -> None:
     """Button callback: ask the engine to stop a run."""
     status = appstate.get_engine().cancel(run_id)
@@ -87,7 +88,8 @@ def body() -> None:
         text = f"{labels[row.run_id]} {row.status}: {row.message or 'no message recorded'}"
         (st.error if row.status == "failed" else st.warning)(text)
 
-    momentum = dict(zip(shown["run_id"], shown.get("cfg_momentum", 0.0), strict=True))
+    beta = shown["cfg_momentum"].fillna(0.0) if "cfg_momentum" in shown else [0.0] * len(shown)
+    momentum = dict(zip(shown["run_id"], beta, strict=True))
     fig = plots.live_figure(
         metrics, labels.to_dict(), x=v["x"], x_label=analysis.X_AXES[v["x"]],
         momentum=momentum, log_loss=v["log_loss"],

@@ -13,6 +13,7 @@ STATE = UrlState("train", appstate.TRAIN_PARAMS)
 K = STATE.key
 
 
+@appstate.guarded_callback("the preset")
 def apply_preset(name: str) -> None:
     """Fill the form with a preset (a button callback, so it runs before the widgets)."""
     for param, value in appstate.PRESETS[name].values.items():
@@ -20,6 +21,7 @@ def apply_preset(name: str) -> None:
     st.session_state["train.preset"] = name
 
 
+@appstate.guarded_callback("the launch")
 def launch(configs: list, which: str) -> None:
     """Queue the configs on the engine and remember what happened for the message."""
     engine = appstate.get_engine()
@@ -85,7 +87,8 @@ def form() -> dict[str, st.delta_generator.DeltaGenerator]:
         st.number_input("warm-up epochs", 0.0, 10_000.0, key=K("warmup_epochs"),
                         disabled=schedule != "warmup_cosine")  # fmt: skip
         slot("warmup_epochs")
-        st.number_input("step every (epochs, ×0.1)", 0.0, 10_000.0, key=K("step_every_epochs"),
+        st.number_input("step every (epochs; lr × 0.1 each time)", 0.0, 10_000.0,
+                        key=K("step_every_epochs"),
                         disabled=schedule != "step")  # fmt: skip
         slot("step_every_epochs")
         st.number_input("epochs", 0.01, 100_000.0, step=10.0, key=K("epochs"))

@@ -29,6 +29,7 @@ def test_noise_scale_and_lr_scaling_formulas():
         ({"schedule": "step", "step_every_epochs": 0.0}, "step_every_epochs"),
         ({"steps": None, "epochs": None}, "epochs"),
         ({"ghost_bn": 100, "batch_size": 1024}, "ghost_bn"),
+        ({"ghost_bn": 16, "noise": "diag"}, "ghost_bn"),
     ],
 )
 def test_bad_values_name_their_field(changes, field):
