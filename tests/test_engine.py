@@ -23,6 +23,7 @@ from covnoise.engine import LocalEngine, expand_grid
 from covnoise.engine.monitor import pid_alive
 from covnoise.store import RunStore
 from covnoise.train import run
+from tests.helpers import wait_for as _wait_for
 
 TINY = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=64, small_batch=16,
                  steps=30, epochs=None, eval_every=5, sharpness_every=0)  # fmt: skip
@@ -36,16 +37,6 @@ def stubborn_run(config, emit, should_stop=None, progress=False):
         "streamlit": float("streamlit" in sys.modules), "threads": torch.get_num_threads()}})
     time.sleep(600)
     return {"status": "finished"}
-
-
-def _wait_for(predicate, timeout: float, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture

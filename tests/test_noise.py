@@ -8,25 +8,14 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from covnoise.noise import STRUCTURES, make_structure, noise_statistics
 from covnoise.pergrad import DiagStatsRecorder, per_example_grads
+from tests.helpers import ce
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids thread hand-off costs on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y, reduction="none")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(seed: int, d_in: int = 4, hidden: int = 5, d_out: int = 3) -> nn.Module:

@@ -9,19 +9,9 @@ from torch import nn
 
 from covnoise.noise import make_structure
 from covnoise.pergrad import DiagStatsRecorder, GramRecorder, per_example_grads
+from tests.helpers import ce
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids thread hand-off costs on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y, reduction="none")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Chain(nn.Module):

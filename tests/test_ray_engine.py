@@ -11,6 +11,7 @@ import torch
 from covnoise.config import RunConfig
 from covnoise.store import RunStore
 from covnoise.train import run
+from tests.helpers import wait_for as _wait_for
 
 ray = pytest.importorskip("ray")
 
@@ -42,16 +43,6 @@ def store(tmp_path):
     s = RunStore(tmp_path / "runs.sqlite")
     yield s
     s.close()
-
-
-def _wait_for(predicate, timeout: float, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def _reference_rows(config: RunConfig) -> list[tuple]:
