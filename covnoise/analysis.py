@@ -327,8 +327,8 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def _coefficients(x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
-    """Row-wise coefficient of 2-D arrays (one sample per row)."""
+def coefficients(x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
+    """Row-wise Pearson or Spearman coefficient of 2-D arrays (one sample per row)."""
     if method == "spearman":
         x = sps.rankdata(x, axis=-1)
         y = sps.rankdata(y, axis=-1)
@@ -358,12 +358,12 @@ def correlation(
     nan = float("nan")
     if n < 3:
         return Correlation(method, nan, nan, nan, n, level)
-    r = float(_coefficients(xa[None, :], ya[None, :], method)[0])
+    r = float(coefficients(xa[None, :], ya[None, :], method)[0])
     if not np.isfinite(r):
         return Correlation(method, nan, nan, nan, n, level)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
-    boot = _coefficients(xa[idx], ya[idx], method)
+    boot = coefficients(xa[idx], ya[idx], method)
     boot = boot[np.isfinite(boot)]
     if boot.size < max(10, n_boot // 10):
         return Correlation(method, r, nan, nan, n, level)
