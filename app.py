@@ -25,6 +25,7 @@ NAVIGATION = {
         page("live.py", "Live", ":material/monitoring:"),
         page("compare.py", "Compare", ":material/stacked_line_chart:"),
         page("noise_vs_generalisation.py", "Noise vs generalisation", ":material/scatter_plot:"),
+        page("findings.py", "Findings", ":material/fact_check:"),
     ],
     "Theory": [
         page("quadratic.py", "Quadratic", ":material/functions:"),

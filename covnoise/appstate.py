@@ -202,6 +202,11 @@ def _read_cached(folder: str, signature: tuple) -> tuple[pd.DataFrame, pd.DataFr
     return runs, metrics
 
 
+def cached_signature() -> tuple:
+    """Names, times and sizes of the cached files: a cache key that changes with them."""
+    return _signature(cached_runs_dir())
+
+
 def cached_runs() -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, metrics) of every readable cached file; re-read when a file changes. Read-only."""
     folder = cached_runs_dir()

@@ -561,3 +561,44 @@ def noise_pair_figure(
     fig.update_yaxes(title_text=y_label, row=1, col=1)
     fig.update_layout(height=420, margin={"l": 60, "r": 20, "t": 50, "b": 50})
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Findings of the study (covnoise.findings)
+# --------------------------------------------------------------------------------------------
+
+
+def _arm_color(noise: str, batch_size: int, small_batch: int) -> str:
+    return COLORS["sgd-M"] if noise == "none" and batch_size <= small_batch else COLORS[noise]
+
+
+def arm_metric_figure(arms: pd.DataFrame, column: str, label: str, small_batch: int,
+                      reference: str | None = None) -> go.Figure:
+    """One horizontal bar per arm: mean of `column` with ± one seed std as error bars.
+
+    Reads arms (covnoise.findings.arm_table): arm, noise, batch_size, <column>,
+    <column>_std. Bars are coloured by structure (SB in black); `reference` names an arm whose
+    mean is drawn as a dashed vertical line.
+    """
+    df = arms.iloc[::-1]
+    colors = [_arm_color(n, b, small_batch) for n, b in zip(df["noise"], df["batch_size"],
+                                                            strict=True)]  # fmt: skip
+    fig = go.Figure(go.Bar(
+        x=df[column], y=df["arm"], orientation="h", marker={"color": colors},
+        error_x={"type": "data", "array": df.get(f"{column}_std"), "visible": True},
+        hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+    ))  # fmt: skip
+    if reference is not None and reference in set(arms["arm"]):
+        value = float(arms.set_index("arm").loc[reference, column])
+        fig.add_vline(x=value, line_dash="dash", line_color=COLORS["sgd-M"],
+                      annotation_text=reference, annotation_position="top")  # fmt: skip
+    finite = df[column].dropna()
+    if column.endswith("acc") and len(finite):
+        spread = df[f"{column}_std"].fillna(0)
+        low = float((df[column] - spread).min())
+        high = float((df[column] + spread).max())
+        pad = max(0.01, 0.1 * (high - low))
+        fig.update_xaxes(range=[low - pad, high + pad])
+    fig.update_layout(height=max(300, 22 * len(df) + 80), xaxis_title=label,
+                      margin={"l": 140, "r": 20, "t": 30, "b": 50}, showlegend=False)  # fmt: skip
+    return fig

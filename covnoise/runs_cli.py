@@ -281,20 +281,26 @@ def _noise_list(text: str | None) -> list[str] | None:
     return values
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
+def sweep_configs(args: argparse.Namespace) -> list:
+    """The RunConfigs a parsed `sweep` command runs (ConfigError names a bad field)."""
     from covnoise.cli import config_from_args
-    from covnoise.engine import expand_grid, make_engine
+    from covnoise.engine import expand_grid
+
+    return expand_grid(
+        config_from_args(args),
+        batch_sizes=_parse_list("batch_sizes", args.batch_sizes, int),
+        noises=_noise_list(args.noises),
+        noise_scales=_parse_list("noise_scales", args.noise_scales, float),
+        lrs=_parse_list("lrs", args.lrs, float),
+        seeds=_parse_list("seeds", args.seeds, int),
+    )
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from covnoise.engine import make_engine
 
     try:
-        base = config_from_args(args)
-        configs = expand_grid(
-            base,
-            batch_sizes=_parse_list("batch_sizes", args.batch_sizes, int),
-            noises=_noise_list(args.noises),
-            noise_scales=_parse_list("noise_scales", args.noise_scales, float),
-            lrs=_parse_list("lrs", args.lrs, float),
-            seeds=_parse_list("seeds", args.seeds, int),
-        )
+        configs = sweep_configs(args)
         if args.workers is not None and args.workers < 1:
             raise ConfigError("workers", f"{args.workers} is not allowed; use an integer >= 1")
     except ConfigError as exc:

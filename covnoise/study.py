@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from covnoise.config import RunConfig
+
 SCALES = (0.25, 0.5, 1.0, 2.0)
 SEEDS = (0, 1, 2)
 NOISY = ("isotropic", "diag", "full")
@@ -71,6 +73,22 @@ class Study:
                                      "--noise-scales", ",".join(f"{s:g}" for s in self.scales)]),
         ]  # fmt: skip
 
+    def configs(self) -> list[RunConfig]:
+        """Every RunConfig the study's sweep commands run (parsed by the sweep command)."""
+        from covnoise.cli import build_parser
+        from covnoise.runs_cli import sweep_configs
+
+        parser = build_parser()
+        out: list[RunConfig] = []
+        for label, args in self.sweeps():
+            parsed = parser.parse_args(["sweep", *args, "--name", self.run_name(label)])
+            out.extend(sweep_configs(parsed))
+        return out
+
+    def run_name(self, label: str) -> str:
+        """The `name` recorded in each run of one sweep: how the run was produced."""
+        return f"study {self.name} ({self.command}); sweep: {label}"
+
     @property
     def output(self) -> str:
         return f"cached_runs/study-{self.name}.parquet"
@@ -107,9 +125,8 @@ STUDIES: dict[str, Study] = {
 
 def sweep_argv(study: Study, args: list[str], store: str, label: str) -> list[str]:
     """The full sweep command line of one of the study's sweeps."""
-    name = f"study {study.name} ({study.command}); sweep: {label}"
     return [sys.executable, "-m", "covnoise", "sweep", *args, "--store", store,
-            "--name", name, "--no-progress"]  # fmt: skip
+            "--name", study.run_name(label), "--no-progress"]  # fmt: skip
 
 
 def run_study(study: Study, output: str | Path, workers: int | None = None,

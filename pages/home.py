@@ -22,6 +22,7 @@ def main() -> None:
         "the noise statistics while runs go; cancel them.\n"
         "- **Compare**: overlay your runs and the cached ones, grouped, with seed bands.\n"
         "- **Noise vs generalisation**: does ‖Σ‖_F or tr Σ explain the generalisation gap?\n"
+        "- **Findings**: what the shipped study runs show about the paper's four claims.\n"
         "- **Quadratic** and **Noise geometry**: the exact theory behind it."
     )
     st.subheader("Teaching presets")

@@ -1,0 +1,105 @@
+"""Findings: what the shipped study runs show about the four claims, computed from the runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from covnoise import appstate, findings, plots
+from covnoise.study import STUDIES
+
+VERDICT_ICONS = {"reproduced": "✅", "partly": "🟡", "not reproduced": "❌",
+                 "not testable": "⚪"}  # fmt: skip
+
+
+@st.cache_resource(show_spinner="Computing the findings from the cached runs…", max_entries=4)
+def computed(signature: tuple) -> list[findings.StudyFindings]:
+    runs, metrics = appstate.cached_runs()
+    return findings.all_findings(runs, metrics)
+
+
+def verdict_frame(found: findings.StudyFindings) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"claim": f"{v.claim}. {v.statement}", "verdict": f"{VERDICT_ICONS[v.verdict]} {v.verdict}",
+         "numbers": v.evidence}
+        for v in found.verdicts
+    ])  # fmt: skip
+
+
+def arms_frame(arms: pd.DataFrame) -> pd.DataFrame:
+    def pm(col: str, digits: int = 3) -> list[str]:
+        return [findings.format_pm(m, s, digits) for m, s in zip(arms[col], arms[f"{col}_std"],
+                                                                 strict=True)]  # fmt: skip
+
+    return pd.DataFrame({
+        "arm": arms["arm"], "runs": arms["runs"], "diverged": arms["diverged"],
+        "test acc": pm("test_acc"), "gap to SB": arms["acc_gap"], "train acc": pm("train_acc"),
+        "test − train loss": pm("gen_gap"), "steps to target": pm("steps_to_target", 0),
+        "reached": [f"{r}/{f}" for r, f in zip(arms["reached"], arms["finished"], strict=True)],
+        "mean ‖Σ‖_F": arms["noise_fro"], "mean tr Σ": arms["noise_trace"],
+    })  # fmt: skip
+
+
+def show(found: findings.StudyFindings) -> None:
+    s = found.study
+    st.caption(f"{s.description}. {len(found.per_run)} runs from `{s.output}`, made by "
+               f"`{s.command}`.")  # fmt: skip
+    st.subheader("The four claims")
+    st.dataframe(verdict_frame(found), hide_index=True, key=f"verdicts-{s.name}",
+                 column_config={"numbers": st.column_config.TextColumn(width="large")})
+    st.caption(
+        "A difference is *clear* when it exceeds twice its standard error (Welch) and the "
+        "larger seed standard deviation. 'Keeps large-batch speed' means at most "
+        f"{findings.SPEED_TOLERANCE}× the steps of plain LB to reach train loss "
+        f"{s.target_train_loss:g}. Claims 2–3 use the paper's multiplier s = 1 at η = "
+        f"{s.base_lr:g}."
+    )
+    sb = f"SB M={s.small_batch}"
+    left, right = st.columns(2)
+    left.plotly_chart(plots.arm_metric_figure(found.arms, "test_acc", "final test accuracy",
+                                              s.small_batch, reference=sb),
+                      key=f"acc-{s.name}")  # fmt: skip
+    right.plotly_chart(plots.arm_metric_figure(found.arms, "steps_to_target",
+                                               f"steps to train loss ≤ {s.target_train_loss:g}",
+                                               s.small_batch, reference=f"LB η={s.base_lr:g}"),
+                       key=f"steps-{s.name}")  # fmt: skip
+    st.subheader("Every arm (mean ± std over seeds)")
+    st.dataframe(arms_frame(found.arms), hide_index=True, key=f"arms-{s.name}",
+                 column_config={c: st.column_config.NumberColumn(format="%.3g")
+                                for c in ("gap to SB", "mean ‖Σ‖_F", "mean tr Σ")})
+    if len(found.correlations):
+        st.subheader("‖Σ‖_F and tr Σ against the generalisation gap")
+        pts = found.settings.rename(columns={"noise": "cfg_noise"})
+        table = found.correlations[found.correlations["measure"] == "gen_gap"]
+        st.plotly_chart(
+            plots.noise_pair_figure(pts, "gen_gap", "test − train loss", table,
+                                    labels={"noise_fro": "‖Σ‖_F", "noise_trace": "tr Σ"}),
+            key=f"pair-{s.name}",
+        )  # fmt: skip
+        st.caption(f"One point per noisy setting at η = {s.base_lr:g} (seed means). Titles: "
+                   "Pearson r with its 95% bootstrap interval.")  # fmt: skip
+
+
+def main() -> None:
+    st.title("Findings")
+    st.markdown(
+        "What the runs shipped in `cached_runs/` show, next to what the paper claims. Every "
+        "number here is computed from those runs when the page opens; FINDINGS.md holds the "
+        "same tables."
+    )
+    folder = appstate.cached_runs_dir()
+    found = computed(appstate.cached_signature())
+    if not found:
+        st.info(f"No study runs in {folder}/. Make them with "
+                + ", ".join(f"`{s.command}`" for s in STUDIES.values()) + ".")  # fmt: skip
+        return
+    missing = [s.name for s in STUDIES.values() if s.name not in {f.study.name for f in found}]
+    if missing:
+        st.caption("Studies without cached runs: " + ", ".join(missing) + ".")
+    tabs = st.tabs([f.study.name for f in found])
+    for tab, f in zip(tabs, found, strict=True):
+        with tab:
+            show(f)
+
+
+appstate.guarded(main, "the Findings page")

@@ -1,0 +1,165 @@
+"""covnoise.findings: per-run and per-arm numbers, the comparisons and the claim verdicts.
+
+Synthetic studies are built in the store's layout with known answers; the references are
+scipy's Welch t statistic and Spearman coefficient, and numbers computed by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from covnoise import findings
+from covnoise.study import Study
+
+STUDY = Study(
+    name="t", dataset="digits", small_batch=32, large_batch=1024, base_lr=0.4,
+    tuned_lrs=(0.8,), epochs=10, target_train_loss=0.1, common=(), small_eval_every=10,
+    large_eval_every=10, description="synthetic",
+)  # fmt: skip
+
+
+def _arm_runs(batch, noise, scale, lr, accs, cross_step, fro=0.0, trace=0.0, gap=0.5,
+              status="finished"):  # fmt: skip
+    """Runs of one arm (one per value in accs) and their long metrics."""
+    runs, rows = [], []
+    for seed, acc in enumerate(accs):
+        rid = f"{batch}-{noise}-{scale}-{lr}-{seed}"
+        st = status if isinstance(status, str) else status[seed]
+        runs.append({"run_id": rid, "status": st, "cfg_batch_size": batch,
+                     "cfg_noise": noise, "cfg_noise_scale": scale, "cfg_lr": lr,
+                     "cfg_seed": seed, "cfg_name": f"study t ({STUDY.command}); sweep: x"})
+        for step in range(0, 101, 10):
+            loss = 1.0 if (cross_step is None or step < cross_step) else 0.05
+            values = {"train_loss": loss, "test_loss": loss + gap, "train_acc": 1.0,
+                      "test_acc": acc, "noise_fro": fro, "noise_trace": trace}  # fmt: skip
+            rows += [{"run_id": rid, "step": step, "epoch": step / 10.0,
+                      "examples_seen": step * batch, "wall_time": step / 100.0, "name": k,
+                      "value": v} for k, v in values.items()]  # fmt: skip
+    return runs, rows
+
+
+def _study(arms):
+    runs, rows = [], []
+    for arm in arms:
+        r, m = _arm_runs(**arm)
+        runs += r
+        rows += m
+    return pd.DataFrame(runs), pd.DataFrame(rows)
+
+
+def _paper_like():
+    """SB beats every LB; diag s=1 recovers most of it at LB speed; full recovers it slowly;
+    the generalisation gap falls with ‖Σ‖_F while tr Σ only follows the multiplier."""
+    arms = [
+        dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.72, 0.725, 0.73],
+             cross_step=80),
+        dict(batch=1024, noise="none", scale=1.0, lr=0.4, accs=[0.66, 0.665, 0.67],
+             cross_step=30),
+        dict(batch=1024, noise="none", scale=1.0, lr=0.8, accs=[0.675, 0.68, 0.685],
+             cross_step=20),
+    ]
+    fro = {"isotropic": 1.0, "diag": 3.0, "full": 6.0}
+    for i, scale in enumerate((0.25, 0.5, 1.0, 2.0)):
+        for noise, f in fro.items():
+            acc = 0.66 + 0.004 * f * scale
+            arms.append(dict(batch=1024, noise=noise, scale=scale, lr=0.4,
+                             accs=[acc - 0.003, acc, acc + 0.003],
+                             cross_step={"full": 70}.get(noise, 30),
+                             fro=f * scale, trace=scale * (1 + 0.01 * i),
+                             gap=0.5 - 0.02 * f * scale))  # fmt: skip
+    return _study(arms)
+
+
+def test_steps_to_target_is_the_first_crossing():
+    m = pd.DataFrame({"run_id": ["a"] * 5 + ["b"] * 2, "step": [0, 10, 20, 30, 40, 0, 10],
+                      "name": "train_loss", "value": [1.0, 0.5, 0.09, 0.2, 0.05, 1.0, 0.7]})
+    got = findings.steps_to_target(m, 0.1)
+    assert got["a"] == 20 and math.isnan(got["b"])
+
+
+def test_difference_matches_welch():
+    a, b = [0.71, 0.73, 0.72, 0.74], [0.66, 0.70, 0.64]
+    runs = pd.DataFrame({"arm": ["A"] * 4 + ["B"] * 3, "status": "finished",
+                         "test_acc": a + b})
+    d = findings.difference(runs, "A", "B")
+    t = sps.ttest_ind(a, b, equal_var=False).statistic
+    assert d.diff == pytest.approx(np.mean(a) - np.mean(b))
+    assert d.diff / d.se == pytest.approx(t)
+    assert d.spread == pytest.approx(max(np.std(a, ddof=1), np.std(b, ddof=1)))
+    assert d.clear
+    assert not findings.difference(runs, "B", "A").clear
+
+
+def test_correlation_difference_point_and_interval():
+    rng = np.random.default_rng(0)
+    y = np.linspace(0, 1, 20)
+    x1 = y + 0.01 * rng.standard_normal(20)
+    x2 = rng.standard_normal(20)
+    d, lo, hi = findings.correlation_difference(x1, x2, y)
+    ref = abs(sps.spearmanr(x1, y).statistic) - abs(sps.spearmanr(x2, y).statistic)
+    assert d == pytest.approx(ref)
+    assert 0 < lo <= d <= hi
+
+
+def test_arm_table_averages_finished_runs_and_counts_the_rest():
+    runs, metrics = _study([
+        dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.7, 0.8], cross_step=50),
+        dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.6, 0.5, 0.1], cross_step=None,
+             status=["finished", "finished", "diverged"]),
+    ])  # fmt: skip
+    per_run = findings.run_table(runs, metrics, STUDY)
+    arms = findings.arm_table(per_run).set_index("arm")
+    sb, diag = arms.loc["SB M=32"], arms.loc["LB + diag s=1"]
+    assert sb["test_acc"] == pytest.approx(0.75) and sb["steps_to_target"] == 50
+    assert sb["test_acc_std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
+    assert (diag["runs"], diag["diverged"], diag["finished"], diag["reached"]) == (3, 1, 2, 0)
+    assert diag["test_acc"] == pytest.approx(0.55)
+    assert diag["acc_gap"] == pytest.approx(0.2)
+    assert diag["gen_gap"] == pytest.approx(0.5)
+
+
+def test_runs_of_other_studies_are_left_out():
+    runs, metrics = _paper_like()
+    runs.loc[0, "cfg_name"] = "study other (python -m covnoise.study run other); sweep: x"
+    per_run = findings.run_table(runs, metrics, STUDY)
+    assert len(per_run) == len(runs) - 1
+
+
+def test_verdicts_on_a_paper_like_study():
+    runs, metrics = _paper_like()
+    found = findings.study_findings(runs, metrics, STUDY)
+    got = {v.claim: v.verdict for v in found.verdicts}
+    assert got == {1: "reproduced", 2: "reproduced", 3: "reproduced", 4: "reproduced"}
+    assert "LB η=0.8" in found.verdicts[0].evidence  # the tuned LB is the best LB
+    assert len(found.settings) == 12
+
+
+def test_verdicts_without_a_gap():
+    runs, metrics = _study([
+        dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.70, 0.72, 0.71], cross_step=80),
+        dict(batch=1024, noise="none", scale=1.0, lr=0.4, accs=[0.71, 0.72, 0.73],
+             cross_step=30),
+        dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.71, 0.72, 0.73],
+             cross_step=90),
+    ])  # fmt: skip
+    found = findings.study_findings(runs, metrics, STUDY)
+    got = {v.claim: v.verdict for v in found.verdicts}
+    assert got == {1: "not reproduced", 2: "not reproduced", 3: "not testable",
+                   4: "not testable"}  # fmt: skip
+
+
+def test_render_and_the_generated_block(tmp_path):
+    runs, metrics = _paper_like()
+    block = findings.render([findings.study_findings(runs, metrics, STUDY)])
+    assert "| LB + full s=2 |" in block and "**reproduced**" in block
+    text = f"# head\n{findings.BEGIN}\nold\n{findings.END}\ntail\n"
+    new = findings.replace_block(text, block)
+    assert new.startswith("# head\n") and new.endswith("tail\n") and block in new
+    assert findings.replace_block(new, block) == new
+    with pytest.raises(ValueError, match="markers"):
+        findings.replace_block("no markers", block)
