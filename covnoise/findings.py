@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from covnoise import analysis
-from covnoise.study import STUDIES, Study
+from covnoise.study import ALL_STUDIES, Study
 
 #: Speed-up band: an arm "keeps large-batch speed" when it needs at most this many times the
 #: steps of plain LB to reach the target, and "optimises more slowly" above it.
@@ -335,7 +335,7 @@ def study_findings(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> S
 
 def all_findings(runs: pd.DataFrame, metrics: pd.DataFrame) -> list[StudyFindings]:
     """Findings of every registered study that has runs among `runs`."""
-    found = [study_findings(runs, metrics, s) for s in STUDIES.values()]
+    found = [study_findings(runs, metrics, s) for s in ALL_STUDIES.values()]
     return [f for f in found if len(f.per_run)]
 
 

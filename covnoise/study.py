@@ -123,6 +123,24 @@ STUDIES: dict[str, Study] = {
 }
 
 
+#: Studies that need a CUDA GPU (their common flags ask for one). Run them on a GPU machine
+#: with ``python -m covnoise.study run NAME`` after putting the data under $COVNOISE_DATA_DIR.
+GPU_STUDIES: dict[str, Study] = {
+    "cifar10": Study(
+        name="cifar10", dataset="cifar10", small_batch=128, large_batch=4096, base_lr=0.1,
+        tuned_lrs=(0.4, 0.8), epochs=40, target_train_loss=0.5,
+        common=("--dataset", "cifar10", "--model", "vgg", "--width", "256", "--momentum", "0.9",
+                "--weight-decay", "5e-4", "--schedule", "warmup_cosine", "--warmup-epochs", "2",
+                "--sharpness-every", "10", "--probe-size", "256", "--device", "cuda"),
+        small_eval_every=390, large_eval_every=12, seeds=(0, 1), scales=(1.0,),
+        description="CIFAR-10 (50000 train / 10000 test), VGG with 64 base channels, SGD with "
+                    "momentum 0.9, weight decay 5e-4, warm-up + cosine, 40 epochs; M = 128, "
+                    "L = 4096; evaluations every epoch",
+    ),  # fmt: skip
+}
+ALL_STUDIES: dict[str, Study] = {**STUDIES, **GPU_STUDIES}
+
+
 def sweep_argv(study: Study, args: list[str], store: str, label: str) -> list[str]:
     """The full sweep command line of one of the study's sweeps."""
     return [sys.executable, "-m", "covnoise", "sweep", *args, "--store", store,
@@ -163,14 +181,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a study's sweeps and export its cached runs")
-    run.add_argument("name", choices=sorted(STUDIES))
+    run.add_argument("name", choices=sorted(ALL_STUDIES))
     run.add_argument("--to", default=None, help="the Parquet file (default: the study's)")
     run.add_argument("--workers", type=int, default=None, help="runs at a time")
     run.add_argument("--store", default=None, help="keep the runs in this store too")
     show = sub.add_parser("show", help="print a study's sweep commands")
-    show.add_argument("name", choices=sorted(STUDIES))
+    show.add_argument("name", choices=sorted(ALL_STUDIES))
     args = parser.parse_args(argv)
-    study = STUDIES[args.name]
+    study = ALL_STUDIES[args.name]
     if args.command == "show":
         print(f"# {study.description}")
         for label, sweep_args in study.sweeps():

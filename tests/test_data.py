@@ -39,6 +39,7 @@ from covnoise.data import (
     resolve_options,
     teacher_network,
 )
+from tests.helpers import make_cifar, py2_batch_pickle
 
 # ------------------------------------------------------------------------------------ registry
 
@@ -382,59 +383,9 @@ def test_missing_files_name_the_path_and_the_download_command(tmp_path, name, fo
 # --------------------------------------------------------------------------------------- CIFAR
 
 
-def _py2_batch_pickle(data: np.ndarray, labels: list[int]) -> bytes:
-    """A batch pickled the way the official files are (Python 2, protocol 2, str keys,
-    numpy.core.multiarray._reconstruct), written opcode by opcode."""
-
-    def s(b: bytes) -> bytes:
-        return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<i", len(b)) + b
-
-    def i(v: int) -> bytes:
-        if 0 <= v < 256:
-            return b"K" + bytes([v])
-        if 0 <= v < 65536:
-            return b"M" + struct.pack("<H", v)
-        return b"J" + struct.pack("<i", v)
-
-    def g(module: bytes, name: bytes) -> bytes:
-        return b"c" + module + b"\n" + name + b"\n"
-
-    mark, tup, tup1, tup3, red, build = b"(", b"t", b"\x85", b"\x87", b"R", b"b"
-    dtype = (g(b"numpy", b"dtype") + s(b"u1") + i(0) + i(1) + tup3 + red
-             + mark + i(3) + s(b"|") + b"NNN" + i(-1) + i(-1) + i(0) + tup + build)
-    array = (g(b"numpy.core.multiarray", b"_reconstruct") + g(b"numpy", b"ndarray")
-             + i(0) + tup1 + s(b"b") + tup3 + red
-             + mark + i(1) + mark + i(data.shape[0]) + i(data.shape[1]) + tup + dtype
-             + b"\x89" + s(data.tobytes()) + tup + build)
-    label_list = b"]" + mark + b"".join(i(v) for v in labels) + b"e"
-    return (b"\x80\x02}" + mark + s(b"batch_label") + s(b"training batch 1 of 5")
-            + s(b"data") + array + s(b"labels") + label_list + b"u.")
-
-
-def _make_cifar(root: Path, rng, per_batch=4, n_test=3) -> tuple[np.ndarray, ...]:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    xs, ys = [], []
-    for b in range(1, 7):
-        n = n_test if b == 6 else per_batch
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, n)]
-        name = "test_batch" if b == 6 else f"data_batch_{b}"
-        if b == 1:  # one batch in the official Python 2 format
-            (folder / name).write_bytes(_py2_batch_pickle(data, labels))
-        else:
-            with open(folder / name, "wb") as fh:
-                pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                             b"filenames": [f"img{i}.png".encode() for i in range(n)]}, fh)
-        xs.append(data)
-        ys.append(labels)
-    x_train, y_train = np.concatenate(xs[:5]), np.concatenate(ys[:5])
-    return x_train, y_train, xs[5], np.asarray(ys[5])
-
-
 def test_py2_format_pickle_is_what_numpy_would_rebuild():
     data = np.arange(2 * 3072, dtype=np.uint64).astype(np.uint8).reshape(2, 3072)
-    blob = _py2_batch_pickle(data, [3, 300])
+    blob = py2_batch_pickle(data, [3, 300])
     ref = pickle.loads(blob, encoding="bytes")  # the unrestricted loader as the reference
     got = restricted_pickle.loads(blob)
     assert got.keys() == ref.keys() == {b"batch_label", b"data", b"labels"}
@@ -443,7 +394,7 @@ def test_py2_format_pickle_is_what_numpy_would_rebuild():
 
 
 def test_cifar10_loads_batches_and_standardises_per_channel(tmp_path):
-    x_train, y_train, x_test, y_test = _make_cifar(tmp_path, np.random.default_rng(4))
+    x_train, y_train, x_test, y_test = make_cifar(tmp_path, np.random.default_rng(4))
     ds = load_dataset("cifar10", data_dir=tmp_path)
     assert ds.input_shape == (3, 32, 32) and ds.x_train.shape == (20, 3, 32, 32)
     assert ds.x_test.shape == (3, 3, 32, 32)
@@ -493,7 +444,7 @@ def test_cifar_batch_with_code_is_refused_and_does_not_run(tmp_path):
     assert marker.exists()
     marker.unlink()
 
-    _make_cifar(tmp_path, np.random.default_rng(5))
+    make_cifar(tmp_path, np.random.default_rng(5))
     evil = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     evil.write_bytes(blob)
     refused = r"refused to load .*data_batch_3.*global (io|builtins)\.open"
@@ -611,7 +562,7 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
 def test_download_cifar_extracts_archive(server, tmp_path):
     served, base, _ = server
     src = tmp_path / "src"
-    _, y_train, _, _ = _make_cifar(src, np.random.default_rng(7))
+    _, y_train, _, _ = make_cifar(src, np.random.default_rng(7))
     members = {f"cifar-10-batches-py/{f.name}": f.read_bytes()
                for f in sorted((src / "cifar-10-batches-py").iterdir())}
     archive = _tar_gz(members)

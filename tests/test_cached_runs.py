@@ -1,0 +1,118 @@
+"""The runs shipped in cached_runs/: each file loads, each run is what its command makes, its
+metrics are complete, and the findings (FINDINGS.md and the Findings page) are computed from
+these runs, not typed in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from covnoise import findings
+from covnoise.config import RunConfig
+from covnoise.store import COMPLETED, read_cached_runs, read_runs_parquet
+from covnoise.study import STUDIES
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHED = ROOT / "cached_runs"
+FILES = sorted(CACHED.glob("*.parquet"))
+CORE = {"train_loss", "test_loss", "train_acc", "test_acc", "gen_gap", "lr", "dist_init",
+        "grad_norm"}  # fmt: skip
+CURVATURE = {"sharpness", "sharpness_residual", "sharpness_hvps", "noise_trace", "noise_fro",
+             "noise_trace_hsigma", "noise_trace_hsigma_se"}  # fmt: skip
+MAX_BYTES = 30 * 2**20  # the repository keeps cached runs to tens of MB
+
+
+def test_the_cached_runs_are_small_and_every_study_has_its_file():
+    assert sum(p.stat().st_size for p in FILES) < MAX_BYTES
+    names = {p.name for p in FILES}
+    for study in STUDIES.values():
+        assert Path(study.output).name in names, f"{study.output} is missing; run {study.command}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_every_cached_run_loads_with_complete_metrics(path):
+    runs, metrics = read_runs_parquet(path)
+    assert len(runs)
+    by_run = dict(tuple(metrics.groupby("run_id")))
+    for row in runs.itertuples():
+        cfg = RunConfig.from_dict(json.loads(row.config))
+        assert cfg.run_id() == row.run_id
+        assert row.status in COMPLETED, (row.run_id, row.status, row.message)
+        assert row.code_revision and row.code_revision != "unknown"
+        assert row.device and json.loads(row.versions)["torch"]
+        m = by_run[row.run_id]
+        steps = sorted(m["step"].unique())
+        expected = sorted({0, row.total_steps, *range(cfg.eval_every, row.total_steps + 1,
+                                                      cfg.eval_every)})  # fmt: skip
+        if row.status == "finished":
+            assert steps == expected, row.run_id
+        else:  # diverged: stops early, on an evaluation point
+            assert steps == [s for s in expected if s <= steps[-1]]
+        names = m.groupby("step")["name"].agg(set)
+        for i, step in enumerate(steps):
+            assert CORE <= names[step], (row.run_id, step, CORE - names[step])
+            if cfg.sharpness_every and i % cfg.sharpness_every == 0:
+                assert CURVATURE <= names[step], (row.run_id, step, CURVATURE - names[step])
+        final = m[m["step"] == steps[-1]].set_index("name")["value"]
+        if row.status == "finished":
+            assert np.isfinite(final[list(CORE)].to_numpy(float)).all(), row.run_id
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_a_study_file_holds_exactly_the_runs_its_command_makes(name):
+    study = STUDIES[name]
+    path = ROOT / study.output
+    if not path.exists():
+        pytest.fail(f"{study.output} is missing; run {study.command}")
+    runs, _ = read_runs_parquet(path)
+    configs = {cfg.run_id(): cfg for cfg in study.configs()}
+    assert set(runs["run_id"]) == set(configs)
+    for row in runs.itertuples():
+        assert json.loads(row.config)["name"] == configs[row.run_id].name
+        assert study.command in row.name
+        assert not row.code_revision.endswith("-dirty"), row.run_id
+
+
+def test_findings_md_is_generated_from_the_cached_runs():
+    assert findings.main(["--runs", str(CACHED), "--check", str(ROOT / "FINDINGS.md")]) == 0
+    runs, metrics = read_cached_runs(CACHED)
+    found = findings.all_findings(runs, metrics)
+    assert {f.study.name for f in found} == set(STUDIES)
+    text = (ROOT / "FINDINGS.md").read_text()
+    for f in found:
+        for v in f.verdicts:
+            assert f"**{v.verdict}** | {v.evidence} |" in text
+
+
+@pytest.fixture
+def cached_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("COVNOISE_STORE", str(tmp_path / "runs.sqlite"))
+    monkeypatch.setenv("COVNOISE_CACHED_RUNS", str(CACHED))
+    monkeypatch.setenv("COVNOISE_WORKERS", "1")
+    yield
+    from covnoise import appstate
+
+    try:
+        appstate.get_engine().close(cancel_running=True, timeout=20)
+    finally:
+        st.cache_resource.clear()
+
+
+def test_findings_page_shows_the_verdicts_computed_from_the_cached_runs(cached_env):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at = at.switch_page("pages/findings.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    runs, metrics = read_cached_runs(CACHED)
+    found = findings.all_findings(runs, metrics)
+    for f in found:
+        shown = at.dataframe(key=f"verdicts-{f.study.name}").value
+        assert list(shown["numbers"]) == [v.evidence for v in f.verdicts]
+        assert [s.split(" ", 1)[1] for s in shown["verdict"]] == [v.verdict for v in f.verdicts]
+        arms = at.dataframe(key=f"arms-{f.study.name}").value
+        assert list(arms["arm"]) == list(f.arms["arm"])
+        assert np.allclose(arms["gap to SB"], f.arms["acc_gap"], equal_nan=True)
