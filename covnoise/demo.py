@@ -1,6 +1,6 @@
-"""The demo runs shipped in cached_runs/: their grid, and the command that rebuilds them.
+"""The small fixed set of runs the app-page tests read: its grid, and the command that rebuilds it.
 
-``python -m covnoise.demo cached_runs/demo-digits.parquet`` queues the grid below on the local
+``python -m covnoise.demo tests/data/demo-digits.parquet`` queues the grid below on the local
 engine (a fresh temporary store), waits, and exports the runs with the store's Parquet export.
 The grid: digits, a 2-layer MLP, large batch L = 1024 with each noise structure (none,
 isotropic, diag, full) at two multipliers, plus the small-batch baseline (SGD at M = 32, no
@@ -18,7 +18,7 @@ from pathlib import Path
 from covnoise.config import RunConfig
 from covnoise.engine import expand_grid, make_engine
 
-COMMAND = "python -m covnoise.demo cached_runs/demo-digits.parquet"
+COMMAND = "python -m covnoise.demo tests/data/demo-digits.parquet"
 NAME = f"demo-digits ({COMMAND})"
 
 #: The large-batch runs' shared settings; the baseline differs in batch size and eval cadence.

@@ -43,10 +43,10 @@ STRUCTURE_ORDER = {"none": 0, "isotropic": 1, "diag": 2, "full": 3}
 # --------------------------------------------------------------------------- per run
 def study_runs(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
     """The runs of `runs` made by `study` (its name is recorded in each run's config)."""
-    if runs.empty or "cfg_name" not in runs:
+    if runs.empty or "name" not in runs:
         return runs.iloc[0:0]
     prefix = f"study {study.name} ("
-    names = runs["cfg_name"].fillna("").astype(str)
+    names = runs["name"].fillna("").astype(str)
     return runs[names.str.startswith(prefix)]
 
 

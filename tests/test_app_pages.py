@@ -1,5 +1,6 @@
-"""Every page of the app under streamlit's AppTest, on a temporary store and a copy of the
-shipped cached runs split over two files (plus one damaged file the app must skip).
+"""Every page of the app under streamlit's AppTest, on a temporary store and a small fixed set
+of runs (tests/data/demo-digits.parquet) split over two cached files (plus one damaged file the
+app must skip).
 
 Train drives its widgets and launches a real tiny run on digits through the local engine;
 Live then draws that run's stored metrics; Compare and Noise vs generalisation are checked
@@ -27,9 +28,10 @@ from covnoise.store import RunStore, read_runs_parquet, write_runs_parquet
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-DEMO = ROOT / "cached_runs" / "demo-digits.parquet"
+DEMO = ROOT / "tests" / "data" / "demo-digits.parquet"  # made by python -m covnoise.demo
 PAGES = ["pages/home.py", "pages/train.py", "pages/live.py", "pages/compare.py",
-         "pages/noise_vs_generalisation.py", "pages/quadratic.py", "pages/geometry.py"]
+         "pages/noise_vs_generalisation.py", "pages/findings.py", "pages/quadratic.py",
+         "pages/geometry.py"]
 # the tiny run the Train test launches (epochs: digits has 10 steps per epoch at L = 128)
 CACHED = "a.parquet,b.parquet"  # the source filter that keeps the cached runs only
 TINY_FORM = {"width": 16, "depth": 2, "batch_size": 128, "small_batch": 16, "epochs": 2.0,

@@ -1,7 +1,7 @@
 """The app in a real browser: Playwright drives the system's Chromium against `streamlit run`.
 
 Opens the app, launches a run from Train, watches its Live chart gain points, opens Compare
-and Noise vs generalisation, and finds no error on any page. Screenshots go to artifacts/.
+Noise vs generalisation and Findings, and finds no error on any page. Screenshots go to artifacts/.
 Without Chromium (or the playwright package) the tests skip and say how to get them; with
 the CI environment variable set they fail instead.
 """
@@ -198,7 +198,8 @@ def test_launch_watch_compare_in_a_browser(browser, server):
     store.close()
 
     for path, name in (("compare", "compare"), ("noise_vs_generalisation", "noise"),
-                       ("quadratic", "quadratic"), ("geometry", "geometry")):
+                       ("findings", "findings"), ("quadratic", "quadratic"),
+                       ("geometry", "geometry")):
         page.goto(f"{url}/{path}")
         page.wait_for_selector(".js-plotly-plot", timeout=60_000)
         settle(page)

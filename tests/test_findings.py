@@ -32,7 +32,7 @@ def _arm_runs(batch, noise, scale, lr, accs, cross_step, fro=0.0, trace=0.0, gap
         st = status if isinstance(status, str) else status[seed]
         runs.append({"run_id": rid, "status": st, "cfg_batch_size": batch,
                      "cfg_noise": noise, "cfg_noise_scale": scale, "cfg_lr": lr,
-                     "cfg_seed": seed, "cfg_name": f"study t ({STUDY.command}); sweep: x"})
+                     "cfg_seed": seed, "name": f"study t ({STUDY.command}); sweep: x"})
         for step in range(0, 101, 10):
             loss = 1.0 if (cross_step is None or step < cross_step) else 0.05
             values = {"train_loss": loss, "test_loss": loss + gap, "train_acc": 1.0,
@@ -125,7 +125,7 @@ def test_arm_table_averages_finished_runs_and_counts_the_rest():
 
 def test_runs_of_other_studies_are_left_out():
     runs, metrics = _paper_like()
-    runs.loc[0, "cfg_name"] = "study other (python -m covnoise.study run other); sweep: x"
+    runs.loc[0, "name"] = "study other (python -m covnoise.study run other); sweep: x"
     per_run = findings.run_table(runs, metrics, STUDY)
     assert len(per_run) == len(runs) - 1
 
