@@ -258,6 +258,9 @@ def verdicts(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> list[Ve
     base = f"LB η={study.base_lr:g}"
     lb = arms[(arms["noise"] == "none") & (arms["batch_size"] == study.large_batch)]
     lb = lb[lb["finished"] > 0]
+    if lb.empty or sb not in set(arms["arm"]):
+        return [Verdict(k, s, "not testable", "no finished small-batch or large-batch runs")
+                for k, s in CLAIMS.items()]  # fmt: skip
     tuned = lb.sort_values("test_acc", ascending=False)["arm"].iloc[0]
     out = []
 

@@ -163,3 +163,11 @@ def test_render_and_the_generated_block(tmp_path):
     assert findings.replace_block(new, block) == new
     with pytest.raises(ValueError, match="markers"):
         findings.replace_block("no markers", block)
+
+
+def test_verdicts_without_baselines_are_not_testable():
+    runs, metrics = _study([
+        dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.71, 0.72], cross_step=90),
+    ])  # fmt: skip
+    found = findings.study_findings(runs, metrics, STUDY)
+    assert {v.verdict for v in found.verdicts} == {"not testable"}
