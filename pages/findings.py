@@ -68,16 +68,23 @@ def show(found: findings.StudyFindings) -> None:
                  column_config={c: st.column_config.NumberColumn(format="%.3g")
                                 for c in ("gap to SB", "mean ‖Σ‖_F", "mean tr Σ")})
     if len(found.correlations):
-        st.subheader("‖Σ‖_F and tr Σ against the generalisation gap")
+        st.subheader("‖Σ‖_F and tr Σ against the test-accuracy gap to SB")
         pts = found.settings.rename(columns={"noise": "cfg_noise"})
-        table = found.correlations[found.correlations["measure"] == "gen_gap"]
+        table = found.correlations[found.correlations["measure"] == "acc_gap"]
         st.plotly_chart(
-            plots.noise_pair_figure(pts, "gen_gap", "test − train loss", table,
+            plots.noise_pair_figure(pts, "acc_gap", "SB test acc − test acc", table,
                                     labels={"noise_fro": "‖Σ‖_F", "noise_trace": "tr Σ"}),
             key=f"pair-{s.name}",
         )  # fmt: skip
         st.caption(f"One point per noisy setting at η = {s.base_lr:g} (seed means). Titles: "
                    "Pearson r with its 95% bootstrap interval.")  # fmt: skip
+        corr = found.correlations.assign(measure=found.correlations["measure"].map(findings.GAPS))
+        st.dataframe(corr[["measure", "label", "n", "pearson", "pearson_lo", "pearson_hi",
+                           "spearman", "spearman_lo", "spearman_hi"]],
+                     hide_index=True, key=f"corr-{s.name}",
+                     column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                    for c in ("pearson", "pearson_lo", "pearson_hi", "spearman",
+                                              "spearman_lo", "spearman_hi")})  # fmt: skip
 
 
 def main() -> None:
