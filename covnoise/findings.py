@@ -297,7 +297,7 @@ def verdicts(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> list[Ve
         ratio, speed_text = _speed(arms, arm, base)
         narrows = gain.clear
         fast = ratio <= SPEED_TOLERANCE
-        share = gain.diff / d_base.diff if d_base.diff > 0 else math.nan
+        share = gain.diff / d_base.diff if d_base.clear else math.nan
         best = arms[arms["noise"] == structure].sort_values("test_acc").iloc[-1]
         evidence = (f"test accuracy {arm} − {base}: {gain.text()} (clear: "
                     f"{'yes' if narrows else 'no'}"
@@ -306,8 +306,12 @@ def verdicts(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> list[Ve
                     f"{best['test_acc']:.3f}")  # fmt: skip
         want_fast = claim == 2
         speed_ok = fast if want_fast else not fast
-        v = ("reproduced" if narrows and speed_ok else
-             "partly" if narrows or speed_ok else "not reproduced")  # fmt: skip
+        if not d_base.clear:  # nothing to narrow: the speed half alone cannot carry the claim
+            v = "not testable"
+            evidence = f"no clear gap between SB and {base} to narrow; " + evidence
+        else:
+            v = ("reproduced" if narrows and speed_ok else
+                 "partly" if narrows or speed_ok else "not reproduced")  # fmt: skip
         out.append(Verdict(claim, CLAIMS[claim], v, evidence))
 
     settings = noise_settings(per_run, study)
@@ -320,7 +324,10 @@ def verdicts(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> list[Ve
     rf = table.loc[("acc_gap", "noise_fro")]
     rt = table.loc[("acc_gap", "noise_trace")]
     v = "reproduced" if lo > 0 else "partly" if d > 0 else "not reproduced"
-    out.append(Verdict(4, CLAIMS[4], v,
+    lead = ""
+    if not d_base.clear:
+        v, lead = "not testable", f"no clear gap between SB and {base} to explain; "
+    out.append(Verdict(4, CLAIMS[4], v, lead +
         f"Spearman ρ with the test-acc gap to SB over {len(settings)} settings: ‖Σ‖_F "
         f"{rf['spearman']:+.2f} [{rf['spearman_lo']:+.2f}, {rf['spearman_hi']:+.2f}], tr Σ "
         f"{rt['spearman']:+.2f} [{rt['spearman_lo']:+.2f}, {rt['spearman_hi']:+.2f}]; "
