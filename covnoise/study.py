@@ -3,8 +3,8 @@
 Each study is a list of ``python -m covnoise sweep`` commands (the project's own sweep command)
 over one data set: the small-batch baseline at batch M, plain large-batch SGD at batch L at
 the base learning rate and at larger (tuned) ones, and large batch with each noise structure
-at the multipliers s ∈ {0.25, 0.5, 1, 2}, every setting with three seeds, for the same number
-of epochs. ``python -m covnoise.study run NAME`` runs those commands one after the other into
+at the multipliers s ∈ {0.25, 0.5, 1, 2}, every setting with three or more seeds, for the same
+number of epochs. ``python -m covnoise.study run NAME`` runs those commands one after the other into
 a fresh store and exports the runs to ``cached_runs/study-NAME.parquet``; every run's `name`
 field records the study, the command that rebuilds the file and the sweep that made the run,
 and the store records its code revision, versions, device and wall time.
@@ -106,10 +106,10 @@ STUDIES: dict[str, Study] = {
         name="mnist1d", dataset="mnist1d", small_batch=32, large_batch=1024, base_lr=0.4,
         tuned_lrs=(0.8, 1.6), epochs=600, target_train_loss=0.1,
         common=("--dataset", "mnist1d", *_MLP, *_MEASURE),
-        small_eval_every=250, large_eval_every=6,
+        small_eval_every=250, large_eval_every=6, seeds=(0, 1, 2, 3, 4),
         description="MNIST-1D (4000 train / 1000 test), MLP 256×3, plain SGD at a constant "
-                    "learning rate, 600 epochs; M = 32, L = 1024; evaluations every 2 epochs, "
-                    "sharpness and noise statistics every 20 epochs",
+                    "learning rate, 600 epochs, five seeds; M = 32, L = 1024; evaluations every "
+                    "2 epochs, sharpness and noise statistics every 20 epochs",
     ),  # fmt: skip
     "digits": Study(
         name="digits", dataset="digits", small_batch=32, large_batch=1024, base_lr=0.4,
@@ -117,8 +117,8 @@ STUDIES: dict[str, Study] = {
         common=("--dataset", "digits", *_MLP, *_MEASURE),
         small_eval_every=84, large_eval_every=2,
         description="digits (1347 train / 450 test), MLP 256×3, plain SGD at a constant "
-                    "learning rate, 400 epochs; M = 32, L = 1024; evaluations every 2 epochs, "
-                    "sharpness and noise statistics every 20 epochs",
+                    "learning rate, 400 epochs, three seeds; M = 32, L = 1024; evaluations every "
+                    "2 epochs, sharpness and noise statistics every 20 epochs",
     ),  # fmt: skip
 }
 
