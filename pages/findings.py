@@ -6,10 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from covnoise import appstate, findings, plots
-from covnoise.study import STUDIES
-
-VERDICT_ICONS = {"reproduced": "✅", "partly": "🟡", "not reproduced": "❌",
-                 "not testable": "⚪"}  # fmt: skip
+from covnoise.study import ALL_STUDIES
 
 
 @st.cache_resource(show_spinner="Computing the findings from the cached runs…", max_entries=4)
@@ -20,8 +17,7 @@ def computed(signature: tuple) -> list[findings.StudyFindings]:
 
 def verdict_frame(found: findings.StudyFindings) -> pd.DataFrame:
     return pd.DataFrame([
-        {"claim": f"{v.claim}. {v.statement}", "verdict": f"{VERDICT_ICONS[v.verdict]} {v.verdict}",
-         "numbers": v.evidence}
+        {"claim": f"{v.claim}. {v.statement}", "verdict": v.verdict, "numbers": v.evidence}
         for v in found.verdicts
     ])  # fmt: skip
 
@@ -45,8 +41,7 @@ def show(found: findings.StudyFindings) -> None:
     st.caption(f"{s.description}. {len(found.per_run)} runs from `{s.output}`, made by "
                f"`{s.command}`.")  # fmt: skip
     st.subheader("The four claims")
-    st.dataframe(verdict_frame(found), hide_index=True, key=f"verdicts-{s.name}",
-                 column_config={"numbers": st.column_config.TextColumn(width="large")})
+    st.table(verdict_frame(found).set_index("claim"))  # a static table wraps the long cells
     st.caption(
         "A difference is *clear* when it exceeds twice its standard error (Welch) and the "
         "larger seed standard deviation. 'Keeps large-batch speed' means at most "
@@ -98,11 +93,12 @@ def main() -> None:
     found = computed(appstate.cached_signature())
     if not found:
         st.info(f"No study runs in {folder}/. Make them with "
-                + ", ".join(f"`{s.command}`" for s in STUDIES.values()) + ".")  # fmt: skip
+                + ", ".join(f"`{s.command}`" for s in ALL_STUDIES.values()) + ".")  # fmt: skip
         return
-    missing = [s.name for s in STUDIES.values() if s.name not in {f.study.name for f in found}]
+    missing = [s.name for s in ALL_STUDIES.values() if s.name not in {f.study.name for f in found}]
     if missing:
-        st.caption("Studies without cached runs: " + ", ".join(missing) + ".")
+        st.caption("Studies without cached runs: " + ", ".join(missing) + " (the GPU study "
+                   "needs a CUDA machine; FINDINGS.md says what is missing and why).")
     tabs = st.tabs([f.study.name for f in found])
     for tab, f in zip(tabs, found, strict=True):
         with tab:

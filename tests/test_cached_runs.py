@@ -109,12 +109,11 @@ def test_findings_page_shows_the_verdicts_computed_from_the_cached_runs(cached_e
     assert not at.exception, [e.value for e in at.exception]
     runs, metrics = read_cached_runs(CACHED)
     found = findings.all_findings(runs, metrics)
-    frames = [d.value for d in at.dataframe]  # tab by tab: verdicts, arms, correlations
-    verdict_tables = [d for d in frames if "verdict" in d.columns]
-    arm_tables = [d for d in frames if "gap to SB" in d.columns]
+    verdict_tables = [t.value for t in at.table]  # one per study tab
+    arm_tables = [d.value for d in at.dataframe if "gap to SB" in d.value.columns]
     assert len(verdict_tables) == len(arm_tables) == len(found)
     for f, shown, arms in zip(found, verdict_tables, arm_tables, strict=True):
         assert list(shown["numbers"]) == [v.evidence for v in f.verdicts]
-        assert [s.split(" ", 1)[1] for s in shown["verdict"]] == [v.verdict for v in f.verdicts]
+        assert list(shown["verdict"]) == [v.verdict for v in f.verdicts]
         assert list(arms["arm"]) == list(f.arms["arm"])
         assert np.allclose(arms["gap to SB"], f.arms["acc_gap"], equal_nan=True)
