@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ("pages/home.py", "pages/train.py", "pages/live.py", "pages/compare.py",
-         "pages/noise_vs_generalisation.py", "pages/quadratic.py", "pages/geometry.py")  # fmt: skip
+         "pages/noise_vs_generalisation.py", "pages/findings.py", "pages/quadratic.py",
+         "pages/geometry.py")  # fmt: skip
 METRIC_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc", "gen_gap", "lr", "sharpness",
                 "noise_fro", "noise_trace", "noise_trace_hsigma", "grad_norm", "dist_init")
 
