@@ -51,7 +51,7 @@ def write_random_cifar(root: Path, n_train: int, n_test: int = 1000, seed: int =
         batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
                  b"labels": [int(v) for v in rng.integers(0, 10, n)]}  # fmt: skip
         with open(folder / name, "wb") as fh:
-            pickle.dump(batch, fh, protocol=2)
+            pickle.dump(batch, fh)
 
 
 def _sync(device: torch.device) -> None:
