@@ -200,11 +200,15 @@ def noisy_step(
     for p, g in zip(params, noisy, strict=True):
         p.grad = g
     losses = losses.detach()
-    finite = torch.stack([torch.isfinite(losses).all()] + [torch.isfinite(g).all() for g in noisy])
-    if bool(finite.all()):
+    # One fused norm over all gradients and one read-back, instead of an isfinite pass per
+    # tensor (that cost 0.4 of a plain step on a small MLP, bench.epoch). A gradient whose
+    # norm overflows (entries beyond ~1e19 in float32) counts as non-finite too.
+    checks = torch.stack([losses.sum(), torch.nn.utils.get_total_norm(noisy).to(losses.dtype)])
+    loss_ok, grad_ok = torch.isfinite(checks).tolist()
+    if loss_ok and grad_ok:
         opt.step()
     else:  # keep the last good parameters; the caller sees a non-finite loss and stops
-        losses = torch.full_like(losses, float("nan")) if bool(finite[0]) else losses
+        losses = torch.full_like(losses, float("nan")) if loss_ok else losses
     return losses, state
 
 
