@@ -573,12 +573,12 @@ def _arm_color(noise: str, batch_size: int, small_batch: int) -> str:
 
 
 def arm_metric_figure(arms: pd.DataFrame, column: str, label: str, small_batch: int,
-                      reference: str | None = None) -> go.Figure:
+                      reference: str | None = None, missing: str | None = None) -> go.Figure:
     """One horizontal bar per arm: mean of `column` with ± one seed std as error bars.
 
     Reads arms (covnoise.findings.arm_table): arm, noise, batch_size, <column>,
     <column>_std. Bars are coloured by structure (SB in black); `reference` names an arm whose
-    mean is drawn as a dashed vertical line.
+    mean is drawn as a dashed vertical line; arms without a value are labelled `missing`.
     """
     df = arms.iloc[::-1]
     colors = [_arm_color(n, b, small_batch) for n, b in zip(df["noise"], df["batch_size"],
@@ -588,6 +588,11 @@ def arm_metric_figure(arms: pd.DataFrame, column: str, label: str, small_batch: 
         error_x={"type": "data", "array": df.get(f"{column}_std"), "visible": True},
         hovertemplate="%{y}: %{x:.4g}<extra></extra>",
     ))  # fmt: skip
+    empty = df[df[column].isna()]
+    if missing and len(empty):
+        fig.add_trace(go.Scatter(x=[0] * len(empty), y=empty["arm"], mode="text",
+                                 text=[missing] * len(empty), textposition="middle right",
+                                 hoverinfo="skip"))  # fmt: skip
     if reference is not None and reference in set(arms["arm"]):
         value = float(arms.set_index("arm").loc[reference, column])
         fig.add_vline(x=value, line_dash="dash", line_color=COLORS["sgd-M"],

@@ -56,7 +56,8 @@ def show(found: findings.StudyFindings) -> None:
                       key=f"acc-{s.name}")  # fmt: skip
     right.plotly_chart(plots.arm_metric_figure(found.arms, "steps_to_target",
                                                f"steps to train loss ≤ {s.target_train_loss:g}",
-                                               s.small_batch, reference=f"LB η={s.base_lr:g}"),
+                                               s.small_batch, reference=f"LB η={s.base_lr:g}",
+                                               missing="not reached"),
                        key=f"steps-{s.name}")  # fmt: skip
     st.subheader("Every arm (mean ± std over seeds)")
     st.dataframe(arms_frame(found.arms), hide_index=True, key=f"arms-{s.name}",

@@ -172,3 +172,23 @@ def test_verdicts_without_baselines_are_not_testable():
     ])  # fmt: skip
     found = findings.study_findings(runs, metrics, STUDY)
     assert {v.verdict for v in found.verdicts} == {"not testable"}
+
+
+def test_arm_figure_draws_each_arm_its_spread_and_the_reference():
+    from covnoise import plots
+
+    runs, metrics = _study([
+        dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.7, 0.8], cross_step=50),
+        dict(batch=1024, noise="full", scale=1.0, lr=0.4, accs=[0.6, 0.62], cross_step=None),
+    ])  # fmt: skip
+    arms = findings.arm_table(findings.run_table(runs, metrics, STUDY))
+    fig = plots.arm_metric_figure(arms, "test_acc", "acc", 32, reference="SB M=32")
+    bars = fig.data[0]
+    assert list(bars.y) == ["LB + full s=1", "SB M=32"]  # drawn bottom-up
+    assert np.allclose(bars.x, [0.61, 0.75])
+    assert np.allclose(bars.error_x.array, [np.std([0.6, 0.62], ddof=1), np.std([0.7, 0.8],
+                                                                                ddof=1)])
+    assert fig.layout.shapes[0].x0 == pytest.approx(0.75)
+    steps = plots.arm_metric_figure(arms, "steps_to_target", "steps", 32, missing="not reached")
+    assert list(steps.data[1].y) == ["LB + full s=1"]
+    assert list(steps.data[1].text) == ["not reached"]
