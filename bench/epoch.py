@@ -91,7 +91,7 @@ def plain_epoch(cfg: RunConfig, data, device: torch.device) -> float:
     return (time.perf_counter() - t0) / len(batches)
 
 
-def measure(dataset: str, model: str, batch: int, n_train: int | None, device_name: str,
+def measure(dataset: str, model: str, batch: int, device_name: str,
             rounds: int, data_dir: str | None) -> dict:
     device = resolve_device(device_name)
     data = load_dataset(dataset, data_dir=data_dir, device=device)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             if dataset == "cifar10":
                 data_dir = str(Path(tmp) / f"cifar-{n_train}")
                 write_random_cifar(Path(data_dir), n_train)
-            r = measure(dataset, model, batch, n_train, args.device, args.rounds, data_dir)
+            r = measure(dataset, model, batch, args.device, args.rounds, data_dir)
             print(f"| {r['case']} | {r['n_train']} | {r['steps']} | {r['covnoise']:.0f} | "
                   f"{r['plain']:.0f} | {r['ratio']:.2f} |", flush=True)
     return 0

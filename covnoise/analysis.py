@@ -372,6 +372,31 @@ def correlation(
     return Correlation(method, r, float(lo), float(hi), n, level)
 
 
+def correlation_difference(
+    x1: np.ndarray, x2: np.ndarray, y: np.ndarray, method: str = "spearman",
+    n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+) -> tuple[float, float, float]:
+    """|r(x1, y)| − |r(x2, y)| with a paired percentile-bootstrap CI (same resampled points
+    for both coefficients)."""
+    x1, x2, y = (np.asarray(v, dtype=float) for v in (x1, x2, y))
+    keep = np.isfinite(x1) & np.isfinite(x2) & np.isfinite(y)
+    x1, x2, y = x1[keep], x2[keep], y[keep]
+    n = len(y)
+    if n < 3:
+        return math.nan, math.nan, math.nan
+    point = float(abs(coefficients(x1[None], y[None], method)[0])
+                  - abs(coefficients(x2[None], y[None], method)[0]))  # fmt: skip
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = (np.abs(coefficients(x1[idx], y[idx], method))
+            - np.abs(coefficients(x2[idx], y[idx], method)))  # fmt: skip
+    boot = boot[np.isfinite(boot)]
+    if boot.size < max(10, n_boot // 10):
+        return point, math.nan, math.nan
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    return point, float(lo), float(hi)
+
+
 def correlation_table(
     points: pd.DataFrame,
     statistics: Sequence[str],

@@ -160,8 +160,8 @@ class Difference:
         return bool(np.isfinite(self.diff) and self.diff > 2 * self.se
                     and self.diff > self.spread)  # fmt: skip
 
-    def text(self, unit: str = "") -> str:
-        return f"{self.diff:+.3f}{unit} ± {self.se:.3f} (se)"
+    def text(self) -> str:
+        return f"{self.diff:+.3f} ± {self.se:.3f} (se)"
 
 
 def difference(per_run: pd.DataFrame, a: str, b: str, column: str = "test_acc") -> Difference:
@@ -174,31 +174,6 @@ def difference(per_run: pd.DataFrame, a: str, b: str, column: str = "test_acc") 
     se = math.sqrt(xa.var(ddof=1) / len(xa) + xb.var(ddof=1) / len(xb))
     spread = max(xa.std(ddof=1), xb.std(ddof=1))
     return Difference(a, b, float(xa.mean() - xb.mean()), se, float(spread))
-
-
-def correlation_difference(
-    x1: np.ndarray, x2: np.ndarray, y: np.ndarray, method: str = "spearman",
-    n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-) -> tuple[float, float, float]:
-    """|r(x1, y)| − |r(x2, y)| with a paired percentile-bootstrap CI (same resampled points
-    for both coefficients)."""
-    x1, x2, y = (np.asarray(v, dtype=float) for v in (x1, x2, y))
-    keep = np.isfinite(x1) & np.isfinite(x2) & np.isfinite(y)
-    x1, x2, y = x1[keep], x2[keep], y[keep]
-    n = len(y)
-    if n < 3:
-        return math.nan, math.nan, math.nan
-    point = float(abs(analysis.coefficients(x1[None], y[None], method)[0])
-                  - abs(analysis.coefficients(x2[None], y[None], method)[0]))  # fmt: skip
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    boot = (np.abs(analysis.coefficients(x1[idx], y[idx], method))
-            - np.abs(analysis.coefficients(x2[idx], y[idx], method)))  # fmt: skip
-    boot = boot[np.isfinite(boot)]
-    if boot.size < max(10, n_boot // 10):
-        return point, math.nan, math.nan
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
-    return point, float(lo), float(hi)
 
 
 #: Generalisation measures of claim 4: the test-accuracy gap to SB (the gap of claims 1–3)
@@ -319,7 +294,7 @@ def verdicts(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> list[Ve
         out.append(Verdict(4, CLAIMS[4], "not testable", "fewer than three noisy settings"))
         return out
     table = claim4_table(settings).set_index(["measure", "statistic"])
-    d, lo, hi = correlation_difference(settings["noise_fro"], settings["noise_trace"],
+    d, lo, hi = analysis.correlation_difference(settings["noise_fro"], settings["noise_trace"],
                                        settings["acc_gap"])  # fmt: skip
     rf = table.loc[("acc_gap", "noise_fro")]
     rt = table.loc[("acc_gap", "noise_trace")]

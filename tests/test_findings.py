@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from covnoise import findings
+from covnoise import analysis, findings
 from covnoise.study import Study
 
 STUDY = Study(
@@ -100,7 +100,7 @@ def test_correlation_difference_point_and_interval():
     y = np.linspace(0, 1, 20)
     x1 = y + 0.01 * rng.standard_normal(20)
     x2 = rng.standard_normal(20)
-    d, lo, hi = findings.correlation_difference(x1, x2, y)
+    d, lo, hi = analysis.correlation_difference(x1, x2, y)
     ref = abs(sps.spearmanr(x1, y).statistic) - abs(sps.spearmanr(x2, y).statistic)
     assert d == pytest.approx(ref)
     assert 0 < lo <= d <= hi
