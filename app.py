@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from covnoise import appstate
+from covnoise.ui import appstate
 
 HERE = Path(__file__).resolve().parent
 PAGES = HERE / "pages"

@@ -86,9 +86,10 @@ def bench_pages(repeats: int) -> None:
 
 
 def bench_live(rounds: int) -> None:
-    from covnoise import analysis, appstate, plots
+    from covnoise import results, viz
     from covnoise.config import RunConfig
-    from covnoise.engine import make_engine
+    from covnoise.runs.engine import make_engine
+    from covnoise.ui import appstate
 
     store_path = os.environ["COVNOISE_STORE"]
     engine = make_engine("local", store_path, workers=8, run_fn="bench.app:synthetic_run")
@@ -117,7 +118,7 @@ def bench_live(rounds: int) -> None:
             reread = store.metrics(ids)
             full.append(time.perf_counter() - t)
             t = time.perf_counter()
-            plots.live_figure(frame, labels, x="step", x_label=analysis.X_AXES["step"]).to_json()
+            viz.live_figure(frame, labels, x="step", x_label=results.X_AXES["step"]).to_json()
             fig_t.append(time.perf_counter() - t)
             inc.append(t_read)
             rows.append(len(frame))
@@ -144,7 +145,7 @@ def bench_thinning(evaluations: int = 3000, repeats: int = 3) -> None:
     import numpy as np
     import pandas as pd
 
-    from covnoise import plots
+    from covnoise import viz
 
     steps = np.arange(evaluations)
     frames = [pd.DataFrame({"run_id": f"r{r}", "step": steps, "name": name,
@@ -157,7 +158,7 @@ def bench_thinning(evaluations: int = 3000, repeats: int = 3) -> None:
         best, size = float("inf"), 0
         for _ in range(repeats):
             t = time.perf_counter()
-            size = len(plots.live_figure(metrics, labels, max_points=max_points).to_json())
+            size = len(viz.live_figure(metrics, labels, max_points=max_points).to_json())
             best = min(best, time.perf_counter() - t)
         return best, size
 

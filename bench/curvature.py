@@ -23,7 +23,7 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 from bench.machine import describe_machine
-from covnoise.curvature import HessianOperator, lanczos, power_iteration
+from covnoise.core.curvature import HessianOperator, lanczos, power_iteration
 
 ACCURACY = 1e-3
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from bench.machine import describe_machine
 from covnoise.config import RunConfig
-from covnoise.engine import LocalEngine
-from covnoise.store import RunStore
+from covnoise.runs import RunStore
+from covnoise.runs.engine import LocalEngine
 
 TINY = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=64, small_batch=16,
                  steps=30, epochs=None, eval_every=5, sharpness_every=0)  # fmt: skip
@@ -110,7 +110,7 @@ def _throughput(folder: Path, n_events: int, procs: int = 4) -> dict[str, float]
 
 def _overhead(folder: Path, repeats: int) -> dict[str, float]:
     """Interleaved rounds: in-process run, cold worker, warm worker (then the spare warms)."""
-    from covnoise.train import run
+    from covnoise.core.train import run
 
     run(TINY)  # warm up imports and data in this process
     warm = LocalEngine(RunStore(folder / "warm.sqlite"), workers=1, spares=1, poll_interval=0.02)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ray:
             import ray
 
-            from covnoise.engine.ray_engine import RayEngine
+            from covnoise.runs.engine.ray_engine import RayEngine
 
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
             rengine = RayEngine(store, run_fn="bench.engine.latency_run", poll_interval=0.05)

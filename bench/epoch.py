@@ -5,7 +5,7 @@
 
 Both loops train the same model from the same initial weights on the same data, already on
 the device, with SGD at batch B over random permutations:
-- covnoise: ``covnoise.train.run`` with noise none, no evaluation between the first and last
+- covnoise: ``covnoise.core.train.run`` with noise none, no evaluation between the first and last
   step; its step time is read from the training loop's own ``should_stop`` poll, which runs
   once before every step (so data loading, model building and evaluations are left out);
 - plain: ``for idx in perm.split(B): loss = cross_entropy(model(x[idx]), y[idx]);
@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 from bench.machine import describe_machine
 from covnoise.config import RunConfig
+from covnoise.core.models import build_model
+from covnoise.core.train import resolve_device, run
 from covnoise.data import load_dataset
-from covnoise.models import build_model
-from covnoise.train import resolve_device, run
 
 CPU_CASES = [("digits", "mlp", 32, None), ("mnist1d", "mlp", 128, None),
              ("cifar10", "vgg", 128, 2048)]  # fmt: skip

@@ -18,7 +18,7 @@ import json
 import statistics
 
 from covnoise.config import RunConfig
-from covnoise.train import run
+from covnoise.core.train import run
 
 KEYS = ("train_loss", "test_loss", "test_acc")
 

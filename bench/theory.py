@@ -68,7 +68,10 @@ def page_rows(page: str, changes: list) -> list[tuple[str, float, float]]:
 
 
 def library_rows(repeats: int) -> list[tuple[str, float, float]]:
-    from covnoise import geometry, quadratic  # imported here so the first page run pays for it
+    from covnoise.theory import (  # imported here so the first page run pays for it
+        geometry,
+        quadratic,
+    )
 
     cases = [
         ("quadratic.report (defaults)", lambda: quadratic.report(quadratic.QuadraticSettings())),

@@ -1,7 +1,7 @@
-"""`python -m covnoise`: see covnoise.cli."""
+"""`python -m covnoise`: the same as the `covnoise` console script (covnoise.cli.main)."""
 
 import sys
 
-from covnoise.cli import main
+from covnoise.cli.main import main
 
 sys.exit(main())

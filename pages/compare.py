@@ -5,17 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from covnoise import analysis, appstate, plots
-from covnoise.store import StoreFormatError
-from covnoise.urlstate import BoolParam, ChoiceParam, FloatParam, UrlState
+from covnoise import results, viz
+from covnoise.runs import StoreFormatError
+from covnoise.ui import appstate
+from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, UrlState
 
-METRICS = tuple(analysis.METRIC_LABELS)
+METRICS = tuple(results.METRIC_LABELS)
 STATE = UrlState(
     "compare",
     [
         *appstate.filter_params(),
         ChoiceParam("metric", "test_loss", METRICS),
-        ChoiceParam("x", "epoch", tuple(analysis.X_AXES)),
+        ChoiceParam("x", "epoch", tuple(results.X_AXES)),
         appstate.ListParam("group", ["batch_size", "noise", "noise_scale"]),
         ChoiceParam("draw", "groups", ("groups", "runs")),
         FloatParam("smooth", 0.0, 0.0, 0.99),
@@ -41,7 +42,7 @@ def upload_box() -> None:
 
 def final_table(runs: pd.DataFrame, metrics: pd.DataFrame, labels: pd.Series,
                 groups: pd.Series) -> pd.DataFrame:  # fmt: skip
-    final = analysis.final_values(metrics, TABLE_METRICS)
+    final = results.final_values(metrics, TABLE_METRICS)
     table = pd.DataFrame({
         "run": runs["run_id"].map(labels).to_numpy(),
         "group": runs["run_id"].map(groups).to_numpy(),
@@ -51,16 +52,16 @@ def final_table(runs: pd.DataFrame, metrics: pd.DataFrame, labels: pd.Series,
         "wall time (s)": runs["wall_time"].to_numpy(),
     }, index=runs["run_id"].to_numpy())  # fmt: skip
     for name in TABLE_METRICS:
-        table[analysis.metric_label(name)] = final[name] if name in final else float("nan")
+        table[results.metric_label(name)] = final[name] if name in final else float("nan")
     return table.rename_axis("run id").reset_index()
 
 
 def controls(keys: list[str]) -> None:
     with st.sidebar:
         st.header("Figure")
-        st.selectbox("metric", METRICS, key=K("metric"), format_func=analysis.metric_label)
-        st.selectbox("x axis", list(analysis.X_AXES), key=K("x"),
-                     format_func=analysis.X_AXES.get)  # fmt: skip
+        st.selectbox("metric", METRICS, key=K("metric"), format_func=results.metric_label)
+        st.selectbox("x axis", list(results.X_AXES), key=K("x"),
+                     format_func=results.X_AXES.get)  # fmt: skip
         current = [k for k in st.session_state.get(K("group"), []) if k in keys]
         st.session_state[K("group")] = current
         st.multiselect("group by (seeds are averaged)", keys, key=K("group"),
@@ -79,7 +80,7 @@ def main() -> None:
     upload_box()
     every = appstate.all_runs(store)
     runs = appstate.run_filter_widgets(STATE, every)
-    keys = [k for k in analysis.config_keys(every) if k not in ("name", "seed", "device")]
+    keys = [k for k in results.config_keys(every) if k not in ("name", "seed", "device")]
     controls(keys)
     STATE.save()
     v = STATE.values()
@@ -88,22 +89,22 @@ def main() -> None:
                 "on Train.")  # fmt: skip
         return
     metrics = appstate.metrics_for(store, runs)
-    curve = analysis.smooth(analysis.curves(metrics, v["metric"], v["x"]), v["smooth"])
-    x_label, y_label = analysis.X_AXES[v["x"]], analysis.metric_label(v["metric"])
-    groups = analysis.group_labels(runs, v["group"])
+    curve = results.smooth(results.curves(metrics, v["metric"], v["x"]), v["smooth"])
+    x_label, y_label = results.X_AXES[v["x"]], results.metric_label(v["metric"])
+    groups = results.group_labels(runs, v["group"])
     labels = appstate.run_labels(runs)
     st.caption(f"{len(runs)} runs from {runs['source'].nunique()} source(s); "
                f"{groups.nunique()} group(s).")  # fmt: skip
     if curve.empty:
         st.warning(f"None of these runs logged {y_label}.")
     elif v["draw"] == "groups":
-        agg = analysis.aggregate_seeds(curve, groups)
-        fig = plots.group_bands_figure(agg, x_label, y_label, log_y=v["log_y"])
+        agg = results.aggregate_seeds(curve, groups)
+        fig = viz.group_bands_figure(agg, x_label, y_label, log_y=v["log_y"])
         st.plotly_chart(fig, key="compare-curves")
         st.caption("Lines: mean over the runs of a group (seeds); bands: ± one sample std.")
     else:
         order = runs.sort_values(["submitted_at"])["run_id"]
-        fig = plots.run_lines_figure(curve, {r: labels[r] for r in order}, x_label, y_label,
+        fig = viz.run_lines_figure(curve, {r: labels[r] for r in order}, x_label, y_label,
                                      log_y=v["log_y"])  # fmt: skip
         st.plotly_chart(fig, key="compare-curves")
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from covnoise import appstate, findings, plots
-from covnoise.study import ALL_STUDIES
+from covnoise import results, viz
+from covnoise.results.study import ALL_STUDIES
+from covnoise.ui import appstate
 
 
 @st.cache_resource(show_spinner="Computing the findings from the cached runs…", max_entries=4)
-def computed(signature: tuple) -> list[findings.StudyFindings]:
+def computed(signature: tuple) -> list[results.StudyFindings]:
     runs, metrics = appstate.cached_runs()
-    return findings.all_findings(runs, metrics)
+    return results.all_findings(runs, metrics)
 
 
-def verdict_frame(found: findings.StudyFindings) -> pd.DataFrame:
+def verdict_frame(found: results.StudyFindings) -> pd.DataFrame:
     return pd.DataFrame([
         {"claim": f"{v.claim}. {v.statement}", "verdict": v.verdict, "numbers": v.evidence}
         for v in found.verdicts
@@ -24,7 +25,7 @@ def verdict_frame(found: findings.StudyFindings) -> pd.DataFrame:
 
 def arms_frame(arms: pd.DataFrame) -> pd.DataFrame:
     def pm(col: str, digits: int = 3) -> list[str]:
-        return [findings.format_pm(m, s, digits) for m, s in zip(arms[col], arms[f"{col}_std"],
+        return [results.format_pm(m, s, digits) for m, s in zip(arms[col], arms[f"{col}_std"],
                                                                  strict=True)]  # fmt: skip
 
     return pd.DataFrame({
@@ -36,7 +37,7 @@ def arms_frame(arms: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def show(found: findings.StudyFindings) -> None:
+def show(found: results.StudyFindings) -> None:
     s = found.study
     st.caption(f"{s.description}. {len(found.per_run)} runs from `{s.output}`, made by "
                f"`{s.command}`.")  # fmt: skip
@@ -45,16 +46,16 @@ def show(found: findings.StudyFindings) -> None:
     st.caption(
         "A difference is *clear* when it exceeds twice its standard error (Welch) and the "
         "larger seed standard deviation. 'Keeps large-batch speed' means at most "
-        f"{findings.SPEED_TOLERANCE}× the steps of plain LB to reach train loss "
+        f"{results.SPEED_TOLERANCE}× the steps of plain LB to reach train loss "
         f"{s.target_train_loss:g}. Claims 2–3 use the paper's multiplier s = 1 at η = "
         f"{s.base_lr:g}."
     )
     sb = f"SB M={s.small_batch}"
     left, right = st.columns(2)
-    left.plotly_chart(plots.arm_metric_figure(found.arms, "test_acc", "final test accuracy",
+    left.plotly_chart(viz.arm_metric_figure(found.arms, "test_acc", "final test accuracy",
                                               s.small_batch, reference=sb),
                       key=f"acc-{s.name}")  # fmt: skip
-    right.plotly_chart(plots.arm_metric_figure(found.arms, "steps_to_target",
+    right.plotly_chart(viz.arm_metric_figure(found.arms, "steps_to_target",
                                                f"steps to train loss ≤ {s.target_train_loss:g}",
                                                s.small_batch, reference=f"LB η={s.base_lr:g}",
                                                missing="not reached"),
@@ -68,13 +69,13 @@ def show(found: findings.StudyFindings) -> None:
         pts = found.settings.rename(columns={"noise": "cfg_noise"})
         table = found.correlations[found.correlations["measure"] == "acc_gap"]
         st.plotly_chart(
-            plots.noise_pair_figure(pts, "acc_gap", "SB test acc − test acc", table,
+            viz.noise_pair_figure(pts, "acc_gap", "SB test acc − test acc", table,
                                     labels={"noise_fro": "‖Σ‖_F", "noise_trace": "tr Σ"}),
             key=f"pair-{s.name}",
         )  # fmt: skip
         st.caption(f"One point per noisy setting at η = {s.base_lr:g} (seed means). Titles: "
                    "Pearson r with its 95% bootstrap interval.")  # fmt: skip
-        corr = found.correlations.assign(measure=found.correlations["measure"].map(findings.GAPS))
+        corr = found.correlations.assign(measure=found.correlations["measure"].map(results.GAPS))
         st.dataframe(corr[["measure", "label", "n", "pearson", "pearson_lo", "pearson_hi",
                            "spearman", "spearman_lo", "spearman_hi"]],
                      hide_index=True, key=f"corr-{s.name}",

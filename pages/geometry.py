@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from covnoise import geometry, plots
-from covnoise.urlstate import ChoiceParam, FloatParam, IntParam, UrlState
+from covnoise import viz
+from covnoise.theory import geometry
+from covnoise.ui.urlstate import ChoiceParam, FloatParam, IntParam, UrlState
 
 ISO_MODE_LABELS = {"sigma": "σ chosen below", "trace": "same trace as full"}
 
@@ -96,7 +97,7 @@ def main() -> None:
     columns = st.columns(2)
     for i, method in enumerate(geometry.METHODS):
         with columns[i % 2]:
-            fig = plots.geometry_panel_figure(
+            fig = viz.geometry_panel_figure(
                 method, frames["samples"], frames["ellipses"], frames["points"], frames["contours"]
             )
             st.plotly_chart(fig, key=f"cloud-{method}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from covnoise import appstate
+from covnoise.ui import appstate
 
 
 def main() -> None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from covnoise import analysis, appstate, plots
-from covnoise.store import ACTIVE
-from covnoise.urlstate import BoolParam, ChoiceParam, FloatParam, IntParam, UrlState
+from covnoise import results, viz
+from covnoise.runs import ACTIVE
+from covnoise.ui import appstate
+from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, IntParam, UrlState
 
 STATE = UrlState(
     "live",
     [
         IntParam("recent", 6, 1, 50),
-        ChoiceParam("x", "step", tuple(analysis.X_AXES)),
+        ChoiceParam("x", "step", tuple(results.X_AXES)),
         BoolParam("log_loss", False),
         FloatParam("every", 2.0, 0.5, 60.0),
     ],
@@ -90,8 +91,8 @@ def body() -> None:
 
     beta = shown["cfg_momentum"].fillna(0.0) if "cfg_momentum" in shown else [0.0] * len(shown)
     momentum = dict(zip(shown["run_id"], beta, strict=True))
-    fig = plots.live_figure(
-        metrics, labels.to_dict(), x=v["x"], x_label=analysis.X_AXES[v["x"]],
+    fig = viz.live_figure(
+        metrics, labels.to_dict(), x=v["x"], x_label=results.X_AXES[v["x"]],
         momentum=momentum, log_loss=v["log_loss"],
     )  # fmt: skip
     st.plotly_chart(fig, key="live-curves")
@@ -108,8 +109,8 @@ def main() -> None:
     with st.sidebar:
         st.header("Live view")
         st.slider("recent finished runs shown", 1, 50, key=K("recent"))
-        st.selectbox("x axis", list(analysis.X_AXES), key=K("x"),
-                     format_func=analysis.X_AXES.get)  # fmt: skip
+        st.selectbox("x axis", list(results.X_AXES), key=K("x"),
+                     format_func=results.X_AXES.get)  # fmt: skip
         st.checkbox("log-scale loss", key=K("log_loss"))
         st.number_input("refresh every (s)", 0.5, 60.0, step=0.5, key=K("every"))
         st.button("Refresh now", icon=":material/refresh:")

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from covnoise import analysis, appstate, plots
-from covnoise.urlstate import BoolParam, ChoiceParam, UrlState
+from covnoise import results, viz
+from covnoise.ui import appstate
+from covnoise.ui.urlstate import BoolParam, ChoiceParam, UrlState
 
 STATE = UrlState(
     "noise",
     [
         *appstate.filter_params(),
-        ChoiceParam("stat", "noise_fro", tuple(analysis.NOISE_STATISTICS)),
-        ChoiceParam("measure", "gen_gap", tuple(analysis.GENERALISATION)),
+        ChoiceParam("stat", "noise_fro", tuple(results.NOISE_STATISTICS)),
+        ChoiceParam("measure", "gen_gap", tuple(results.GENERALISATION)),
         ChoiceParam("how", "mean", ("mean", "final")),
         BoolParam("noisy_only", False),
         BoolParam("log_x", False),
@@ -25,16 +26,16 @@ PAIR = ("noise_fro", "noise_trace")
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def correlations(points, measure: str):
-    return analysis.correlation_table(points, list(analysis.NOISE_STATISTICS), measure)
+    return results.correlation_table(points, list(results.NOISE_STATISTICS), measure)
 
 
 def controls() -> None:
     with st.sidebar:
         st.header("Axes")
-        st.selectbox("noise statistic (x)", list(analysis.NOISE_STATISTICS), key=K("stat"),
-                     format_func=analysis.NOISE_STATISTICS.get)  # fmt: skip
-        st.selectbox("generalisation measure (y)", list(analysis.GENERALISATION),
-                     key=K("measure"), format_func=analysis.GENERALISATION.get)
+        st.selectbox("noise statistic (x)", list(results.NOISE_STATISTICS), key=K("stat"),
+                     format_func=results.NOISE_STATISTICS.get)  # fmt: skip
+        st.selectbox("generalisation measure (y)", list(results.GENERALISATION),
+                     key=K("measure"), format_func=results.GENERALISATION.get)
         st.radio("noise statistic over a run", ["mean", "final"], key=K("how"),
                  format_func={"mean": "mean over evaluations", "final": "last evaluation"}.get)
         st.checkbox("only runs with injected noise", key=K("noisy_only"),
@@ -63,16 +64,16 @@ def main() -> None:
         st.info("No finished runs match the filters.")
         return
     metrics = appstate.metrics_for(store, runs)
-    points = analysis.run_points(runs, metrics, how=v["how"])
-    columns = [*analysis.NOISE_STATISTICS, *analysis.GENERALISATION]
-    grouped = analysis.group_seeds(points, columns)
+    points = results.run_points(runs, metrics, how=v["how"])
+    columns = [*results.NOISE_STATISTICS, *results.GENERALISATION]
+    grouped = results.group_seeds(points, columns)
     stat, measure = v["stat"], v["measure"]
-    x_label, y_label = analysis.NOISE_STATISTICS[stat], analysis.GENERALISATION[measure]
+    x_label, y_label = results.NOISE_STATISTICS[stat], results.GENERALISATION[measure]
     table = correlations(grouped[["group", "n", *columns]], measure)
     st.caption(f"{len(points)} runs in {len(grouped)} settings.")
 
     st.plotly_chart(
-        plots.noise_scatter_figure(grouped, stat, measure, x_label, y_label, log_x=v["log_x"]),
+        viz.noise_scatter_figure(grouped, stat, measure, x_label, y_label, log_x=v["log_x"]),
         key="noise-scatter",
     )
     row = table.set_index("statistic").loc[stat]
@@ -88,8 +89,8 @@ def main() -> None:
 
     st.subheader("‖Σ‖_F and tr Σ side by side")
     st.plotly_chart(
-        plots.noise_pair_figure(grouped, measure, y_label, table, PAIR,
-                                labels=analysis.NOISE_STATISTICS),
+        viz.noise_pair_figure(grouped, measure, y_label, table, PAIR,
+                                labels=results.NOISE_STATISTICS),
         key="noise-pair",
     )  # fmt: skip
     r2 = table.set_index("statistic")["r2"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from covnoise import plots, quadratic
-from covnoise.urlstate import BoolParam, ChoiceParam, FloatParam, IntParam, UrlState
+from covnoise import viz
+from covnoise.theory import quadratic
+from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, IntParam, UrlState
 
 STATE = UrlState(
     "quadratic",
@@ -138,12 +139,12 @@ def main() -> None:
 
     st.subheader("Expected loss per step")
     st.plotly_chart(
-        plots.loss_curves_figure(rep.curves, log_y=STATE.values()["log_y"]), key="curves"
+        viz.loss_curves_figure(rep.curves, log_y=STATE.values()["log_y"]), key="curves"
     )
     st.caption("LB + full with s = 1 follows SGD at batch M exactly: C/L + (1/M − 1/L)C = C/M.")
 
     st.subheader("Stationary loss: Frobenius norm vs trace")
-    st.plotly_chart(plots.stationary_figure(rep.sweep), key="stationary")
+    st.plotly_chart(viz.stationary_figure(rep.sweep), key="stationary")
     st.caption(
         "Multipliers s × (¼, ½, 1, 2, 4). At equal tr Σ the structures differ; "
         "they are ordered by ‖Σ‖_F."

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from covnoise import appstate
 from covnoise.config import DATASETS, LR_SCALINGS, MODELS, NOISES, SCHEDULES, ConfigError
 from covnoise.data import DATASETS as DATASET_SPECS
-from covnoise.urlstate import UrlState
+from covnoise.ui import appstate
+from covnoise.ui.urlstate import UrlState
 
 STATE = UrlState("train", appstate.TRAIN_PARAMS)
 K = STATE.key

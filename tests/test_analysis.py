@@ -1,4 +1,4 @@
-"""covnoise.analysis against independent references: closed-form smoothing, numpy/scipy
+"""covnoise.results.analysis against independent references: closed-form smoothing, numpy/scipy
 statistics, Monte-Carlo coverage of the bootstrap intervals, and a real training run's events
 for the cost counts."""
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from covnoise import analysis
+from covnoise import results
 from covnoise.config import RunConfig
-from covnoise.models import build_model
-from covnoise.train import run
+from covnoise.core.models import build_model
+from covnoise.core.train import run
 
 # --------------------------------------------------------------------------------------------
 # helpers: frames in the store's layout
@@ -55,7 +55,7 @@ def test_ema_matches_the_closed_form_weighted_average():
     x = rng.normal(size=40)
     x[[3, 17]] = np.nan
     w = 0.8
-    got = analysis.ema(x, w)
+    got = results.ema(x, w)
     finite = x[np.isfinite(x)]
     # closed form over the finite points: (1-w) Σ_i w^{k-i} x_i / (1 - w^k)
     ref = [
@@ -65,20 +65,20 @@ def test_ema_matches_the_closed_form_weighted_average():
     assert np.isnan(got[[3, 17]]).all()
     np.testing.assert_allclose(got[np.isfinite(x)], ref, rtol=1e-12)
     # a constant series is unchanged (debiasing), weight 0 is the identity
-    np.testing.assert_allclose(analysis.ema(np.full(10, 3.0), 0.9), 3.0, rtol=1e-12)
-    np.testing.assert_array_equal(analysis.ema(finite, 0.0), finite)
+    np.testing.assert_allclose(results.ema(np.full(10, 3.0), 0.9), 3.0, rtol=1e-12)
+    np.testing.assert_array_equal(results.ema(finite, 0.0), finite)
     with pytest.raises(ValueError, match="weight"):
-        analysis.ema(finite, 1.0)
+        results.ema(finite, 1.0)
 
 
 def test_smooth_runs_each_run_separately():
     m = long_metrics([("a", s, "test_loss", float(s)) for s in range(5)]
                      + [("b", s, "test_loss", 100.0 - s) for s in range(5)])  # fmt: skip
-    c = analysis.curves(m, "test_loss", "step")
-    sm = analysis.smooth(c, 0.5)
+    c = results.curves(m, "test_loss", "step")
+    sm = results.smooth(c, 0.5)
     for rid in ("a", "b"):
         raw = c.loc[c.run_id == rid, "value"].to_numpy()
-        np.testing.assert_allclose(sm.loc[sm.run_id == rid, "value"], analysis.ema(raw, 0.5))
+        np.testing.assert_allclose(sm.loc[sm.run_id == rid, "value"], results.ema(raw, 0.5))
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,11 +90,11 @@ def test_curves_picks_the_x_axis_and_sorts():
     m = long_metrics([("a", 10, "train_loss", 1.0), ("a", 0, "train_loss", 2.0),
                       ("a", 5, "test_loss", 9.0)])  # fmt: skip
     for x, scale in (("step", 1), ("epoch", 0.1), ("examples_seen", 100), ("wall_time", 0.5)):
-        c = analysis.curves(m, "train_loss", x)
+        c = results.curves(m, "train_loss", x)
         np.testing.assert_allclose(c["x"], [0, 10 * scale])
         np.testing.assert_allclose(c["value"], [2.0, 1.0])
     with pytest.raises(ValueError, match="x"):
-        analysis.curves(m, "train_loss", "minutes")
+        results.curves(m, "train_loss", "minutes")
 
 
 def test_aggregate_seeds_mean_and_sample_std_on_shared_steps():
@@ -105,7 +105,7 @@ def test_aggregate_seeds_mean_and_sample_std_on_shared_steps():
                       for i in range(3) for j, s in enumerate(steps)]
                      + [("solo", s, "test_loss", 7.0) for s in steps])  # fmt: skip
     labels = pd.Series({"r0": "g", "r1": "g", "r2": "g", "solo": "h"})
-    agg = analysis.aggregate_seeds(analysis.curves(m, "test_loss"), labels)
+    agg = results.aggregate_seeds(results.curves(m, "test_loss"), labels)
     g = agg[agg.group == "g"]
     np.testing.assert_allclose(g["x"], steps)
     np.testing.assert_allclose(g["mean"], values.mean(0), rtol=1e-12)
@@ -121,7 +121,7 @@ def test_aggregate_seeds_interpolates_runs_on_different_grids():
     xa, ya = np.array([0.0, 1.0, 2.0, 3.0]), np.array([4.0, 3.0, 1.0, 0.0])
     xb, yb = np.array([0.5, 1.5, 2.5]), np.array([5.0, 2.0, 1.0])
     c = pd.DataFrame({"run_id": ["a"] * 4 + ["b"] * 3, "x": np.r_[xa, xb], "value": np.r_[ya, yb]})
-    agg = analysis.aggregate_seeds(c, pd.Series({"a": "g", "b": "g"}))
+    agg = results.aggregate_seeds(c, pd.Series({"a": "g", "b": "g"}))
     grid = np.array([0.5, 1.0, 1.5, 2.0, 2.5])
     np.testing.assert_allclose(agg["x"], grid)
     ref = np.vstack([np.interp(grid, xa, ya), np.interp(grid, xb, yb)])
@@ -132,15 +132,15 @@ def test_aggregate_seeds_interpolates_runs_on_different_grids():
 def test_varying_keys_and_group_labels():
     configs = [BASE.replace(noise=n, seed=s) for n in ("none", "full") for s in (0, 1)]
     runs = runs_frame(configs)
-    assert analysis.varying_keys(runs) == ["noise"]  # the seed is not an experiment key
-    labels = analysis.group_labels(runs, ["noise", "batch_size"])
+    assert results.varying_keys(runs) == ["noise"]  # the seed is not an experiment key
+    labels = results.group_labels(runs, ["noise", "batch_size"])
     assert labels[configs[0].run_id()] == "noise=none · L=128"
     assert labels[configs[3].run_id()] == "noise=full · L=128"
-    assert set(analysis.group_labels(runs, [])) == {"all runs"}
+    assert set(results.group_labels(runs, [])) == {"all runs"}
     # how often a run is measured does not change its trajectory: not a label by default
     runs2 = runs_frame([*configs, BASE.replace(noise="none", eval_every=50, probe_size=64)])
-    assert analysis.varying_keys(runs2) == ["noise"]
-    assert "eval_every" in analysis.varying_keys(runs2, exclude=["seed"])
+    assert results.varying_keys(runs2) == ["noise"]
+    assert "eval_every" in results.varying_keys(runs2, exclude=["seed"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,16 +159,16 @@ def test_run_points_final_and_mean_values():
                      (rid, step, "test_acc", 0.1 * step), (rid, step, "noise_fro", k * step),
                      (rid, step, "noise_trace", 3.0), (rid, step, "noise_trace_hsigma", k)]
     m = long_metrics(rows)
-    pts = analysis.run_points(runs, m, how="mean").set_index("run_id")
+    pts = results.run_points(runs, m, how="mean").set_index("run_id")
     assert pts.loc[a, "noise_fro"] == pytest.approx(np.mean([0, 5, 10]))
     assert pts.loc[b, "noise_fro"] == pytest.approx(2 * np.mean([0, 5, 10]))
     assert pts.loc[a, "train_loss"] == pytest.approx(1 / 11)  # last evaluation
     assert pts.loc[b, "gen_gap"] == pytest.approx(2 - 2 / 11)
     assert pts.loc[a, "test_acc"] == pytest.approx(1.0)
     assert pts.loc[a, "batch_size"] == 128
-    fin = analysis.run_points(runs, m, how="final").set_index("run_id")
+    fin = results.run_points(runs, m, how="final").set_index("run_id")
     assert fin.loc[b, "noise_fro"] == pytest.approx(20.0)
-    grouped = analysis.group_seeds(pts.reset_index(), ["noise_fro", "gen_gap"])
+    grouped = results.group_seeds(pts.reset_index(), ["noise_fro", "gen_gap"])
     assert len(grouped) == 1 and grouped["n"].iloc[0] == 2
     assert grouped["noise_fro"].iloc[0] == pytest.approx(np.mean([5, 10]))
     assert grouped["noise_fro_std"].iloc[0] == pytest.approx(np.std([5, 10], ddof=1))
@@ -185,8 +185,8 @@ def test_correlation_point_estimates_match_scipy():
     y = 0.6 * x + rng.normal(size=30)
     y[4] = np.nan  # dropped with its pair
     keep = np.isfinite(y)
-    p = analysis.correlation(x, y, "pearson", n_boot=500)
-    s = analysis.correlation(x, y, "spearman", n_boot=500)
+    p = results.correlation(x, y, "pearson", n_boot=500)
+    s = results.correlation(x, y, "spearman", n_boot=500)
     assert p.n == 29
     assert p.r == pytest.approx(sps.pearsonr(x[keep], y[keep])[0], abs=1e-12)
     assert s.r == pytest.approx(sps.spearmanr(x[keep], y[keep])[0], abs=1e-12)
@@ -200,7 +200,7 @@ def test_bootstrap_ci_agrees_with_fisher_z_for_a_large_sample():
     n, rho = 400, 0.5
     x = rng.normal(size=n)
     y = rho * x + np.sqrt(1 - rho**2) * rng.normal(size=n)
-    c = analysis.correlation(x, y, "pearson", n_boot=4000, seed=1)
+    c = results.correlation(x, y, "pearson", n_boot=4000, seed=1)
     z, half = np.arctanh(c.r), 1.959964 / np.sqrt(n - 3)
     assert c.lo == pytest.approx(np.tanh(z - half), abs=0.02)
     assert c.hi == pytest.approx(np.tanh(z + half), abs=0.02)
@@ -215,14 +215,14 @@ def test_bootstrap_ci_covers_the_true_correlation_about_95_percent_of_the_time()
     for rep in range(reps):
         x = rng.normal(size=n)
         y = rho * x + np.sqrt(1 - rho**2) * rng.normal(size=n)
-        c = analysis.correlation(x, y, "pearson", n_boot=400, seed=rep)
+        c = results.correlation(x, y, "pearson", n_boot=400, seed=rep)
         hits += c.lo <= rho <= c.hi
     assert 0.88 <= hits / reps <= 0.99
 
 
 def test_degenerate_correlations_are_nan():
-    assert np.isnan(analysis.correlation([1, 2], [3, 4]).r)
-    c = analysis.correlation([1, 1, 1, 1], [1, 2, 3, 4])
+    assert np.isnan(results.correlation([1, 2], [3, 4]).r)
+    c = results.correlation([1, 1, 1, 1], [1, 2, 3, 4])
     assert np.isnan(c.r) and np.isnan(c.lo)
 
 
@@ -230,7 +230,7 @@ def test_correlation_table_columns():
     rng = np.random.default_rng(5)
     pts = pd.DataFrame({"noise_fro": rng.normal(size=12), "noise_trace": rng.normal(size=12)})
     pts["gen_gap"] = 2 * pts["noise_fro"] + 0.1 * rng.normal(size=12)
-    t = analysis.correlation_table(pts, ["noise_fro", "noise_trace"], "gen_gap", n_boot=300)
+    t = results.correlation_table(pts, ["noise_fro", "noise_trace"], "gen_gap", n_boot=300)
     assert list(t["statistic"]) == ["noise_fro", "noise_trace"]
     assert list(t["label"]) == ["‖Σ‖_F", "tr Σ"]
     np.testing.assert_allclose(t["r2"], t["pearson"] ** 2)
@@ -254,7 +254,7 @@ def test_run_cost_counts_match_a_real_run():
     finally:
         torch.set_num_threads(threads)
     metric_events = [e for e in events if e["event"] == "metric"]
-    cost = analysis.run_cost(cfg, n_train=1347, n_test=450, forward_flops=1.0)
+    cost = results.run_cost(cfg, n_train=1347, n_test=450, forward_flops=1.0)
     assert cost.steps == events[0]["total_steps"] == 12
     assert cost.evaluations == len(metric_events) == 4  # steps 0, 5, 10, 12
     assert cost.sharpness_evaluations == sum("sharpness" in e["metrics"] for e in metric_events)
@@ -263,13 +263,13 @@ def test_run_cost_counts_match_a_real_run():
     lanczos = sum(e["metrics"].get("sharpness_hvps", 0) for e in metric_events)
     assert 0 < lanczos <= cost.sharpness_evaluations * (4 + 1)
     # by epochs: digits at L = 128 has 10 steps per epoch
-    by_epochs = analysis.run_cost(cfg.replace(steps=None, epochs=2.5), 1347, 450, 1.0)
+    by_epochs = results.run_cost(cfg.replace(steps=None, epochs=2.5), 1347, 450, 1.0)
     assert by_epochs.steps == 25
-    assert analysis.evaluation_count(25, 5) == 6 and analysis.evaluation_count(26, 5) == 7
+    assert results.evaluation_count(25, 5) == 6 and results.evaluation_count(26, 5) == 7
 
 
 def test_forward_flops_of_an_mlp_is_two_per_weight():
-    flops = analysis.forward_flops((1, 8, 8), 10, "mlp", width=16, depth=2)
+    flops = results.forward_flops((1, 8, 8), 10, "mlp", width=16, depth=2)
     net = build_model("mlp", (1, 8, 8), 10, width=16, depth=2)
     ref = sum(2 * m.in_features * m.out_features for m in net.modules()
               if isinstance(m, torch.nn.Linear))  # fmt: skip
@@ -285,29 +285,29 @@ def test_forward_flops_of_a_cnn_matches_torch_flop_counter(shape):
     with torch.no_grad(), counter:
         net(torch.zeros(1, *shape))
     # torch counts the convolutions and matrix products only, as the hooks do
-    assert analysis.forward_flops(shape, 10, "cnn", 16, 2) == counter.get_total_flops()
+    assert results.forward_flops(shape, 10, "cnn", 16, 2) == counter.get_total_flops()
 
 
 def test_run_seconds_throughput_and_grid_seconds():
-    o = analysis.OVERHEAD_SECONDS
-    cost = analysis.Cost(steps=100, evaluations=11, sharpness_evaluations=11, hvps=308,
+    o = results.OVERHEAD_SECONDS
+    cost = results.Cost(steps=100, evaluations=11, sharpness_evaluations=11, hvps=308,
                          examples=100 * 128, flops=4e9)  # fmt: skip
     fixed = 100 * o["step"] + 308 * o["hvp"] + 11 * o["evaluation"]
     assert cost.fixed_seconds() == pytest.approx(fixed)
-    assert analysis.run_seconds(cost, 2e9) == pytest.approx(2.0 + fixed)
+    assert results.run_seconds(cost, 2e9) == pytest.approx(2.0 + fixed)
     # the rate is recovered from runs timed exactly by the model; runs shorter than their
     # fixed overheads carry no information and are skipped
-    assert analysis.throughput([cost, cost], [2.0 + fixed, 4.0 + fixed]) == pytest.approx(1.5e9)
-    assert analysis.throughput([cost], [fixed / 2]) is None
+    assert results.throughput([cost, cost], [2.0 + fixed, 4.0 + fixed]) == pytest.approx(1.5e9)
+    assert results.throughput([cost], [fixed / 2]) is None
     secs = [4.0, 3.0, 2.0, 1.0]
     # one worker: everything in sequence; as many workers as runs: the longest run
-    assert analysis.grid_seconds(secs, 1, overhead=0.5) == pytest.approx(10 + 4 * 0.5)
-    assert analysis.grid_seconds(secs, 4, overhead=0.5) == pytest.approx(4.5)
-    assert analysis.grid_seconds(secs, 2, overhead=0.0) == pytest.approx(5.0)
+    assert results.grid_seconds(secs, 1, overhead=0.5) == pytest.approx(10 + 4 * 0.5)
+    assert results.grid_seconds(secs, 4, overhead=0.5) == pytest.approx(4.5)
+    assert results.grid_seconds(secs, 2, overhead=0.0) == pytest.approx(5.0)
 
 
 def test_config_from_row_round_trips():
     cfg = BASE.replace(noise="diag", noise_scale=2.0, seed=3)
     row = runs_frame([cfg]).iloc[0].to_dict()
-    assert analysis.config_from_row(row).run_id() == cfg.run_id()
+    assert results.config_from_row(row).run_id() == cfg.run_id()
     assert json.loads(row["config"])["seed"] == 3

@@ -22,13 +22,13 @@ import streamlit as st
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
 
-from covnoise import appstate
 from covnoise.config import RunConfig
-from covnoise.store import RunStore, read_runs_parquet, write_runs_parquet
+from covnoise.runs import RunStore, read_runs_parquet, write_runs_parquet
+from covnoise.ui import appstate
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-DEMO = ROOT / "tests" / "data" / "demo-digits.parquet"  # made by python -m covnoise.demo
+DEMO = ROOT / "tests" / "data" / "demo-digits.parquet"  # made by python -m covnoise.results.demo
 PAGES = ["pages/home.py", "pages/train.py", "pages/live.py", "pages/compare.py",
          "pages/noise_vs_generalisation.py", "pages/findings.py", "pages/quadratic.py",
          "pages/geometry.py"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from covnoise.config import RunConfig
-from covnoise.store import RunStore
+from covnoise.runs import RunStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -12,10 +12,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from covnoise import findings
+from covnoise import results
+from covnoise.cli.main import main
 from covnoise.config import RunConfig
-from covnoise.store import COMPLETED, read_cached_runs, read_runs_parquet
-from covnoise.study import STUDIES
+from covnoise.results.study import STUDIES
+from covnoise.runs import COMPLETED, read_cached_runs, read_runs_parquet
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHED = ROOT / "cached_runs"
@@ -74,14 +75,14 @@ def test_a_study_file_holds_exactly_the_runs_its_command_makes(name):
     assert set(runs["run_id"]) == set(configs)
     for row in runs.itertuples():
         assert json.loads(row.config)["name"] == configs[row.run_id].name
-        assert study.command in row.name
+        assert row.name == configs[row.run_id].name
         assert not row.code_revision.endswith("-dirty"), row.run_id
 
 
 def test_findings_md_is_generated_from_the_cached_runs():
-    assert findings.main(["--runs", str(CACHED), "--check", str(ROOT / "FINDINGS.md")]) == 0
+    assert main(["findings", "--runs", str(CACHED), "--check", str(ROOT / "FINDINGS.md")]) == 0
     runs, metrics = read_cached_runs(CACHED)
-    found = findings.all_findings(runs, metrics)
+    found = results.all_findings(runs, metrics)
     assert {f.study.name for f in found} == set(STUDIES)
     text = (ROOT / "FINDINGS.md").read_text()
     for f in found:
@@ -95,7 +96,7 @@ def cached_env(monkeypatch, tmp_path):
     monkeypatch.setenv("COVNOISE_CACHED_RUNS", str(CACHED))
     monkeypatch.setenv("COVNOISE_WORKERS", "1")
     yield
-    from covnoise import appstate
+    from covnoise.ui import appstate
 
     try:
         appstate.get_engine().close(cancel_running=True, timeout=20)
@@ -108,7 +109,7 @@ def test_findings_page_shows_the_verdicts_computed_from_the_cached_runs(cached_e
     at = at.switch_page("pages/findings.py").run()
     assert not at.exception, [e.value for e in at.exception]
     runs, metrics = read_cached_runs(CACHED)
-    found = findings.all_findings(runs, metrics)
+    found = results.all_findings(runs, metrics)
     verdict_tables = [t.value for t in at.table]  # one per study tab
     arm_tables = [d.value for d in at.dataframe if "gap to SB" in d.value.columns]
     assert len(verdict_tables) == len(arm_tables) == len(found)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from covnoise.curvature import (
+from covnoise.core.curvature import (
     EigResult,
     HessianOperator,
     LinearOperator,

@@ -1,4 +1,4 @@
-"""Tests of covnoise.data and covnoise.restricted_pickle.
+"""Tests of covnoise.data and covnoise.data.restricted_pickle.
 
 References are independent of the code under test: scikit-learn's own digits arrays, a
 per-example transcription of the MNIST-1D recipe (scipy interp1d / gaussian_filter, in the
@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import torch
 
-from covnoise import restricted_pickle
 from covnoise.data import (
     DATASETS,
     Dataset,
@@ -37,6 +36,7 @@ from covnoise.data import (
     read_cifar_batch,
     read_idx,
     resolve_options,
+    restricted_pickle,
     teacher_network,
 )
 from tests.helpers import make_cifar, py2_batch_pickle

@@ -1,4 +1,4 @@
-"""The local engine running the real covnoise.train.run in worker processes.
+"""The local engine running the real covnoise.core.train.run in worker processes.
 
 Reference values come from calling run() in this process with the same config and the same
 number of torch threads as a worker, so every metric row a run emitted can be counted and
@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from covnoise.config import ConfigError, RunConfig
-from covnoise.engine import LocalEngine, expand_grid
-from covnoise.engine.monitor import pid_alive
-from covnoise.store import RunStore
-from covnoise.train import run
+from covnoise.core.train import run
+from covnoise.runs import RunStore
+from covnoise.runs.engine import LocalEngine, expand_grid
+from covnoise.runs.engine.monitor import pid_alive
 from tests.helpers import wait_for as _wait_for
 
 TINY = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=64, small_batch=16,
@@ -226,8 +226,8 @@ def test_sweep_grid_expansion():
 
 @pytest.mark.slow
 def test_sweep_command_runs_the_grid_and_exports_it(tmp_path, capsys):
-    from covnoise.cli import main
-    from covnoise.store import read_runs_parquet
+    from covnoise.cli.main import main
+    from covnoise.runs import read_runs_parquet
 
     db, out = str(tmp_path / "runs.sqlite"), tmp_path / "cached_runs" / "grid.parquet"
     flags = ["--dataset", "digits", "--width", "16", "--depth", "2", "--batch-size", "64",

@@ -1,4 +1,4 @@
-"""covnoise.findings: per-run and per-arm numbers, the comparisons and the claim verdicts.
+"""covnoise.results.findings: per-run and per-arm numbers, the comparisons and the claim verdicts.
 
 Synthetic studies are built in the store's layout with known answers; the references are
 scipy's Welch t statistic and Spearman coefficient, and numbers computed by hand.
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from covnoise import analysis, findings
-from covnoise.study import Study
+from covnoise import results
+from covnoise.results.study import Study
 
 STUDY = Study(
     name="t", dataset="digits", small_batch=32, large_batch=1024, base_lr=0.4,
@@ -78,7 +78,7 @@ def _paper_like():
 def test_steps_to_target_is_the_first_crossing():
     m = pd.DataFrame({"run_id": ["a"] * 5 + ["b"] * 2, "step": [0, 10, 20, 30, 40, 0, 10],
                       "name": "train_loss", "value": [1.0, 0.5, 0.09, 0.2, 0.05, 1.0, 0.7]})
-    got = findings.steps_to_target(m, 0.1)
+    got = results.steps_to_target(m, 0.1)
     assert got["a"] == 20 and math.isnan(got["b"])
 
 
@@ -86,13 +86,13 @@ def test_difference_matches_welch():
     a, b = [0.71, 0.73, 0.72, 0.74], [0.66, 0.70, 0.64]
     runs = pd.DataFrame({"arm": ["A"] * 4 + ["B"] * 3, "status": "finished",
                          "test_acc": a + b})
-    d = findings.difference(runs, "A", "B")
+    d = results.difference(runs, "A", "B")
     t = sps.ttest_ind(a, b, equal_var=False).statistic
     assert d.diff == pytest.approx(np.mean(a) - np.mean(b))
     assert d.diff / d.se == pytest.approx(t)
     assert d.spread == pytest.approx(max(np.std(a, ddof=1), np.std(b, ddof=1)))
     assert d.clear
-    assert not findings.difference(runs, "B", "A").clear
+    assert not results.difference(runs, "B", "A").clear
 
 
 def test_correlation_difference_point_and_interval():
@@ -100,7 +100,7 @@ def test_correlation_difference_point_and_interval():
     y = np.linspace(0, 1, 20)
     x1 = y + 0.01 * rng.standard_normal(20)
     x2 = rng.standard_normal(20)
-    d, lo, hi = analysis.correlation_difference(x1, x2, y)
+    d, lo, hi = results.correlation_difference(x1, x2, y)
     ref = abs(sps.spearmanr(x1, y).statistic) - abs(sps.spearmanr(x2, y).statistic)
     assert d == pytest.approx(ref)
     assert 0 < lo <= d <= hi
@@ -112,8 +112,8 @@ def test_arm_table_averages_finished_runs_and_counts_the_rest():
         dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.6, 0.5, 0.1], cross_step=None,
              status=["finished", "finished", "diverged"]),
     ])  # fmt: skip
-    per_run = findings.run_table(runs, metrics, STUDY)
-    arms = findings.arm_table(per_run).set_index("arm")
+    per_run = results.run_table(runs, metrics, STUDY)
+    arms = results.arm_table(per_run).set_index("arm")
     sb, diag = arms.loc["SB M=32"], arms.loc["LB + diag s=1"]
     assert sb["test_acc"] == pytest.approx(0.75) and sb["steps_to_target"] == 50
     assert sb["test_acc_std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
@@ -125,14 +125,14 @@ def test_arm_table_averages_finished_runs_and_counts_the_rest():
 
 def test_runs_of_other_studies_are_left_out():
     runs, metrics = _paper_like()
-    runs.loc[0, "name"] = "study other (python -m covnoise.study run other); sweep: x"
-    per_run = findings.run_table(runs, metrics, STUDY)
+    runs.loc[0, "name"] = "study other (covnoise study run other); sweep: x"
+    per_run = results.run_table(runs, metrics, STUDY)
     assert len(per_run) == len(runs) - 1
 
 
 def test_verdicts_on_a_paper_like_study():
     runs, metrics = _paper_like()
-    found = findings.study_findings(runs, metrics, STUDY)
+    found = results.study_findings(runs, metrics, STUDY)
     got = {v.claim: v.verdict for v in found.verdicts}
     assert got == {1: "reproduced", 2: "reproduced", 3: "reproduced", 4: "reproduced"}
     assert "LB η=0.8" in found.verdicts[0].evidence  # the tuned LB is the best LB
@@ -147,7 +147,7 @@ def test_verdicts_without_a_gap():
         dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.71, 0.72, 0.73],
              cross_step=90),
     ])  # fmt: skip
-    found = findings.study_findings(runs, metrics, STUDY)
+    found = results.study_findings(runs, metrics, STUDY)
     got = {v.claim: v.verdict for v in found.verdicts}
     assert got == {1: "not reproduced", 2: "not testable", 3: "not testable",
                    4: "not testable"}  # fmt: skip
@@ -156,39 +156,39 @@ def test_verdicts_without_a_gap():
 
 def test_render_and_the_generated_block(tmp_path):
     runs, metrics = _paper_like()
-    block = findings.render([findings.study_findings(runs, metrics, STUDY)])
+    block = results.render([results.study_findings(runs, metrics, STUDY)])
     assert "| LB + full s=2 |" in block and "**reproduced**" in block
-    text = f"# head\n{findings.BEGIN}\nold\n{findings.END}\ntail\n"
-    new = findings.replace_block(text, block)
+    text = f"# head\n{results.BEGIN}\nold\n{results.END}\ntail\n"
+    new = results.replace_block(text, block)
     assert new.startswith("# head\n") and new.endswith("tail\n") and block in new
-    assert findings.replace_block(new, block) == new
+    assert results.replace_block(new, block) == new
     with pytest.raises(ValueError, match="markers"):
-        findings.replace_block("no markers", block)
+        results.replace_block("no markers", block)
 
 
 def test_verdicts_without_baselines_are_not_testable():
     runs, metrics = _study([
         dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.71, 0.72], cross_step=90),
     ])  # fmt: skip
-    found = findings.study_findings(runs, metrics, STUDY)
+    found = results.study_findings(runs, metrics, STUDY)
     assert {v.verdict for v in found.verdicts} == {"not testable"}
 
 
 def test_arm_figure_draws_each_arm_its_spread_and_the_reference():
-    from covnoise import plots
+    from covnoise import viz
 
     runs, metrics = _study([
         dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.7, 0.8], cross_step=50),
         dict(batch=1024, noise="full", scale=1.0, lr=0.4, accs=[0.6, 0.62], cross_step=None),
     ])  # fmt: skip
-    arms = findings.arm_table(findings.run_table(runs, metrics, STUDY))
-    fig = plots.arm_metric_figure(arms, "test_acc", "acc", 32, reference="SB M=32")
+    arms = results.arm_table(results.run_table(runs, metrics, STUDY))
+    fig = viz.arm_metric_figure(arms, "test_acc", "acc", 32, reference="SB M=32")
     bars = fig.data[0]
     assert list(bars.y) == ["LB + full s=1", "SB M=32"]  # drawn bottom-up
     assert np.allclose(bars.x, [0.61, 0.75])
     assert np.allclose(bars.error_x.array, [np.std([0.6, 0.62], ddof=1), np.std([0.7, 0.8],
                                                                                 ddof=1)])
     assert fig.layout.shapes[0].x0 == pytest.approx(0.75)
-    steps = plots.arm_metric_figure(arms, "steps_to_target", "steps", 32, missing="not reached")
+    steps = viz.arm_metric_figure(arms, "steps_to_target", "steps", 32, missing="not reached")
     assert list(steps.data[1].y) == ["LB + full s=1"]
     assert list(steps.data[1].text) == ["not reached"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.func import grad, vmap
 
-from covnoise import geometry as g
+from covnoise.theory import geometry as g
 
 
 def _small(**kw):

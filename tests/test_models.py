@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from covnoise.models import GhostNorm, build_model, count_parameters
+from covnoise.core.models import GhostNorm, build_model, count_parameters
 
 SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "vgg": (3, 32, 32), "resnet": (3, 32, 32)}
 

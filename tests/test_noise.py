@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from covnoise.noise import STRUCTURES, make_structure, noise_statistics
-from covnoise.pergrad import DiagStatsRecorder, per_example_grads
+from covnoise.core.noise import STRUCTURES, make_structure, noise_statistics
+from covnoise.core.pergrad import DiagStatsRecorder, per_example_grads
 from tests.helpers import ce
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from covnoise.noise import make_structure
-from covnoise.pergrad import DiagStatsRecorder, GramRecorder, per_example_grads
+from covnoise.core.noise import make_structure
+from covnoise.core.pergrad import DiagStatsRecorder, GramRecorder, per_example_grads
 from tests.helpers import ce
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -199,7 +199,7 @@ def test_clear_errors():
 def test_chunked_layers_match_reference(monkeypatch):
     """Per-example gradients formed a few examples at a time (the memory bound for large
     layers) give the same statistics and Gram matrix."""
-    from covnoise import pergrad
+    from covnoise.core import pergrad
 
     monkeypatch.setattr(pergrad, "_CHUNK_ELEMENTS", 300)
     torch.manual_seed(11)

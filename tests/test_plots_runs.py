@@ -1,4 +1,4 @@
-"""The run figures of covnoise.plots: traces carry exactly the data they are given, bands are
+"""The run figures of covnoise.viz.plots: traces carry exactly the data they are given, bands are
 mean ± std, the stability line is 2(1+β)/η, the fit line is the least-squares line."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covnoise import analysis, plots
+from covnoise import results, viz
 
 
 def long_metrics(spec: dict[str, dict[str, list[float]]], steps: list[int]) -> pd.DataFrame:
@@ -23,7 +23,7 @@ def long_metrics(spec: dict[str, dict[str, list[float]]], steps: list[int]) -> p
 def test_run_lines_figure_one_trace_per_run_in_label_order():
     curves = pd.DataFrame({"run_id": ["a", "a", "b", "b", "b"], "x": [0, 1, 0, 1, 2],
                            "value": [3.0, 2.0, 5.0, 4.0, 1.0]})  # fmt: skip
-    fig = plots.run_lines_figure(curves, {"b": "run B", "a": "run A", "c": "no data"},
+    fig = viz.run_lines_figure(curves, {"b": "run B", "a": "run A", "c": "no data"},
                                  "steps", "loss", log_y=True)  # fmt: skip
     assert [t.name for t in fig.data] == ["run B", "run A"]
     np.testing.assert_array_equal(fig.data[0].y, [5.0, 4.0, 1.0])
@@ -40,8 +40,8 @@ def test_group_bands_figure_draws_mean_and_std_band():
     curves = pd.concat([curves, pd.DataFrame({"run_id": "s", "x": np.arange(5.0),
                                               "value": 1.0})])  # fmt: skip
     labels = pd.Series({"r0": "diag", "r1": "diag", "r2": "diag", "s": "none"})
-    agg = analysis.aggregate_seeds(curves, labels)
-    fig = plots.group_bands_figure(agg, "steps", "test loss")
+    agg = results.aggregate_seeds(curves, labels)
+    fig = viz.group_bands_figure(agg, "steps", "test loss")
     names = [t.name for t in fig.data]
     assert names == ["diag (n=3)", "", "diag ± std", "none (n=1)"]  # no band for one run
     mean, std = vals.mean(0), vals.std(0, ddof=1)
@@ -51,7 +51,7 @@ def test_group_bands_figure_draws_mean_and_std_band():
     assert fig.data[2].fill == "tonexty"
     # a log axis clips the lower band edge above zero
     agg.loc[agg.group == "diag", "std"] = 100.0
-    low = plots.group_bands_figure(agg, "steps", "test loss", log_y=True).data[2].y
+    low = viz.group_bands_figure(agg, "steps", "test loss", log_y=True).data[2].y
     assert np.all(np.asarray(low) > 0)
 
 
@@ -65,7 +65,7 @@ def test_live_figure_panels_and_stability_line():
         for rid, lr in (("a", [0.5, 0.5, 0.25]), ("b", [0.1, 0.1, 0.1]))
     }  # fmt: skip
     m = long_metrics(spec, steps)
-    fig = plots.live_figure(m, {"a": "A", "b": "B"}, x="step", momentum={"a": 0.9})
+    fig = viz.live_figure(m, {"a": "A", "b": "B"}, x="step", momentum={"a": 0.9})
     by_name = {t.name: t for t in fig.data}
     for label in ("A", "B"):
         for suffix in ("train loss", "test loss", "train acc", "test acc", "λ_max", "‖Σ‖_F",
@@ -79,22 +79,22 @@ def test_live_figure_panels_and_stability_line():
     # λ_max and its stability line share the third panel
     assert by_name["A · λ_max"].xaxis == by_name["A · 2(1+β)/η"].xaxis == "x3"
     # the epoch axis reads the epoch column
-    fig_e = plots.live_figure(m, {"a": "A"}, x="epoch", x_label="epochs")
+    fig_e = viz.live_figure(m, {"a": "A"}, x="epoch", x_label="epochs")
     np.testing.assert_allclose(fig_e.data[0].x, np.array(steps) / 4)
 
 
 def test_live_figure_thins_long_traces_keeping_the_ends():
     steps = list(range(1001))
     m = long_metrics({"a": {"train_loss": [float(s) for s in steps]}}, steps)
-    trace = plots.live_figure(m, {"a": "A"}, max_points=100).data[0]
+    trace = viz.live_figure(m, {"a": "A"}, max_points=100).data[0]
     assert len(trace.x) == 100 and trace.x[0] == 0 and trace.x[-1] == 1000
     np.testing.assert_array_equal(trace.y, trace.x)  # the points kept are the real ones
     assert np.all(np.diff(trace.x) > 0)
-    assert len(plots.live_figure(m, {"a": "A"}, max_points=None).data[0].x) == 1001
+    assert len(viz.live_figure(m, {"a": "A"}, max_points=None).data[0].x) == 1001
 
 
 def test_live_figure_with_a_run_without_rows():
-    fig = plots.live_figure(long_metrics({"a": {"train_loss": [1.0]}}, [0]),
+    fig = viz.live_figure(long_metrics({"a": {"train_loss": [1.0]}}, [0]),
                             {"a": "A", "queued": "Q"})  # fmt: skip
     assert [t.name for t in fig.data] == ["A · train loss"]
 
@@ -111,17 +111,17 @@ def grouped_points() -> pd.DataFrame:
 
 def test_noise_scatter_figure_points_errors_and_fit():
     pts = grouped_points()
-    fig = plots.noise_scatter_figure(pts, "noise_fro", "gen_gap", "‖Σ‖_F", "test − train loss")
+    fig = viz.noise_scatter_figure(pts, "noise_fro", "gen_gap", "‖Σ‖_F", "test − train loss")
     names = [t.name for t in fig.data]
     assert names == ["isotropic", "diag", "full", "none", "least-squares fit"]
     full = fig.data[2]
     assert full.x[0] == 0.15 and full.y[0] == 0.04 and full.error_y.array[0] == 0.002
-    assert full.marker.color == plots.COLORS["full"]
+    assert full.marker.color == viz.COLORS["full"]
     slope, intercept = np.polyfit(pts.noise_fro, pts.gen_gap, 1)
     line = fig.data[-1]
     np.testing.assert_allclose(line.y, slope * np.asarray(line.x) + intercept)
     # on a log axis the fit is in log10(x) and leaves out x = 0
-    logfig = plots.noise_scatter_figure(pts, "noise_fro", "gen_gap", "x", "y", log_x=True)
+    logfig = viz.noise_scatter_figure(pts, "noise_fro", "gen_gap", "x", "y", log_x=True)
     keep = pts.noise_fro > 0
     s2, i2 = np.polyfit(np.log10(pts.noise_fro[keep]), pts.gen_gap[keep], 1)
     np.testing.assert_allclose(logfig.data[-1].y, s2 * np.log10(logfig.data[-1].x) + i2)
@@ -130,9 +130,9 @@ def test_noise_scatter_figure_points_errors_and_fit():
 
 def test_noise_pair_figure_titles_carry_the_table():
     pts = grouped_points()
-    table = analysis.correlation_table(pts, ["noise_fro", "noise_trace"], "gen_gap", n_boot=200)
-    fig = plots.noise_pair_figure(pts, "gen_gap", "gap", table,
-                                  labels=analysis.NOISE_STATISTICS)  # fmt: skip
+    table = results.correlation_table(pts, ["noise_fro", "noise_trace"], "gen_gap", n_boot=200)
+    fig = viz.noise_pair_figure(pts, "gen_gap", "gap", table,
+                                  labels=results.NOISE_STATISTICS)  # fmt: skip
     titles = [a.text for a in fig.layout.annotations]
     r = table.set_index("statistic").loc["noise_fro"]
     assert titles[0].startswith(f"‖Σ‖_F: r = {r.pearson:.2f} [{r.pearson_lo:.2f}, ")
@@ -145,8 +145,8 @@ def test_noise_pair_figure_titles_carry_the_table():
 
 def test_noise_pair_figure_with_undefined_correlation():
     pts = grouped_points().iloc[:2]
-    table = analysis.correlation_table(pts, ["noise_fro", "noise_trace"], "gen_gap", n_boot=50)
-    fig = plots.noise_pair_figure(pts, "gen_gap", "gap", table)
+    table = results.correlation_table(pts, ["noise_fro", "noise_trace"], "gen_gap", n_boot=50)
+    fig = viz.noise_pair_figure(pts, "gen_gap", "gap", table)
     assert [a.text for a in fig.layout.annotations] == ["noise_fro: r undefined",
                                                        "noise_trace: r undefined"]
 
@@ -154,8 +154,8 @@ def test_noise_pair_figure_with_undefined_correlation():
 @pytest.mark.parametrize("n", [1, 17])
 def test_palette_is_stable_and_cycles(n):
     labels = [f"l{i}" for i in range(n)]
-    pal = plots.palette(labels + labels[::-1])
+    pal = viz.palette(labels + labels[::-1])
     assert list(pal) == labels
-    assert pal["l0"] == plots.RUN_PALETTE[0]
-    if n > len(plots.RUN_PALETTE):
-        assert pal[f"l{len(plots.RUN_PALETTE)}"] == plots.RUN_PALETTE[0]
+    assert pal["l0"] == viz.RUN_PALETTE[0]
+    if n > len(viz.RUN_PALETTE):
+        assert pal[f"l{len(viz.RUN_PALETTE)}"] == viz.RUN_PALETTE[0]

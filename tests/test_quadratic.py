@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.linalg import expm, logm
 
-from covnoise import quadratic as q
+from covnoise.theory import quadratic as q
 
 
 def _problem(P=6, rotation=1.0, seed=3, sigma=0.7, spectrum="power"):

@@ -1,4 +1,4 @@
-"""The Ray engine against a real local Ray cluster (two CPUs), running covnoise.train.run."""
+"""The Ray engine against a real local Ray cluster (two CPUs), running covnoise.core.train.run."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from covnoise.config import RunConfig
-from covnoise.store import RunStore
-from covnoise.train import run
+from covnoise.core.train import run
+from covnoise.runs import RunStore
 from tests.helpers import wait_for as _wait_for
 
 ray = pytest.importorskip("ray")
@@ -58,7 +58,7 @@ def _reference_rows(config: RunConfig) -> list[tuple]:
 
 
 def test_sweep_of_four_runs_stores_every_metric(cluster, store):
-    from covnoise.engine.ray_engine import RayEngine
+    from covnoise.runs.engine.ray_engine import RayEngine
 
     engine = RayEngine(store, poll_interval=0.05)
     try:
@@ -84,7 +84,7 @@ def test_sweep_of_four_runs_stores_every_metric(cluster, store):
 
 
 def test_metrics_stream_while_running_and_cancel_stops_the_run(cluster, store):
-    from covnoise.engine.ray_engine import RayEngine
+    from covnoise.runs.engine.ray_engine import RayEngine
 
     engine = RayEngine(store, poll_interval=0.05)
     try:
@@ -108,7 +108,7 @@ def test_metrics_stream_while_running_and_cancel_stops_the_run(cluster, store):
 
 
 def test_a_task_that_ignores_cancel_is_stopped_by_force(cluster, store):
-    from covnoise.engine.ray_engine import RayEngine
+    from covnoise.runs.engine.ray_engine import RayEngine
 
     engine = RayEngine(store, run_fn="tests.test_ray_engine:stubborn_run", cancel_grace=1.0,
                        poll_interval=0.05)  # fmt: skip

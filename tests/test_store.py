@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from covnoise.config import RunConfig
-from covnoise.store import (
+from covnoise.runs import (
     RunStore,
     StoreFormatError,
     default_store_path,
@@ -274,7 +274,7 @@ def test_empty_cached_folder(tmp_path):
 
 # ---------------------------------------------------------------------- the runs CLI
 def test_runs_cli_list_show_export_import_remove(store, tmp_path, capsys):
-    from covnoise.cli import main
+    from covnoise.cli.main import main
 
     emitted = _populate(store)
     done, diverged, failed = emitted

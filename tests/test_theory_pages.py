@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from covnoise import quadratic
+from covnoise.theory import quadratic
 
 ROOT = Path(__file__).resolve().parents[1]
 QUAD = str(ROOT / "pages" / "quadratic.py")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from covnoise.config import RunConfig
-from covnoise.train import learning_rate, run
+from covnoise.core.train import learning_rate, run
 
 TINY = dict(dataset="digits", model="mlp", width=32, depth=2, batch_size=256, small_batch=16,
             lr=0.2, steps=12, eval_every=4, probe_size=64, lanczos_iters=10, noise_samples=2)
@@ -136,8 +136,8 @@ def test_cuda_path_when_available():
 def test_training_step_injects_the_target_covariance(noise, stats_rows):
     """The real step (noisy_step with plain SGD, lr 1) moves θ by −(ḡ + ξ); over many steps
     from the same θ, Cov(ξ) must equal c·K built from torch.func per-example gradients."""
-    from covnoise.noise import make_structure
-    from covnoise.train import noisy_step
+    from covnoise.core.noise import make_structure
+    from covnoise.core.train import noisy_step
     from tests.test_noise import batch, cov_z_scores, dense_sigma, flat_grads, tiny
 
     model, (x, y) = tiny(3), batch(12, 4, 5)
@@ -165,3 +165,17 @@ def test_training_step_injects_the_target_covariance(noise, stats_rows):
     # and the test can tell the structures apart
     wrong = "diag" if noise == "full" else "full"
     assert cov_z_scores(xi, dense_sigma(wrong, c, G)).abs().max() > 10
+
+
+def test_runs_record_the_checkouts_code_revision():
+    """code_revision finds the repository from the package's own location."""
+    import subprocess
+    from pathlib import Path
+
+    from covnoise.core.train import code_revision
+
+    here = Path(__file__).parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert code_revision().removesuffix("-dirty") == head.stdout.strip()

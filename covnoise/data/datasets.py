@@ -7,7 +7,7 @@ statistics are recorded so a run can be reproduced and its inputs interpreted.
 
 File-backed datasets (MNIST, Fashion-MNIST, CIFAR-10) are read from ``data_dir`` in the layout
 that :func:`download` produces. CIFAR-10's pickled batches go through
-:mod:`covnoise.restricted_pickle`, which rebuilds plain data and numpy arrays only.
+:mod:`covnoise.data.restricted_pickle`, which rebuilds plain data and numpy arrays only.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from covnoise import restricted_pickle
+from covnoise.data import restricted_pickle
 
 DATA_DIR_ENV = "COVNOISE_DATA_DIR"
 
@@ -780,7 +780,7 @@ def _get(d: dict, key: str) -> Any:
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch -> (uint8 images (N, 3, 32, 32), int64 labels (N,)).
 
-    The pickle is read with :mod:`covnoise.restricted_pickle`; a file that references any
+    The pickle is read with :mod:`covnoise.data.restricted_pickle`; a file that references any
     global other than numpy's array-rebuilding ones is refused before anything runs.
     """
     path = Path(path)

@@ -1,4 +1,4 @@
-"""The worker process of the local engine: ``python -m covnoise.engine.worker``.
+"""The worker process of the local engine: ``python -m covnoise.runs.engine.worker``.
 
 Started by the engine in a fresh interpreter (nothing forked from the multi-threaded app, and
 unlike multiprocessing's spawn it never re-imports the parent's ``__main__``, which under
@@ -76,7 +76,7 @@ def execute(
 ) -> str:
     """Run `run_id` from the store at `store_path` with the run function; returns its status."""
     from covnoise.config import RunConfig
-    from covnoise.store import TERMINAL, RunStore
+    from covnoise.runs.store import TERMINAL, RunStore
 
     store = RunStore(store_path)
     store.set_worker(run_id, os.getpid(), socket.gethostname())
@@ -116,7 +116,7 @@ def execute(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m covnoise.engine.worker")
+    parser = argparse.ArgumentParser(prog="python -m covnoise.runs.engine.worker")
     parser.add_argument("--store", required=True)
     parser.add_argument("--run-fn", required=True)
     parser.add_argument("--threads", type=int, default=1)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when a run stops
 
     _set_threads(max(1, args.threads))
-    from covnoise.engine.base import import_run_fn
+    from covnoise.runs.engine.base import import_run_fn
 
     run_fn, import_error = None, None
     try:

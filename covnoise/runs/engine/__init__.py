@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from covnoise.engine.base import DEFAULT_RUN_FN, Engine, import_run_fn
-from covnoise.engine.local import LocalEngine, default_workers
-from covnoise.engine.sweep import expand_grid
-from covnoise.store import RunStore
+from covnoise.runs.engine.base import DEFAULT_RUN_FN, Engine, import_run_fn
+from covnoise.runs.engine.local import LocalEngine, default_workers
+from covnoise.runs.engine.sweep import expand_grid
+from covnoise.runs.store import RunStore
 
 ENGINES = ("local", "ray")
 
@@ -42,7 +42,7 @@ def make_engine(
     if kind == "local":
         return LocalEngine(store, workers=workers, run_fn=run_fn, **options)
     if kind == "ray":
-        from covnoise.engine.ray_engine import RayEngine
+        from covnoise.runs.engine.ray_engine import RayEngine
 
         return RayEngine(store, address=address, max_in_flight=workers, run_fn=run_fn, **options)
     raise ValueError(f"engine: {kind!r} is not one of {', '.join(ENGINES)}")

@@ -25,7 +25,7 @@ COLORS: dict[str, str] = {
     "full": "#2ca02c",
 }
 
-#: Display names of the quadratic's methods (keys of covnoise.quadratic.METHODS).
+#: Display names of the quadratic's methods (keys of covnoise.theory.quadratic.METHODS).
 QUADRATIC_LABELS: dict[str, str] = {
     "sgd-M": "SGD, batch M",
     "none": "LB",
@@ -34,7 +34,7 @@ QUADRATIC_LABELS: dict[str, str] = {
     "full": "LB + full",
 }
 
-#: Display names of the geometry's clouds (keys of covnoise.geometry.METHODS).
+#: Display names of the geometry's clouds (keys of covnoise.theory.geometry.METHODS).
 GEOMETRY_LABELS: dict[str, str] = {
     "sgd": "SGD, batch M",
     "isotropic": "LB + isotropic",
@@ -564,7 +564,7 @@ def noise_pair_figure(
 
 
 # --------------------------------------------------------------------------------------------
-# Findings of the study (covnoise.findings)
+# Findings of the study (covnoise.results.findings)
 # --------------------------------------------------------------------------------------------
 
 
@@ -576,7 +576,7 @@ def arm_metric_figure(arms: pd.DataFrame, column: str, label: str, small_batch: 
                       reference: str | None = None, missing: str | None = None) -> go.Figure:
     """One horizontal bar per arm: mean of `column` with ± one seed std as error bars.
 
-    Reads arms (covnoise.findings.arm_table): arm, noise, batch_size, <column>,
+    Reads arms (covnoise.results.findings.arm_table): arm, noise, batch_size, <column>,
     <column>_std. Bars are coloured by structure (SB in black); `reference` names an arm whose
     mean is drawn as a dashed vertical line; arms without a value are labelled `missing`.
     """

@@ -515,7 +515,7 @@ def forward_flops(dataset_shape: Sequence[int], num_classes: int, model: str, wi
     import torch
     from torch import nn
 
-    from covnoise.models import build_model
+    from covnoise.core.models import build_model
 
     net = build_model(model, tuple(dataset_shape), num_classes, width=width, depth=depth)
     net.eval()

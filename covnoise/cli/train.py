@@ -1,19 +1,15 @@
-"""`python -m covnoise …`: train one run, manage data, runs and sweeps.
-
-Exit codes: 0 success, 2 bad input (one line naming the field and what is allowed),
-3 a run that diverged (its summary is still printed), 1 any other failure.
-"""
+"""`covnoise train`: one flag per RunConfig field, one run in this process, a summary."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import types
 import typing
 from dataclasses import fields
 from typing import Any
 
+from covnoise.cli.common import EXIT_DIVERGED
 from covnoise.config import (
     DATASETS,
     DEVICES,
@@ -21,12 +17,8 @@ from covnoise.config import (
     MODELS,
     NOISES,
     SCHEDULES,
-    ConfigError,
     RunConfig,
 )
-
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
 
 _HELP: dict[str, str] = {
     "dataset": f"data set: {', '.join(DATASETS)}",
@@ -58,13 +50,6 @@ _HELP: dict[str, str] = {
     "name": "a label for the run (not part of its id)",
 }
 
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line and exit 2."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT)
 
 
 def _field_type(annotation: Any) -> type:
@@ -123,7 +108,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
 
 # --------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from covnoise.train import run
+    from covnoise.core.train import run
 
     config = config_from_args(args)
 
@@ -146,71 +131,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  {key:>24s}  {value:.6g}")
 
 
-# --------------------------------------------------------------------------- data
-def _cmd_data_download(args: argparse.Namespace) -> int:
-    from covnoise.data import download
-
-    paths = download(args.name, args.data_dir, progress=True)
-    for p in paths:
-        print(p)
-    return 0
-
-
-def _cmd_data_ls(args: argparse.Namespace) -> int:
-    from covnoise.data import DATASETS as SPECS
-
-    for spec in SPECS.values():
-        kind = "embedded" if spec.embedded else "file-backed"
-        print(f"{spec.name:14s} {kind:12s} {spec.description}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m covnoise", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def add_parser(sub: Any) -> None:
+    """Register `train`."""
     train = sub.add_parser("train", help="train one run and print its metrics")
     add_train_arguments(train)
     train.add_argument("--json", action="store_true", help="print one JSON event per line")
     train.set_defaults(func=_cmd_train)
-
-    data = sub.add_parser("data", help="list data sets or download file-backed ones")
-    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    from covnoise.data import default_data_dir
-
-    dl = data_sub.add_parser("download", help="download a file-backed data set (needs internet)")
-    dl.add_argument("name", help="mnist, fashion-mnist or cifar10 (mnist1d: writes its cache)")
-    dl.add_argument("--data-dir", default=str(default_data_dir()),
-                    help="where to put it (default: $COVNOISE_DATA_DIR or ~/.cache/covnoise)")
-    dl.set_defaults(func=_cmd_data_download)
-    data_sub.add_parser("ls", help="list the data sets").set_defaults(func=_cmd_data_ls)
-
-    try:
-        from covnoise.runs_cli import add_runs_parser, add_sweep_parser
-    except ImportError:  # the run store is an optional part of a partial checkout
-        pass
-    else:
-        add_runs_parser(sub)
-        add_sweep_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Exception as exc:
-        from covnoise.data import DatasetError
-
-        if isinstance(exc, DatasetError):  # names the data set or path and what is allowed
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

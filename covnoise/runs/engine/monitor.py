@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from covnoise.store import RunStore
+from covnoise.runs.store import RunStore
 
 
 def pid_alive(pid: int) -> bool:

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from covnoise.pergrad import DiagStats, DiagStatsRecorder, GramRecorder
+from covnoise.core.pergrad import DiagStats, DiagStatsRecorder, GramRecorder
 
 # Defaults for diag and isotropic, tuned with `python -m bench.steps` on a 2-core CPU:
 # 128 rows every 4 steps keeps both within 1.3× of a plain step for the MLP at B = 1024 and

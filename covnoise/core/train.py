@@ -1,6 +1,6 @@
 """run(config, emit): the training loop. It knows nothing about storage or the UI.
 
-Large-batch SGD with structured noise (covnoise.noise) on a dataset held on the training
+Large-batch SGD with structured noise (covnoise.core.noise) on a dataset held on the training
 device; at each evaluation it emits one `metric` event with losses, accuracies, sharpness
 (Lanczos λ_max on a fixed probe batch, with its residual), the injected noise's tr Σ, ‖Σ‖_F
 and Tr(HΣ), the gradient norm and the distance from initialisation. A non-finite loss ends
@@ -25,11 +25,11 @@ from torch import Tensor, nn
 
 import covnoise
 from covnoise.config import ConfigError, RunConfig
-from covnoise.curvature import HessianOperator, lanczos
+from covnoise.core.curvature import HessianOperator, lanczos
+from covnoise.core.models import build_model
+from covnoise.core.noise import make_structure, noise_statistics
+from covnoise.core.pergrad import DiagStatsRecorder
 from covnoise.data import Dataset, load_dataset
-from covnoise.models import build_model
-from covnoise.noise import make_structure, noise_statistics
-from covnoise.pergrad import DiagStatsRecorder
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -67,7 +67,7 @@ def versions() -> dict[str, str]:
 
 def code_revision() -> str:
     """The git commit of the package (with `-dirty` when the tree has changes), or unknown."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5

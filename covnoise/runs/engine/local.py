@@ -1,6 +1,6 @@
 """The local engine: a pool of worker processes on this machine, fed from the run store.
 
-Each run gets its own fresh interpreter (``python -m covnoise.engine.worker``: spawn semantics,
+Each run gets its own fresh interpreter (``python -m covnoise.runs.engine.worker``: spawn semantics,
 so nothing is forked from the multi-threaded app), at most `workers` at a time. One warm
 worker is kept ready with torch and the run function already imported, so a run starts
 without paying for the imports (it is started while a CPU core is free, so it never competes
@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from covnoise.engine.base import DEFAULT_RUN_FN, Engine
-from covnoise.engine.monitor import reap_lost_runs
-from covnoise.store import RunStore
+from covnoise.runs.engine.base import DEFAULT_RUN_FN, Engine
+from covnoise.runs.engine.monitor import reap_lost_runs
+from covnoise.runs.store import RunStore
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def detect_gpus() -> int:
@@ -67,7 +67,7 @@ def _is_worker_of(pid: int, store_path: Path) -> bool:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"covnoise.engine.worker" in cmd and str(store_path).encode() in cmd
+    return b"covnoise.runs.engine.worker" in cmd and str(store_path).encode() in cmd
 
 
 #: Workers left running by engines closed with cancel_running=False; polled (reaped) later.
@@ -337,7 +337,7 @@ class LocalEngine(Engine):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         cmd = [
-            self.python, "-m", "covnoise.engine.worker", "--store", str(self.store.path),
+            self.python, "-m", "covnoise.runs.engine.worker", "--store", str(self.store.path),
             "--run-fn", self.run_fn, "--threads", str(self.threads),
         ]  # fmt: skip
         log = tempfile.TemporaryFile()

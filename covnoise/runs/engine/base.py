@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from covnoise.config import RunConfig
-from covnoise.engine.sweep import expand_grid
-from covnoise.store import TERMINAL, RunStore
+from covnoise.runs.engine.sweep import expand_grid
+from covnoise.runs.store import TERMINAL, RunStore
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_RUN_FN = "covnoise.train.run"
+DEFAULT_RUN_FN = "covnoise.core.train.run"
 
 
 def import_run_fn(path: str) -> Callable[..., Any]:

@@ -22,9 +22,9 @@ from typing import Any
 
 import ray
 
-from covnoise.engine.base import DEFAULT_RUN_FN, Engine, import_run_fn
-from covnoise.engine.monitor import reap_lost_runs
-from covnoise.store import RunStore
+from covnoise.runs.engine.base import DEFAULT_RUN_FN, Engine, import_run_fn
+from covnoise.runs.engine.monitor import reap_lost_runs
+from covnoise.runs.store import RunStore
 
 BATCH_SECONDS = 0.2
 HEARTBEAT_SECONDS = 1.0

@@ -1,6 +1,6 @@
 """The small fixed set of runs the app-page tests read: its grid, and the command that rebuilds it.
 
-``python -m covnoise.demo tests/data/demo-digits.parquet`` queues the grid below on the local
+``covnoise demo tests/data/demo-digits.parquet`` queues the grid below on the local
 engine (a fresh temporary store), waits, and exports the runs with the store's Parquet export.
 The grid: digits, a 2-layer MLP, large batch L = 1024 with each noise structure (none,
 isotropic, diag, full) at two multipliers, plus the small-batch baseline (SGD at M = 32, no
@@ -9,16 +9,13 @@ noise), all for the same number of epochs, two seeds each.
 
 from __future__ import annotations
 
-import argparse
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 from covnoise.config import RunConfig
-from covnoise.engine import expand_grid, make_engine
+from covnoise.results.study import run_parts
+from covnoise.runs.engine import expand_grid
 
-COMMAND = "python -m covnoise.demo tests/data/demo-digits.parquet"
+COMMAND = "covnoise demo tests/data/demo-digits.parquet"
 NAME = f"demo-digits ({COMMAND})"
 
 #: The large-batch runs' shared settings; the baseline differs in batch size and eval cadence.
@@ -46,36 +43,4 @@ def demo_configs() -> list[RunConfig]:
 
 def build_demo(path: str | Path, workers: int | None = None) -> int:
     """Run the demo grid on the local engine and export it to `path`; returns the run count."""
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine("local", Path(tmp) / "demo.sqlite", workers=workers)
-        try:
-            ids = engine.submit_many(demo_configs())
-            t0 = time.monotonic()
-            while True:
-                statuses = engine.wait(ids, timeout=10)
-                done = sum(s in ("finished", "diverged", "failed", "cancelled")
-                           for s in statuses.values())  # fmt: skip
-                print(f"{done}/{len(ids)} runs done ({time.monotonic() - t0:.0f} s)", flush=True)
-                if done == len(ids):
-                    break
-            bad = {rid: s for rid, s in statuses.items() if s != "finished"}
-            if bad:
-                raise RuntimeError(f"runs that did not finish: {bad}")
-            return engine.store.export_parquet(path, ids)
-        finally:
-            engine.close()
-            engine.store.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m covnoise.demo", description=__doc__)
-    parser.add_argument("path", help="the Parquet file to write")
-    parser.add_argument("--workers", type=int, default=None, help="parallel runs")
-    args = parser.parse_args(argv)
-    n = build_demo(args.path, args.workers)
-    print(f"wrote {n} runs to {args.path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_parts([("demo", demo_configs())], path, workers=workers)

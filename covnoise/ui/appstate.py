@@ -1,7 +1,7 @@
 """What the app's pages share: the store and engine singletons, cached and uploaded runs, the
 Train form's parameters and teaching presets, live-metric polling and the page error guard.
 
-Pages hold widgets and layout; they get data from here and figures from covnoise.plots.
+Pages hold widgets and layout; they get data from here and figures from covnoise.viz.plots.
 Cached runs (``cached_runs/*.parquet``, or the folder named by ``$COVNOISE_CACHED_RUNS``) and
 uploaded files are read as data only, with pyarrow, into memory; the store is never written
 with them. The engine is chosen by ``$COVNOISE_ENGINE`` (local by default, or ray with
@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from covnoise import analysis
+from covnoise import results
 from covnoise.config import (
     DATASETS,
     LR_SCALINGS,
@@ -32,18 +32,18 @@ from covnoise.config import (
     ConfigError,
     RunConfig,
 )
-from covnoise.store import (
+from covnoise.runs import (
     ACTIVE,
     RunStore,
     default_store_path,
     read_cached_runs,
     read_runs_parquet,
 )
-from covnoise.urlstate import BadValue, BoolParam, ChoiceParam, FloatParam, IntParam, Param
+from covnoise.ui.urlstate import BadValue, BoolParam, ChoiceParam, FloatParam, IntParam, Param
 
 log = logging.getLogger("covnoise.app")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CACHED_ENV = "COVNOISE_CACHED_RUNS"
 ENGINE_ENV = "COVNOISE_ENGINE"
 RAY_ADDRESS_ENV = "COVNOISE_RAY_ADDRESS"
@@ -114,7 +114,7 @@ def _close_engine(engine: Any) -> None:
 
 @st.cache_resource(show_spinner=False, on_release=_close_engine)
 def _engine(path: str, kind: str, workers: int | None, address: str | None) -> Any:
-    from covnoise.engine import make_engine
+    from covnoise.runs.engine import make_engine
 
     return make_engine(kind, _store(path), workers=workers, address=address)
 
@@ -218,7 +218,7 @@ def read_upload(name: str, data: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     The bytes go to a private temporary file and are read with pyarrow only.
     """
-    from covnoise.store import _expand_runs
+    from covnoise.runs import expand_runs as _expand_runs
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.parquet"
@@ -502,7 +502,7 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
     cadence scaled so it is evaluated as often per epoch). Raises ConfigError naming the
     Train-form parameter at fault.
     """
-    from covnoise.engine import expand_grid
+    from covnoise.runs.engine import expand_grid
 
     try:
         noises = list(values["noises"])
@@ -580,7 +580,7 @@ def _message(err: ConfigError) -> str:
 def forward_flops(dataset: str, model: str, width: int, depth: int) -> float:
     """FLOPs of one example's forward pass (cached; counted once per architecture)."""
     _, _, shape, classes = DATASET_SHAPES[dataset]
-    return analysis.forward_flops(shape, classes, model, width, depth)
+    return results.forward_flops(shape, classes, model, width, depth)
 
 
 #: FLOP rate assumed before any run has been timed on this machine.
@@ -597,7 +597,7 @@ def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int)
     rate, calibrated = _calibrated_rate(past)
     if rate is None:
         rate = DEFAULT_RATE["gpu" if device_found().startswith("GPU") else "cpu"]
-    secs = [analysis.run_seconds(c, rate) for c in costs]
+    secs = [results.run_seconds(c, rate) for c in costs]
     return {
         "runs": len(configs),
         "steps": sum(c.steps for c in costs),
@@ -605,16 +605,16 @@ def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int)
         "sharpness_evaluations": sum(c.sharpness_evaluations for c in costs),
         "examples": sum(c.examples for c in costs),
         "flops": sum(c.flops for c in costs),
-        "seconds": analysis.grid_seconds(secs, workers),
+        "seconds": results.grid_seconds(secs, workers),
         "rate": rate,
         "calibrated_on": calibrated,
     }
 
 
-def _cost(cfg: RunConfig) -> analysis.Cost:
+def _cost(cfg: RunConfig) -> results.Cost:
     n_train, n_test, _, _ = DATASET_SHAPES[cfg.dataset]
     f = forward_flops(cfg.dataset, cfg.model, cfg.width, cfg.depth)
-    return analysis.run_cost(cfg, n_train, n_test, f)
+    return results.run_cost(cfg, n_train, n_test, f)
 
 
 def _calibrated_rate(past: pd.DataFrame) -> tuple[float | None, int]:
@@ -625,11 +625,11 @@ def _calibrated_rate(past: pd.DataFrame) -> tuple[float | None, int]:
     costs, secs = [], []
     for row in done.to_dict("records"):
         try:
-            costs.append(_cost(analysis.config_from_row(row)))
+            costs.append(_cost(results.config_from_row(row)))
             secs.append(float(row["wall_time"]))
         except Exception:  # noqa: BLE001 - an odd past run just does not calibrate
             continue
-    return analysis.throughput(costs, secs), len(costs)
+    return results.throughput(costs, secs), len(costs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,10 +696,10 @@ def short_id(run_id: str) -> str:
 
 def run_labels(runs: pd.DataFrame) -> pd.Series:
     """A readable label per run (index run_id): its varying config values and seed."""
-    keys = analysis.varying_keys(runs)
-    if "seed" in analysis.config_keys(runs) and runs["cfg_seed"].nunique() > 1:
+    keys = results.varying_keys(runs)
+    if "seed" in results.config_keys(runs) and runs["cfg_seed"].nunique() > 1:
         keys = [*keys, "seed"]
-    labels = analysis.group_labels(runs, keys)
+    labels = results.group_labels(runs, keys)
     ids = runs["run_id"].map(short_id).to_numpy()
     if not keys:
         return pd.Series(ids, index=labels.index)
@@ -741,7 +741,7 @@ def run_filter_widgets(state: Any, runs: pd.DataFrame) -> pd.DataFrame:
 
 def parquet_bytes(runs: pd.DataFrame, metrics: pd.DataFrame) -> bytes:
     """`runs` and their metrics as a covnoise runs Parquet file (readable by import/upload)."""
-    from covnoise.store import write_runs_parquet
+    from covnoise.runs import write_runs_parquet
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "runs.parquet"

@@ -1,7 +1,7 @@
 """Small models for the study: an MLP, 1-D/2-D CNNs, and CIFAR-size VGG- and ResNet-style nets.
 
 Every trainable parameter lives in an nn.Linear, nn.Conv1d or nn.Conv2d layer, so the
-per-example statistics of covnoise.pergrad cover the whole model. There is no BatchNorm by
+per-example statistics of covnoise.core.pergrad cover the whole model. There is no BatchNorm by
 default (it mixes examples, which makes per-example gradients ill-defined); ghost batch norm
 without affine parameters is an option (`ghost_bn` = group size).
 """

@@ -1,0 +1,45 @@
+"""`covnoise findings [--write PATH | --check PATH]`: the study's findings from the cached runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from covnoise.cli.common import EXIT_FAILED, EXIT_OK
+
+
+def _cmd_findings(args: argparse.Namespace) -> int:
+    from covnoise.results.findings import all_findings, render, replace_block
+    from covnoise.runs.store import read_cached_runs
+
+    runs, metrics = read_cached_runs(args.runs)
+    block = render(all_findings(runs, metrics))
+    target = args.write or args.check
+    if target is None:
+        print(block, end="")
+        return EXIT_OK
+    text = Path(target).read_text()
+    new = replace_block(text, block)
+    if args.check:
+        if new != text:
+            print(f"{target}: the generated findings differ from the cached runs; run "
+                  f"covnoise findings --write {target}", file=sys.stderr)  # fmt: skip
+            return EXIT_FAILED
+        return EXIT_OK
+    Path(target).write_text(new)
+    print(f"wrote the findings of {args.runs} to {target}")
+    return EXIT_OK
+
+
+def add_parser(sub: Any) -> None:
+    """Register `findings`."""
+    p = sub.add_parser("findings", help="the claims' verdicts computed from the cached runs",
+                       description="Print the findings tables, or rewrite / check the "
+                                   "generated part of FINDINGS.md.")  # fmt: skip
+    p.add_argument("--runs", default="cached_runs", help="folder of cached runs")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--write", metavar="PATH", help="rewrite the generated part of PATH")
+    group.add_argument("--check", metavar="PATH", help="exit 1 when PATH's part is stale")
+    p.set_defaults(func=_cmd_findings)

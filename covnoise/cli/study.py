@@ -1,0 +1,42 @@
+"""`covnoise study run|show NAME`: run a study's sweeps into its cached file, or print them."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from covnoise.cli.common import EXIT_OK
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from covnoise.results.study import ALL_STUDIES, run_study
+
+    study = ALL_STUDIES[args.name]
+    if args.study_command == "show":
+        print(f"# {study.description}")
+        for label, command in study.commands():
+            print(f"# {label}")
+            print(command)
+        return EXIT_OK
+    output = args.to or study.output
+    n = run_study(study, output, workers=args.workers, store=args.store)
+    print(f"wrote {n} runs to {output}")
+    return EXIT_OK
+
+
+def add_parser(sub: Any) -> None:
+    """Register `study run` and `study show`."""
+    from covnoise.cli.common import Parser, store_argument
+    from covnoise.results.study import ALL_STUDIES
+
+    study = sub.add_parser("study", help="run or show the studies behind the cached runs")
+    study_sub = study.add_subparsers(dest="study_command", required=True, parser_class=Parser)
+    run = study_sub.add_parser("run", help="run a study's sweeps and export its cached runs")
+    run.add_argument("name", choices=sorted(ALL_STUDIES))
+    run.add_argument("--to", default=None, help="the Parquet file (default: the study's)")
+    run.add_argument("--workers", type=int, default=None, help="runs at a time")
+    store_argument(run)
+    run.set_defaults(func=_cmd_study)
+    show = study_sub.add_parser("show", help="print a study's equivalent sweep commands")
+    show.add_argument("name", choices=sorted(ALL_STUDIES))
+    show.set_defaults(func=_cmd_study)

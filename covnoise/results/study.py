@@ -1,0 +1,243 @@
+"""The studies behind the shipped cached runs, as data: their grids and how they are run.
+
+A study is one data set's grid: the small-batch baseline at batch M, plain large-batch SGD at
+batch L at the base learning rate and at larger (tuned) ones, and large batch with each noise
+structure at the multipliers s ∈ {0.25, 0.5, 1, 2}, every setting with three or more seeds, for
+the same number of epochs. Each part is a :class:`Sweep` (base fields + grid axes) that
+expands to RunConfigs with the engine's grid expansion and renders as the equivalent
+``covnoise sweep`` command line. ``covnoise study run NAME`` submits the sweeps to the local
+engine and exports the runs to ``cached_runs/study-NAME.parquet``; every run's `name` records
+the study, the command that rebuilds the file and the sweep that made the run, and the store
+records its code revision, versions, device and wall time.
+
+The analysis of the runs (tables, claims, verdicts) lives in covnoise.results.findings.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from covnoise.config import RunConfig
+from covnoise.runs.engine import expand_grid, make_engine
+from covnoise.runs.store import COMPLETED, TERMINAL
+
+SCALES = (0.25, 0.5, 1.0, 2.0)
+SEEDS = (0, 1, 2)
+NOISY = ("isotropic", "diag", "full")
+
+#: Grid axes of a sweep and the RunConfig field each one varies.
+GRID_AXES = {"batch_sizes": "batch_size", "noises": "noise", "noise_scales": "noise_scale",
+             "lrs": "lr", "seeds": "seed"}  # fmt: skip
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One part of a study: RunConfig fields shared by its runs and the grid axes it varies."""
+
+    label: str
+    base: dict[str, Any]
+    grid: dict[str, tuple[Any, ...]]
+
+    def configs(self, name: str | None = None) -> list[RunConfig]:
+        """Every config of the sweep, each labelled `name` (the engine's grid expansion)."""
+        base = RunConfig.from_dict({**self.base, "name": name})
+        return expand_grid(base, **{k: list(v) for k, v in self.grid.items()})
+
+    def argv(self) -> list[str]:
+        """The equivalent ``covnoise sweep`` arguments."""
+        out: list[str] = []
+        for key, value in self.base.items():
+            out += [_flag(key), _text(value)]
+        for axis, values in self.grid.items():
+            out += [_flag(axis), ",".join(_text(v) for v in values)]
+        return out
+
+
+@dataclass(frozen=True)
+class Study:
+    """One data set's grid: shared RunConfig fields plus the sweeps that make up the study.
+
+    `target_train_loss` is the training loss whose first crossing counts as "optimised" in
+    the steps-to-target table; it was fixed before the study was run, as a loss the plain
+    large-batch baseline reaches within its budget. `made_by` is the command recorded in the
+    names of the cached runs when they were made by an earlier entry point (the same code
+    path); None means :attr:`command`.
+    """
+
+    name: str
+    dataset: str
+    small_batch: int
+    large_batch: int
+    base_lr: float
+    tuned_lrs: tuple[float, ...]
+    epochs: float
+    target_train_loss: float
+    common: dict[str, Any]
+    small_eval_every: int
+    large_eval_every: int
+    description: str
+    seeds: tuple[int, ...] = SEEDS
+    scales: tuple[float, ...] = SCALES
+    made_by: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def sweeps(self) -> list[Sweep]:
+        """The study's sweeps, in the order they are run."""
+        shared = {**self.common, "small_batch": self.small_batch, "epochs": float(self.epochs),
+                  "lr": self.base_lr}  # fmt: skip
+        seeds = tuple(self.seeds)
+        large = {**shared, "eval_every": self.large_eval_every}
+        return [
+            Sweep("small batch", {**shared, "eval_every": self.small_eval_every},
+                  {"batch_sizes": (self.small_batch,), "seeds": seeds}),
+            Sweep("large batch, learning rates", large,
+                  {"batch_sizes": (self.large_batch,), "lrs": (self.base_lr, *self.tuned_lrs),
+                   "seeds": seeds}),
+            Sweep("large batch + noise", large,
+                  {"batch_sizes": (self.large_batch,), "noises": NOISY,
+                   "noise_scales": tuple(self.scales), "seeds": seeds}),
+        ]  # fmt: skip
+
+    def configs(self) -> list[RunConfig]:
+        """Every RunConfig of the study, labelled with how it was made."""
+        return [cfg for sw in self.sweeps() for cfg in sw.configs(self.run_name(sw.label))]
+
+    def commands(self) -> list[tuple[str, str]]:
+        """(label, shell command) of each sweep: what ``covnoise study run`` is equivalent to."""
+        return [(sw.label, shlex.join(["covnoise", "sweep", *sw.argv(), "--name",
+                                       self.run_name(sw.label)]))
+                for sw in self.sweeps()]  # fmt: skip
+
+    def run_name(self, label: str) -> str:
+        """The `name` recorded in each run of one sweep: how the run was produced."""
+        return f"study {self.name} ({self.made_by or self.command}); sweep: {label}"
+
+    @property
+    def output(self) -> str:
+        return f"cached_runs/study-{self.name}.parquet"
+
+    @property
+    def command(self) -> str:
+        return f"covnoise study run {self.name}"
+
+
+_MLP = {"model": "mlp", "width": 256, "depth": 3}
+_MEASURE = {"sharpness_every": 10, "probe_size": 256}
+
+STUDIES: dict[str, Study] = {
+    "mnist1d": Study(
+        name="mnist1d", dataset="mnist1d", small_batch=32, large_batch=1024, base_lr=0.4,
+        tuned_lrs=(0.8, 1.6), epochs=600, target_train_loss=0.1,
+        common={"dataset": "mnist1d", **_MLP, **_MEASURE},
+        small_eval_every=250, large_eval_every=6, seeds=(0, 1, 2, 3, 4),
+        made_by="python -m covnoise.study run mnist1d",
+        description="MNIST-1D (4000 train / 1000 test), MLP 256×3, plain SGD at a constant "
+                    "learning rate, 600 epochs, five seeds; M = 32, L = 1024; evaluations every "
+                    "2 epochs, sharpness and noise statistics every 20 epochs",
+    ),  # fmt: skip
+    "digits": Study(
+        name="digits", dataset="digits", small_batch=32, large_batch=1024, base_lr=0.4,
+        tuned_lrs=(0.2, 0.8), epochs=400, target_train_loss=0.02,
+        common={"dataset": "digits", **_MLP, **_MEASURE},
+        small_eval_every=84, large_eval_every=2,
+        made_by="python -m covnoise.study run digits",
+        description="digits (1347 train / 450 test), MLP 256×3, plain SGD at a constant "
+                    "learning rate, 400 epochs, three seeds; M = 32, L = 1024; evaluations every "
+                    "2 epochs, sharpness and noise statistics every 20 epochs",
+    ),  # fmt: skip
+}
+
+
+#: Studies that need a CUDA GPU (their common flags ask for one). Run them on a GPU machine
+#: with ``covnoise study run NAME`` after putting the data under $COVNOISE_DATA_DIR.
+GPU_STUDIES: dict[str, Study] = {
+    "cifar10": Study(
+        name="cifar10", dataset="cifar10", small_batch=128, large_batch=4096, base_lr=0.1,
+        tuned_lrs=(0.4, 0.8), epochs=40, target_train_loss=0.5,
+        common={"dataset": "cifar10", "model": "vgg", "width": 256, "momentum": 0.9,
+                "weight_decay": 5e-4, "schedule": "warmup_cosine", "warmup_epochs": 2.0,
+                "sharpness_every": 10, "probe_size": 256, "device": "cuda"},
+        small_eval_every=390, large_eval_every=12, seeds=(0, 1), scales=(1.0,),
+        description="CIFAR-10 (50000 train / 10000 test), VGG with 64 base channels, SGD with "
+                    "momentum 0.9, weight decay 5e-4, warm-up + cosine, 40 epochs; M = 128, "
+                    "L = 4096; evaluations every epoch",
+    ),  # fmt: skip
+}
+ALL_STUDIES: dict[str, Study] = {**STUDIES, **GPU_STUDIES}
+
+
+def run_study(
+    study: Study,
+    output: str | Path,
+    workers: int | None = None,
+    store: str | None = None,
+    report: Callable[[str], None] = print,
+) -> int:
+    """Run every sweep of `study` on the local engine into `store` and export the runs.
+
+    Returns the number of runs written to `output`; see :func:`run_parts`.
+    """
+    parts = [(f"[{study.name}] {sw.label}", sw.configs(study.run_name(sw.label)))
+             for sw in study.sweeps()]  # fmt: skip
+    return run_parts(parts, output, workers=workers, store=store, report=report)
+
+
+def run_parts(
+    parts: list[tuple[str, list[RunConfig]]],
+    output: str | Path,
+    workers: int | None = None,
+    store: str | Path | None = None,
+    report: Callable[[str], None] = print,
+) -> int:
+    """Run each (label, configs) part in turn on the local engine and export all the runs.
+
+    `store` is a temporary one when None. Returns the number of runs written to `output`.
+    A part whose runs do not all complete (finished or diverged: divergence is a result)
+    stops the rest; its runs stay in the store for a look with ``covnoise runs ls``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine("local", store or Path(tmp) / "runs.sqlite", workers=workers)
+        try:
+            ids: list[str] = []
+            for tag, configs in parts:
+                t0 = time.monotonic()
+                part_ids = engine.submit_many(configs)
+                report(f"{tag}: {len(part_ids)} runs queued")
+                statuses = _wait(engine, part_ids, tag, t0, report)
+                bad = {rid: s for rid, s in statuses.items() if s not in COMPLETED}
+                if bad:
+                    raise RuntimeError(f"{tag}: runs that did not complete: {bad}")
+                ids += part_ids
+            return engine.store.export_parquet(output, ids)
+        finally:
+            engine.close()
+            engine.store.close()
+
+
+def _wait(
+    engine: Any, ids: list[str], tag: str, t0: float, report: Callable[[str], None]
+) -> dict[str, str | None]:
+    """Wait until every run is terminal, reporting the count each time it changes."""
+    shown = -1
+    while True:
+        statuses = engine.wait(ids, timeout=10)
+        done = sum(s in TERMINAL for s in statuses.values())
+        if done != shown:
+            report(f"{tag}: {done}/{len(ids)} done ({time.monotonic() - t0:.0f} s)")
+            shown = done
+        if done == len(ids):
+            return statuses
