@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from covnoise.ui import appstate
+from covnoise.ui import guards, resources
 
 HERE = Path(__file__).resolve().parent
 PAGES = HERE / "pages"
@@ -36,20 +36,20 @@ NAVIGATION = {
 
 def sidebar_status() -> None:
     """Engine in use, device found, and the queue, at the top of the sidebar."""
-    engine = appstate.get_engine()
-    info = appstate.engine_info(engine)
-    counts = appstate.queue_counts(engine.store)
+    engine = resources.get_engine()
+    info = resources.engine_info(engine)
+    counts = resources.queue_counts(engine.store)
     with st.sidebar.container():
         st.caption(
-            f"**Engine:** {appstate.engine_description(engine, info)}  \n"
-            f"**Device:** {appstate.device_found()}  \n"
+            f"**Engine:** {resources.engine_description(engine, info)}  \n"
+            f"**Device:** {resources.device_found()}  \n"
             f"**Runs:** {counts['running']} running · {counts['queued']} queued"
         )
-        problem = appstate.engine_problem(info)
+        problem = resources.engine_problem(info)
         if problem:
             st.warning(problem, icon=":material/warning:")
 
 
 nav = st.navigation(NAVIGATION)
-appstate.guarded(sidebar_status, "the engine status")
+guards.guarded(sidebar_status, "the engine status")
 nav.run()

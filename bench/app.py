@@ -89,7 +89,7 @@ def bench_live(rounds: int) -> None:
     from covnoise import results, viz
     from covnoise.config import RunConfig
     from covnoise.runs.engine import make_engine
-    from covnoise.ui import appstate
+    from covnoise.ui import formatting, livemetrics
 
     store_path = os.environ["COVNOISE_STORE"]
     engine = make_engine("local", store_path, workers=8, run_fn="bench.app:synthetic_run")
@@ -105,8 +105,8 @@ def bench_live(rounds: int) -> None:
                 break
             time.sleep(0.5)
         runs = store.runs(run_ids=ids)
-        labels = appstate.run_labels(runs).to_dict()
-        live = appstate.LiveMetrics()
+        labels = formatting.run_labels(runs).to_dict()
+        live = livemetrics.LiveMetrics()
         live.update(store, ids)
         inc, full, fig_t, rows = [], [], [], []
         for _ in range(rounds):

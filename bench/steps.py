@@ -7,7 +7,7 @@
 
 Cases: the digits MLP (64→256→256→10) at B = 1024 and the 2-D CNN (conv 32, conv 64,
 max-pool, linear 256, linear 10) at B = 512, built by covnoise.core.models. Every variant trains
-its own copy of the same initial model with the real training step (covnoise.core.train.noisy_step)
+its own copy of the same initial model with the real training step (covnoise.core.step.noisy_step)
 on the same batches. After a warm-up, each round times one block of 4 steps (a multiple of
 every stats_every used) of every variant in a fresh random order, so drifts of the machine's
 load touch all variants alike. Ratios are step time / plain step time:
@@ -36,10 +36,8 @@ from torch.func import functional_call, grad, vmap
 
 from bench.machine import describe_machine
 from covnoise.config import RunConfig
-from covnoise.core.models import build_model
-from covnoise.core.noise import make_structure
+from covnoise.core import build_model, make_structure, noisy_step, per_example_loss
 from covnoise.core.pergrad import DiagStatsRecorder
-from covnoise.core.train import noisy_step, per_example_loss
 from covnoise.data import load_dataset
 
 TARGETS = {"isotropic": 1.3, "diag": 1.3, "full": 1.1}

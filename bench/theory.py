@@ -70,22 +70,27 @@ def page_rows(page: str, changes: list) -> list[tuple[str, float, float]]:
 def library_rows(repeats: int) -> list[tuple[str, float, float]]:
     from covnoise.theory import (  # imported here so the first page run pays for it
         geometry,
-        quadratic,
+        quadratic_report,
     )
 
     cases = [
-        ("quadratic.report (defaults)", lambda: quadratic.report(quadratic.QuadraticSettings())),
         (
-            "quadratic.report (P=64, T=1000, budgeted chains)",
-            lambda: quadratic.report(
-                quadratic.QuadraticSettings(
-                    P=64, T=1000, n_chains=quadratic.affordable_chains(64, 1000, 4000)
+            "quadratic_report.report (defaults)",
+            lambda: quadratic_report.report(quadratic_report.QuadraticSettings()),
+        ),
+        (
+            "quadratic_report.report (P=64, T=1000, budgeted chains)",
+            lambda: quadratic_report.report(
+                quadratic_report.QuadraticSettings(
+                    P=64, T=1000, n_chains=quadratic_report.affordable_chains(64, 1000, 4000)
                 )
             ),
         ),
         (
-            "quadratic.report (exact only, P=64, T=1000)",
-            lambda: quadratic.report(quadratic.QuadraticSettings(P=64, T=1000, n_chains=0)),
+            "quadratic_report.report (exact only, P=64, T=1000)",
+            lambda: quadratic_report.report(
+                quadratic_report.QuadraticSettings(P=64, T=1000, n_chains=0)
+            ),
         ),
         (
             "geometry clouds + frames (1000 samples)",

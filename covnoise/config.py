@@ -14,9 +14,11 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from covnoise.theory import STRUCTURES, scale_factor
+
 DATASETS = ("digits", "mnist1d", "teacher", "mnist", "fashion-mnist", "cifar10")
 MODELS = ("mlp", "cnn", "vgg", "resnet")
-NOISES = ("none", "isotropic", "diag", "full")
+NOISES: tuple[str, ...] = STRUCTURES  # the covariance table is the one home of the names
 SCHEDULES = ("constant", "warmup_cosine", "step")
 LR_SCALINGS = ("none", "linear", "sqrt")
 DEVICES = ("auto", "cpu", "cuda")
@@ -34,46 +36,91 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class FieldInfo:
+    """What people are told about a RunConfig field, and what it allows.
+
+    `help` is the CLI's help text, `label` the app's label, `choices` / `low` (with `strict`
+    for >) the values validation allows, `high` the largest value the app's form offers (a
+    widget range, not a validation bound).
+    """
+
+    help: str
+    label: str
+    choices: tuple[str, ...] | None = None
+    low: float | None = None
+    strict: bool = False
+    high: float | None = None
+
+
+def _f(default: Any = None, help: str = "", label: str = "", *, factory: Any = None,
+       **info: Any) -> Any:  # fmt: skip
+    """A dataclass field carrying its FieldInfo (the one source of help, labels and ranges)."""
+    meta = {"info": FieldInfo(help=help, label=label, **info)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a training run (see DESIGN.md, "The science in one page")."""
 
     # data and model
-    dataset: str = "digits"
-    model: str = "mlp"
-    width: int = 256
-    depth: int = 3
-    ghost_bn: int = 0  # ghost batch-norm group size; 0 = no normalisation layers
-    data_dir: str | None = None
-    split_seed: int = 0
-    dataset_options: dict[str, Any] = field(default_factory=dict)
+    dataset: str = _f("digits", "data set", "data set", choices=DATASETS)
+    model: str = _f("mlp", "model", "model", choices=MODELS)
+    width: int = _f(256, "hidden width (MLP/CNN); vgg/resnet use width/4 base channels",
+                    "width", low=1, high=4096)
+    depth: int = _f(3, "number of linear layers of the MLP", "depth", low=1, high=16)
+    ghost_bn: int = _f(0, "ghost batch-norm group size (0 = no normalisation)",
+                       "ghost batch norm", low=0)
+    data_dir: str | None = _f(None, "folder of file-backed data sets (mnist, fashion-mnist, "
+                              "cifar10)", "data folder")
+    split_seed: int = _f(0, "seed of the train/test split", "split seed", low=0)
+    dataset_options: dict[str, Any] = _f(help="a data-set option (repeatable)",
+                                         label="data-set options", factory=dict)
     # batch sizes and noise
-    batch_size: int = 1024  # the large batch L
-    small_batch: int = 32  # the target small batch M
-    noise: str = "none"
-    noise_scale: float = 1.0  # the multiplier s
-    stats_rows: int | None = 128  # sub-batch for diag(C) estimates (None = the whole batch)
-    stats_every: int = 4  # refresh diag(C) every k steps (bench.steps: ≤ 1.3× a plain step)
+    batch_size: int = _f(1024, "the large batch L", "large batch L", low=1, high=1_000_000)
+    small_batch: int = _f(32, "the target small batch M whose gradient noise is imitated",
+                          "target small batch M", low=1, high=1_000_000)
+    noise: str = _f("none", "noise structure", "noise structure", choices=NOISES)
+    noise_scale: float = _f(1.0, "the multiplier s of c = s(1/M - 1/L)", "multiplier s", low=0.0)
+    stats_rows: int | None = _f(128, "rows of the batch used to estimate diag(C) (0 = the whole "
+                                "batch)", "statistics rows", low=2)
+    stats_every: int = _f(4, "re-estimate diag(C) every k steps (bench.steps: ≤ 1.3× a plain "
+                          "step)", "statistics every", low=1)
     # optimiser
-    lr: float = 0.1
-    lr_scaling: str = "none"  # lr relative to M: none, linear (×L/M), sqrt (×√(L/M))
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    step_every_epochs: float = 0.0  # "step" schedule: multiply by step_gamma this often
-    step_gamma: float = 0.1
-    epochs: float | None = 20.0
-    steps: int | None = None  # overrides epochs when given
+    lr: float = _f(0.1, "learning rate (before the scaling rule)", "learning rate η", low=0.0,
+                   strict=True, high=100.0)
+    lr_scaling: str = _f("none", "scale lr relative to M: none, linear (×L/M), sqrt (×√(L/M))",
+                         "learning-rate scaling", choices=LR_SCALINGS)
+    momentum: float = _f(0.0, "SGD momentum (0 <= momentum < 1)", "momentum β", low=0.0,
+                         high=0.999)
+    weight_decay: float = _f(0.0, "weight decay", "weight decay", low=0.0)
+    schedule: str = _f("constant", "learning-rate schedule", "schedule", choices=SCHEDULES)
+    warmup_epochs: float = _f(0.0, "warm-up length of warmup_cosine, in epochs",
+                              "warm-up epochs", low=0.0, high=10_000.0)
+    step_every_epochs: float = _f(0.0, "the step schedule multiplies lr by step_gamma this "
+                                  "often, in epochs", "step every", low=0.0, high=10_000.0)
+    step_gamma: float = _f(0.1, "the step schedule's factor", "step factor", low=0.0,
+                           strict=True)
+    epochs: float | None = _f(20.0, "training length in epochs", "epochs", low=0.0, strict=True,
+                              high=100_000.0)
+    steps: int | None = _f(None, "training length in steps (overrides epochs)", "steps", low=1)
     # evaluation
-    eval_every: int = 10  # steps between evaluations
-    sharpness_every: int = 1  # evaluations between sharpness/noise measurements (0 = never)
-    probe_size: int = 256
-    lanczos_iters: int = 20
-    noise_samples: int = 8  # draws of ξ for Tr(HΣ)
+    eval_every: int = _f(10, "steps between evaluations", "evaluate every", low=1,
+                         high=1_000_000)
+    sharpness_every: int = _f(1, "evaluations between sharpness/noise measurements (0 = never)",
+                              "sharpness every", low=0, high=1000)
+    probe_size: int = _f(256, "examples in the fixed probe batch for curvature and noise "
+                         "statistics", "probe batch size", low=2, high=100_000)
+    lanczos_iters: int = _f(20, "Hessian-vector products allowed to Lanczos for the sharpness",
+                            "Lanczos iterations", low=2)
+    noise_samples: int = _f(8, "draws of the noise for the Tr(H Sigma) estimate",
+                            "noise draws", low=1)
     # reproducibility and placement
-    seed: int = 0
-    device: str = "auto"
-    name: str | None = None  # a label for people; not part of the id
+    seed: int = _f(0, "random seed", "seed", low=0)
+    device: str = _f("auto", "where to train", "device", choices=DEVICES)
+    name: str | None = _f(None, "a label for the run (not part of its id)", "name")
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -81,7 +128,7 @@ class RunConfig:
         """c = s · (1/M − 1/L): the scale of the injected covariance."""
         if self.noise == "none":
             return 0.0
-        return self.noise_scale * (1.0 / self.small_batch - 1.0 / self.batch_size)
+        return scale_factor(self.small_batch, self.batch_size, self.noise_scale)
 
     @property
     def effective_lr(self) -> float:
@@ -128,23 +175,19 @@ class RunConfig:
     def validate(self, n_train: int | None = None) -> None:
         """Raise ConfigError for the first field that is not allowed.
 
-        `n_train` (the training-set size, when known) lets the batch size be checked too.
+        Each field is checked against its FieldInfo (choices, lower bound), then the rules
+        that tie fields together. `n_train` (the training-set size, when known) lets the
+        batch size be checked too.
         """
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("model", self.model, MODELS)
-        _choice("noise", self.noise, NOISES)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
-        _choice("device", self.device, DEVICES)
-        _int("width", self.width, 1)
-        _int("depth", self.depth, 1)
-        _int("ghost_bn", self.ghost_bn, 0)
-        _int("split_seed", self.split_seed, 0)
-        _int("seed", self.seed, 0)
-        _int("batch_size", self.batch_size, 1)
-        _int("small_batch", self.small_batch, 1)
+        for f in fields(self):
+            _check_field(f.name, getattr(self, f.name), f.metadata["info"], f.type)
         if not isinstance(self.dataset_options, dict):
             raise ConfigError("dataset_options", "must be a mapping of option names to values")
+        self._check_batches(n_train)
+        self._check_optimiser()
+
+    def _check_batches(self, n_train: int | None) -> None:
+        """The rules that tie L, M, the noise and ghost batch norm together."""
         if self.noise != "none" and self.small_batch >= self.batch_size:
             raise ConfigError(
                 "small_batch",
@@ -167,31 +210,35 @@ class RunConfig:
             )
         if self.ghost_bn and self.batch_size % self.ghost_bn:
             raise ConfigError("ghost_bn", "the ghost batch size must divide batch_size")
-        _float("noise_scale", self.noise_scale, 0.0)
-        if self.stats_rows is not None:
-            _int("stats_rows", self.stats_rows, 2)
-        _int("stats_every", self.stats_every, 1)
-        _float("lr", self.lr, 0.0, strict=True)
-        _float("momentum", self.momentum, 0.0)
+
+    def _check_optimiser(self) -> None:
+        """The rules of the optimiser, its schedule and the training length."""
         if self.momentum >= 1.0:
             raise ConfigError("momentum", f"{self.momentum} is not allowed; use 0 <= momentum < 1")
-        _float("weight_decay", self.weight_decay, 0.0)
-        _float("warmup_epochs", self.warmup_epochs, 0.0)
-        _float("step_every_epochs", self.step_every_epochs, 0.0)
-        _float("step_gamma", self.step_gamma, 0.0, strict=True)
         if self.schedule == "step" and self.step_every_epochs <= 0:
             raise ConfigError("step_every_epochs", "must be > 0 with the 'step' schedule")
         if self.steps is None and self.epochs is None:
             raise ConfigError("epochs", "give epochs or steps")
-        if self.steps is not None:
-            _int("steps", self.steps, 1)
-        if self.epochs is not None:
-            _float("epochs", self.epochs, 0.0, strict=True)
-        _int("eval_every", self.eval_every, 1)
-        _int("sharpness_every", self.sharpness_every, 0)
-        _int("probe_size", self.probe_size, 2)
-        _int("lanczos_iters", self.lanczos_iters, 2)
-        _int("noise_samples", self.noise_samples, 1)
+
+
+def field_info(name: str) -> FieldInfo:
+    """The FieldInfo of RunConfig field `name` (KeyError for unknown names)."""
+    return _INFO[name]
+
+
+def _check_field(name: str, value: Any, info: FieldInfo, annotation: Any) -> None:
+    """Check one field against its FieldInfo; None passes for optional fields."""
+    if info.choices is not None:
+        _choice(name, value, info.choices)
+        return
+    if value is None and "None" in str(annotation):
+        return
+    if info.low is None:
+        return
+    if str(annotation).startswith("int"):
+        _int(name, value, int(info.low))
+    else:
+        _float(name, value, info.low, strict=info.strict)
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -212,3 +259,6 @@ def _float(name: str, value: Any, low: float, strict: bool = False) -> None:
     if value < low or (strict and value == low):
         op = ">" if strict else ">="
         raise ConfigError(name, f"{value} is not allowed; use a number {op} {low:g}")
+
+
+_INFO: dict[str, FieldInfo] = {f.name: f.metadata["info"] for f in fields(RunConfig)}

@@ -7,17 +7,17 @@ import streamlit as st
 
 from covnoise import results, viz
 from covnoise.runs import StoreFormatError
-from covnoise.ui import appstate
-from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, UrlState
+from covnoise.ui import filters, formatting, guards, resources, runsdata
+from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, ListParam, UrlState
 
 METRICS = tuple(results.METRIC_LABELS)
 STATE = UrlState(
     "compare",
     [
-        *appstate.filter_params(),
+        *filters.filter_params(),
         ChoiceParam("metric", "test_loss", METRICS),
         ChoiceParam("x", "epoch", tuple(results.X_AXES)),
-        appstate.ListParam("group", ["batch_size", "noise", "noise_scale"]),
+        ListParam("group", ["batch_size", "noise", "noise_scale"]),
         ChoiceParam("draw", "groups", ("groups", "runs")),
         FloatParam("smooth", 0.0, 0.0, 0.99),
         BoolParam("log_y", False),
@@ -31,12 +31,12 @@ TABLE_METRICS = ("train_loss", "test_loss", "gen_gap", "train_acc", "test_acc", 
 def upload_box() -> None:
     with st.sidebar.expander("Add runs from a file"):
         up = st.file_uploader("covnoise runs file (.parquet)", type=["parquet"], key="upload")
-        if up is not None and up.name not in appstate.uploads():
+        if up is not None and up.name not in runsdata.uploads():
             try:
-                appstate.uploads()[up.name] = appstate.read_upload(up.name, up.getvalue())
+                runsdata.uploads()[up.name] = runsdata.read_upload(up.name, up.getvalue())
             except StoreFormatError as err:
                 st.error(f"{up.name} is not a covnoise runs file: {err}")
-        for name, (runs, _) in appstate.uploads().items():
+        for name, (runs, _) in runsdata.uploads().items():
             st.caption(f"{name}: {len(runs)} runs")
 
 
@@ -76,10 +76,10 @@ def main() -> None:
     st.title("Compare runs")
     for notice in STATE.load():
         st.info(notice)
-    store = appstate.get_store()
+    store = resources.get_store()
     upload_box()
-    every = appstate.all_runs(store)
-    runs = appstate.run_filter_widgets(STATE, every)
+    every = runsdata.all_runs(store)
+    runs = filters.run_filter_widgets(STATE, every)
     keys = [k for k in results.config_keys(every) if k not in ("name", "seed", "device")]
     controls(keys)
     STATE.save()
@@ -88,11 +88,11 @@ def main() -> None:
         st.info("No runs match the filters. Cached runs live in cached_runs/; launch your own "
                 "on Train.")  # fmt: skip
         return
-    metrics = appstate.metrics_for(store, runs)
+    metrics = runsdata.metrics_for(store, runs)
     curve = results.smooth(results.curves(metrics, v["metric"], v["x"]), v["smooth"])
     x_label, y_label = results.X_AXES[v["x"]], results.metric_label(v["metric"])
     groups = results.group_labels(runs, v["group"])
-    labels = appstate.run_labels(runs)
+    labels = formatting.run_labels(runs)
     st.caption(f"{len(runs)} runs from {runs['source'].nunique()} source(s); "
                f"{groups.nunique()} group(s).")  # fmt: skip
     if curve.empty:
@@ -118,9 +118,9 @@ def main() -> None:
                       "covnoise-final-metrics.csv", "text/csv", on_click="ignore",
                       icon=":material/download:")  # fmt: skip
     b.download_button("Download runs and metrics (Parquet)",
-                      lambda: appstate.parquet_bytes(runs, metrics),
+                      lambda: runsdata.parquet_bytes(runs, metrics),
                       "covnoise-runs.parquet", "application/octet-stream", on_click="ignore",
                       icon=":material/download:")  # fmt: skip
 
 
-appstate.guarded(main, "the Compare page")
+guards.guarded(main, "the Compare page")

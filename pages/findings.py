@@ -7,12 +7,12 @@ import streamlit as st
 
 from covnoise import results, viz
 from covnoise.results.study import ALL_STUDIES
-from covnoise.ui import appstate
+from covnoise.ui import guards, runsdata
 
 
 @st.cache_resource(show_spinner="Computing the findings from the cached runs…", max_entries=4)
 def computed(signature: tuple) -> list[results.StudyFindings]:
-    runs, metrics = appstate.cached_runs()
+    runs, metrics = runsdata.cached_runs()
     return results.all_findings(runs, metrics)
 
 
@@ -91,8 +91,8 @@ def main() -> None:
         "number here is computed from those runs when the page opens; FINDINGS.md holds the "
         "same tables."
     )
-    folder = appstate.cached_runs_dir()
-    found = computed(appstate.cached_signature())
+    folder = runsdata.cached_runs_dir()
+    found = computed(runsdata.cached_signature())
     if not found:
         st.info(f"No study runs in {folder}/. Make them with "
                 + ", ".join(f"`{s.command}`" for s in ALL_STUDIES.values()) + ".")  # fmt: skip
@@ -107,4 +107,4 @@ def main() -> None:
             show(f)
 
 
-appstate.guarded(main, "the Findings page")
+guards.guarded(main, "the Findings page")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from covnoise.ui import appstate
+from covnoise.ui import guards, presets, resources, runsdata
 
 
 def main() -> None:
@@ -26,19 +26,19 @@ def main() -> None:
         "- **Quadratic** and **Noise geometry**: the exact theory behind it."
     )
     st.subheader("Teaching presets")
-    cols = st.columns(len(appstate.PRESETS))
-    for col, (key, preset) in zip(cols, appstate.PRESETS.items(), strict=True):
+    cols = st.columns(len(presets.PRESETS))
+    for col, (key, preset) in zip(cols, presets.PRESETS.items(), strict=True):
         with col.container(border=True):
             st.markdown(f"**{preset.title}**")
             st.caption(preset.explains)
             st.page_link("pages/train.py", label="Open in Train", icon=":material/tune:",
                          query_params={"preset": key})  # fmt: skip
-    runs, _ = appstate.cached_runs()
-    own = appstate.get_store().runs()
+    runs, _ = runsdata.cached_runs()
+    own = resources.get_store().runs()
     st.caption(
         f"{len(runs)} cached runs from {runs['source'].nunique() if len(runs) else 0} file(s) "
-        f"in {appstate.cached_runs_dir().name}/, {len(own)} runs in this app's store."
+        f"in {runsdata.cached_runs_dir().name}/, {len(own)} runs in this app's store."
     )
 
 
-appstate.guarded(main, "the home page")
+guards.guarded(main, "the home page")

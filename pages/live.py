@@ -7,7 +7,7 @@ import streamlit as st
 
 from covnoise import results, viz
 from covnoise.runs import ACTIVE
-from covnoise.ui import appstate
+from covnoise.ui import formatting, guards, livemetrics, resources
 from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, IntParam, UrlState
 
 STATE = UrlState(
@@ -20,12 +20,14 @@ STATE = UrlState(
     ],
 )
 K = STATE.key
+#: Statuses whose stored message the page shows, and how.
+ALERTS = {"failed": st.error, "diverged": st.warning}
 
 
-@appstate.guarded_callback("the cancel request")
+@guards.guarded_callback("the cancel request")
 def cancel(run_id: str) -> None:
     """Button callback: ask the engine to stop a run."""
-    status = appstate.get_engine().cancel(run_id)
+    status = resources.get_engine().cancel(run_id)
     st.session_state["live.cancelled"] = (run_id, status)
 
 
@@ -57,7 +59,7 @@ def status_table(runs: pd.DataFrame, labels: pd.Series, progress: pd.Series) -> 
 
 def body() -> None:
     """One refresh: the table, cancel buttons, failure messages and the curves."""
-    store = appstate.get_store()
+    store = resources.get_store()
     v = STATE.values()
     runs = store.runs()
     if runs.empty:
@@ -65,13 +67,13 @@ def body() -> None:
         st.page_link("pages/train.py", label="Go to Train", icon=":material/play_arrow:")
         return
     shown = shown_runs(runs, v["recent"])
-    labels = appstate.run_labels(shown)
-    cache = st.session_state.setdefault(f"live.metrics.{appstate.store_path()}",
-                                        appstate.LiveMetrics())  # fmt: skip
+    labels = formatting.run_labels(shown)
+    cache = st.session_state.setdefault(f"live.metrics.{resources.store_path()}",
+                                        livemetrics.LiveMetrics())  # fmt: skip
     requeued = shown.loc[shown["status"] == "queued", "run_id"]
     cache.forget(requeued)
     metrics = cache.update(store, shown["run_id"])
-    progress = appstate.run_progress(shown, metrics)
+    progress = livemetrics.run_progress(shown, metrics)
     active = shown[shown["status"].isin(ACTIVE)]
     counts = shown["status"].value_counts()
     st.caption(" · ".join(f"{counts[s]} {s}" for s in counts.index))
@@ -85,9 +87,9 @@ def body() -> None:
                 f"Cancel {labels[row.run_id]}", key=f"cancel-{row.run_id}", on_click=cancel,
                 args=(row.run_id,), icon=":material/stop_circle:",
             )  # fmt: skip
-    for row in shown[shown["status"].isin(["failed", "diverged"])].itertuples():
+    for row in shown[shown["status"].isin(list(ALERTS))].itertuples():
         text = f"{labels[row.run_id]} {row.status}: {row.message or 'no message recorded'}"
-        (st.error if row.status == "failed" else st.warning)(text)
+        ALERTS[row.status](text)
 
     beta = shown["cfg_momentum"].fillna(0.0) if "cfg_momentum" in shown else [0.0] * len(shown)
     momentum = dict(zip(shown["run_id"], beta, strict=True))
@@ -117,19 +119,18 @@ def main() -> None:
     STATE.save()
     cancelled = st.session_state.pop("live.cancelled", None)
     if cancelled:
-        st.toast(f"Cancel requested for {appstate.short_id(cancelled[0])} ({cancelled[1]}).")
-    store = appstate.get_store()
-    active = appstate.queue_counts(store)
-    going = active["queued"] + active["running"] > 0
+        st.toast(f"Cancel requested for {formatting.short_id(cancelled[0])} ({cancelled[1]}).")
+    store = resources.get_store()
+    going = sum(resources.queue_counts(store).values()) > 0
     every = STATE.values()["every"] if going else None
     if going:
         st.caption(f"Updating every {every:g} s while runs are queued or running.")
 
     @st.fragment(run_every=every)
     def live() -> None:
-        appstate.guarded(body, "the live view")
+        guards.guarded(body, "the live view")
 
     live()
 
 
-appstate.guarded(main, "the Live page")
+guards.guarded(main, "the Live page")

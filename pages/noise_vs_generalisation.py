@@ -6,13 +6,14 @@ import numpy as np
 import streamlit as st
 
 from covnoise import results, viz
-from covnoise.ui import appstate
+from covnoise.runs import COMPLETED
+from covnoise.ui import filters, guards, resources, runsdata
 from covnoise.ui.urlstate import BoolParam, ChoiceParam, UrlState
 
 STATE = UrlState(
     "noise",
     [
-        *appstate.filter_params(),
+        *filters.filter_params(),
         ChoiceParam("stat", "noise_fro", tuple(results.NOISE_STATISTICS)),
         ChoiceParam("measure", "gen_gap", tuple(results.GENERALISATION)),
         ChoiceParam("how", "mean", ("mean", "final")),
@@ -52,18 +53,18 @@ def main() -> None:
     )
     for notice in STATE.load():
         st.info(notice)
-    store = appstate.get_store()
-    runs = appstate.run_filter_widgets(STATE, appstate.all_runs(store))
+    store = resources.get_store()
+    runs = filters.run_filter_widgets(STATE, runsdata.all_runs(store))
     controls()
     STATE.save()
     v = STATE.values()
-    runs = runs[runs["status"].isin(["finished", "diverged"])]
+    runs = runs[runs["status"].isin(COMPLETED)]
     if v["noisy_only"] and "cfg_noise" in runs:
         runs = runs[runs["cfg_noise"] != "none"]
     if runs.empty:
         st.info("No finished runs match the filters.")
         return
-    metrics = appstate.metrics_for(store, runs)
+    metrics = runsdata.metrics_for(store, runs)
     points = results.run_points(runs, metrics, how=v["how"])
     columns = [*results.NOISE_STATISTICS, *results.GENERALISATION]
     grouped = results.group_seeds(points, columns)
@@ -123,4 +124,4 @@ def main() -> None:
     )
 
 
-appstate.guarded(main, "the Noise vs generalisation page")
+guards.guarded(main, "the Noise vs generalisation page")

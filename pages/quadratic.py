@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from covnoise import viz
-from covnoise.theory import quadratic
+from covnoise.theory import quadratic, quadratic_report
 from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, IntParam, UrlState
 
 STATE = UrlState(
@@ -39,11 +39,11 @@ TABLE_COLUMNS = {
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def compute(settings: quadratic.QuadraticSettings) -> quadratic.QuadraticReport:
-    return quadratic.report(settings)
+def compute(settings: quadratic_report.QuadraticSettings) -> quadratic_report.QuadraticReport:
+    return quadratic_report.report(settings)
 
 
-def controls() -> quadratic.QuadraticSettings:
+def controls() -> quadratic_report.QuadraticSettings:
     """Sidebar widgets, bound to the URL; returns the chosen settings."""
     k = STATE.key
     with st.sidebar:
@@ -86,7 +86,7 @@ def controls() -> quadratic.QuadraticSettings:
         st.number_input("seed", 0, 1_000_000, step=1, key=k("seed"))
         st.checkbox("log scale", key=k("log_y"))
     v = STATE.values()
-    return quadratic.QuadraticSettings(
+    return quadratic_report.QuadraticSettings(
         P=v["P"],
         spectrum=v["spectrum"],
         exponent=v["exponent"],
@@ -98,7 +98,7 @@ def controls() -> quadratic.QuadraticSettings:
         M=v["M"],
         s=v["s"],
         T=v["T"],
-        n_chains=quadratic.affordable_chains(v["P"], v["T"], v["chains"]),
+        n_chains=quadratic_report.affordable_chains(v["P"], v["T"], v["chains"]),
         seed=v["seed"],
     )
 

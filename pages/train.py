@@ -2,131 +2,148 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from covnoise.config import DATASETS, LR_SCALINGS, MODELS, NOISES, SCHEDULES, ConfigError
 from covnoise.data import DATASETS as DATASET_SPECS
-from covnoise.ui import appstate
+from covnoise.runs import ACTIVE, COMPLETED
+from covnoise.ui import cost, formatting, guards, presets, resources, runsdata, trainform
 from covnoise.ui.urlstate import UrlState
 
-STATE = UrlState("train", appstate.TRAIN_PARAMS)
+STATE = UrlState("train", trainform.TRAIN_PARAMS)
 K = STATE.key
 
 
-@appstate.guarded_callback("the preset")
+@guards.guarded_callback("the preset")
 def apply_preset(name: str) -> None:
     """Fill the form with a preset (a button callback, so it runs before the widgets)."""
-    for param, value in appstate.PRESETS[name].values.items():
+    for param, value in presets.PRESETS[name].values.items():
         st.session_state[K(param)] = value
     st.session_state["train.preset"] = name
 
 
-@appstate.guarded_callback("the launch")
+@guards.guarded_callback("the launch")
 def launch(configs: list, which: str) -> None:
     """Queue the configs on the engine and remember what happened for the message."""
-    engine = appstate.get_engine()
+    engine = resources.get_engine()
     before = engine.store.statuses([c.run_id() for c in configs])
     ids = engine.submit_many(configs)
-    reused = [i for i in ids if before.get(i) in ("finished", "diverged", "queued", "running")]
+    reused = [i for i in ids if before.get(i) in ACTIVE | COMPLETED]
     st.session_state["train.launched"] = {"which": which, "ids": ids, "reused": reused}
 
 
 def form() -> dict[str, st.delta_generator.DeltaGenerator]:
     """The widgets, each followed by an empty slot for its validation message."""
-    slots = {}
+    slots: dict[str, st.delta_generator.DeltaGenerator] = {}
 
     def slot(name: str) -> None:
         slots[name] = st.empty()
 
     c1, c2, c3 = st.columns(3)
     with c1:
-        st.subheader("Data and model")
-        st.selectbox("data set", DATASETS, key=K("dataset"),
-                     help="Embedded sets need no files; mnist, fashion-mnist and cifar10 "
-                          "read files from the data folder.")  # fmt: skip
-        slot("dataset")
-        spec = DATASET_SPECS.get(st.session_state[K("dataset")])
-        if spec is not None:
-            st.caption(spec.description)
-        st.selectbox("model", MODELS, key=K("model"))
-        slot("model")
-        st.number_input("width", 1, 4096, step=16, key=K("width"))
-        slot("width")
-        st.number_input("depth (linear layers of the MLP)", 1, 16, key=K("depth"))
-        slot("depth")
+        _data_and_model(slot)
     with c2:
-        st.subheader("Batch and noise")
-        st.number_input("large batch L", 1, 1_000_000, step=64, key=K("batch_size"))
-        slot("batch_size")
-        st.number_input("target small batch M", 1, 1_000_000, step=8, key=K("small_batch"),
-                        help="The batch whose gradient noise the injected noise imitates.")
-        slot("small_batch")
-        st.multiselect("noise structures", NOISES, key=K("noises"),
-                       help="none: plain large-batch SGD; isotropic: (tr C/P)·I; "
-                            "diag: diag(C); full: C. All have the same trace.")  # fmt: skip
-        slot("noises")
-        st.text_input("multipliers s (comma-separated)", key=K("noise_scales"),
-                      help="c = s·(1/M − 1/L) scales the injected covariance.")
-        slot("noise_scales")
-        st.checkbox("also run plain SGD at the small batch M (the baseline)",
-                    key=K("baseline"))  # fmt: skip
-        slot("baseline")
-        st.number_input("seeds", 1, 20, key=K("seeds"), help="Seeds 0, 1, … per setting.")
-        slot("seeds")
+        _batch_and_noise(slot)
     with c3:
-        st.subheader("Optimiser and evaluation")
-        st.number_input("learning rate η", 1e-6, 100.0, step=0.05, format="%.4g", key=K("lr"))
-        slot("lr")
-        st.selectbox("learning-rate scaling (relative to M)", LR_SCALINGS, key=K("lr_scaling"),
-                     help="linear: η·L/M, sqrt: η·√(L/M) for the large batch.")
-        slot("lr_scaling")
-        st.number_input("momentum β", 0.0, 0.999, step=0.1, key=K("momentum"))
-        slot("momentum")
-        schedule = st.selectbox("schedule", SCHEDULES, key=K("schedule"))
-        slot("schedule")
-        st.number_input("warm-up epochs", 0.0, 10_000.0, key=K("warmup_epochs"),
-                        disabled=schedule != "warmup_cosine")  # fmt: skip
-        slot("warmup_epochs")
-        st.number_input("step every (epochs; lr × 0.1 each time)", 0.0, 10_000.0,
-                        key=K("step_every_epochs"),
-                        disabled=schedule != "step")  # fmt: skip
-        slot("step_every_epochs")
-        st.number_input("epochs", 0.01, 100_000.0, step=10.0, key=K("epochs"))
-        slot("epochs")
-        st.number_input("evaluate every (steps of L)", 1, 1_000_000, key=K("eval_every"),
-                        help="The baseline is evaluated as often per epoch.")
-        slot("eval_every")
-        st.number_input("sharpness and noise statistics every (evaluations, 0 = never)", 0,
-                        1000, key=K("sharpness_every"))  # fmt: skip
-        slot("sharpness_every")
-        st.number_input("probe batch size", 2, 100_000, step=64, key=K("probe_size"))
-        slot("probe_size")
+        _optimiser_and_evaluation(slot)
     return slots
 
 
+def _data_and_model(slot: Callable[[str], None]) -> None:
+    """Data set, model, width, depth."""
+    st.subheader("Data and model")
+    st.selectbox("data set", DATASETS, key=K("dataset"),
+                 help="Embedded sets need no files; mnist, fashion-mnist and cifar10 "
+                      "read files from the data folder.")  # fmt: skip
+    slot("dataset")
+    spec = DATASET_SPECS.get(st.session_state[K("dataset")])
+    if spec is not None:
+        st.caption(spec.description)
+    st.selectbox("model", MODELS, key=K("model"))
+    slot("model")
+    st.number_input(**trainform.number_field("width"), step=16, key=K("width"))
+    slot("width")
+    st.number_input(**trainform.number_field("depth"), key=K("depth"))
+    slot("depth")
+
+
+def _batch_and_noise(slot: Callable[[str], None]) -> None:
+    """L, M, structures, multipliers, baseline, seeds."""
+    st.subheader("Batch and noise")
+    st.number_input(**trainform.number_field("batch_size"), step=64, key=K("batch_size"))
+    slot("batch_size")
+    st.number_input(**trainform.number_field("small_batch"), step=8, key=K("small_batch"))
+    slot("small_batch")
+    st.multiselect("noise structures", NOISES, key=K("noises"),
+                   help="none: plain large-batch SGD; isotropic: (tr C/P)·I; "
+                        "diag: diag(C); full: C. All have the same trace.")  # fmt: skip
+    slot("noises")
+    st.text_input("multipliers s (comma-separated)", key=K("noise_scales"),
+                  help="c = s·(1/M − 1/L) scales the injected covariance.")
+    slot("noise_scales")
+    st.checkbox("also run plain SGD at the small batch M (the baseline)",
+                key=K("baseline"))  # fmt: skip
+    slot("baseline")
+    st.number_input(**trainform.number_field("seeds", help="Seeds 0, 1, … per setting."),
+                    key=K("seeds"))
+    slot("seeds")
+
+
+def _optimiser_and_evaluation(slot: Callable[[str], None]) -> None:
+    """Learning rate and its scaling, momentum, schedule, length, evaluation cadence."""
+    st.subheader("Optimiser and evaluation")
+    st.number_input(**trainform.number_field("lr"), step=0.05, format="%.4g", key=K("lr"))
+    slot("lr")
+    st.selectbox("learning-rate scaling (relative to M)", LR_SCALINGS, key=K("lr_scaling"),
+                 help="linear: η·L/M, sqrt: η·√(L/M) for the large batch.")
+    slot("lr_scaling")
+    st.number_input(**trainform.number_field("momentum"), step=0.1, key=K("momentum"))
+    slot("momentum")
+    schedule = st.selectbox("schedule", SCHEDULES, key=K("schedule"))
+    slot("schedule")
+    st.number_input(**trainform.number_field("warmup_epochs"), key=K("warmup_epochs"),
+                    disabled=schedule != "warmup_cosine")  # fmt: skip
+    slot("warmup_epochs")
+    st.number_input(**trainform.number_field("step_every_epochs"), key=K("step_every_epochs"),
+                    disabled=schedule != "step")  # fmt: skip
+    slot("step_every_epochs")
+    st.number_input(**trainform.number_field("epochs"), step=10.0, key=K("epochs"))
+    slot("epochs")
+    st.number_input(**trainform.number_field(
+        "eval_every", help="Steps of L between evaluations; the baseline is evaluated as "
+                           "often per epoch."), key=K("eval_every"))  # fmt: skip
+    slot("eval_every")
+    st.number_input(**trainform.number_field("sharpness_every"), key=K("sharpness_every"))
+    slot("sharpness_every")
+    st.number_input(**trainform.number_field("probe_size"), step=64, key=K("probe_size"))
+    slot("probe_size")
+
+
 def cost_panel(configs: list) -> None:
-    engine = appstate.get_engine()
-    past = appstate.all_runs(engine.store)
+    engine = resources.get_engine()
+    past = runsdata.all_runs(engine.store)
     workers = getattr(engine, "workers", None) or 1
-    cost = appstate.cost_summary(configs, past, workers)
+    summary = cost.cost_summary(configs, past, workers)
     a, b, c, d = st.columns(4)
-    a.metric("runs", cost["runs"])
-    b.metric("training steps", f"{cost['steps']:,}")
+    a.metric("runs", summary["runs"])
+    b.metric("training steps", f"{summary['steps']:,}")
     c.metric("evaluations (with λ_max)",
-             f"{cost['evaluations']:,} ({cost['sharpness_evaluations']:,})")  # fmt: skip
-    d.metric("estimated time", appstate.fmt_seconds(cost["seconds"]))
-    basis = (f"calibrated on {cost['calibrated_on']} finished runs"
-             if cost["calibrated_on"] else "an assumed rate; no finished runs to calibrate on")
+             f"{summary['evaluations']:,} ({summary['sharpness_evaluations']:,})")  # fmt: skip
+    d.metric("estimated time", formatting.fmt_seconds(summary["seconds"]))
+    basis = (f"calibrated on {summary['calibrated_on']} finished runs"
+             if summary["calibrated_on"] else "an assumed rate; no finished runs to calibrate on")
     st.caption(
-        f"≈ {cost['flops'] / 1e9:,.1f} GFLOP over {workers} parallel run(s) at "
-        f"{cost['rate'] / 1e9:.2g} GFLOP/s ({basis}). A rough estimate."
+        f"≈ {summary['flops'] / 1e9:,.1f} GFLOP over {workers} parallel run(s) at "
+        f"{summary['rate'] / 1e9:.2g} GFLOP/s ({basis}). A rough estimate."
     )
 
 
 def main() -> None:
     st.title("Train")
     wanted = st.query_params.get("preset")
-    if wanted in appstate.PRESETS and st.session_state.get("train.preset_link") != wanted:
+    if wanted in presets.PRESETS and st.session_state.get("train.preset_link") != wanted:
         st.session_state["train.preset_link"] = wanted
         apply_preset(wanted)
     if "preset" in st.query_params:
@@ -135,22 +152,22 @@ def main() -> None:
         st.info(notice)
 
     st.caption("Teaching presets fill the form:")
-    cols = st.columns(len(appstate.PRESETS))
-    for col, (name, preset) in zip(cols, appstate.PRESETS.items(), strict=True):
+    cols = st.columns(len(presets.PRESETS))
+    for col, (name, preset) in zip(cols, presets.PRESETS.items(), strict=True):
         col.button(preset.title, key=f"preset-{name}", on_click=apply_preset, args=(name,),
                    help=preset.explains, width="stretch")  # fmt: skip
     chosen = st.session_state.get("train.preset")
-    if chosen in appstate.PRESETS:
-        st.info(f"**{appstate.PRESETS[chosen].title}.** {appstate.PRESETS[chosen].explains}")
+    if chosen in presets.PRESETS:
+        st.info(f"**{presets.PRESETS[chosen].title}.** {presets.PRESETS[chosen].explains}")
 
     slots = form()
     STATE.save()
     general = st.empty()
     try:
-        configs = appstate.form_configs(STATE.values())
+        configs = trainform.form_configs(STATE.values())
     except ConfigError as err:
         target = slots.get(err.field, general)
-        target.error(f"{appstate.short_field(err.field)}: {appstate.error_text(err)}",
+        target.error(f"{trainform.short_field(err.field)}: {trainform.error_text(err)}",
                      icon=":material/error:")  # fmt: skip
         st.button("Launch", disabled=True, key="launch-disabled",
                   help="Fix the highlighted setting first.")  # fmt: skip
@@ -160,7 +177,7 @@ def main() -> None:
     cost_panel(configs)
     a, b = st.columns(2)
     a.button("Launch one run", key="launch-one", on_click=launch, args=(configs[:1], "one"),
-             icon=":material/play_arrow:", help=appstate.describe_config(configs[0]))
+             icon=":material/play_arrow:", help=formatting.describe_config(configs[0]))
     b.button(f"Launch the whole grid ({len(configs)} runs)", key="launch-grid",
              on_click=launch, args=(configs, "grid"), type="primary",
              icon=":material/playlist_play:")  # fmt: skip
@@ -173,7 +190,7 @@ def main() -> None:
         st.success(text, icon=":material/check_circle:")
         st.page_link("pages/live.py", label="Watch them on Live", icon=":material/monitoring:")
     with st.expander(f"The {len(configs)} run(s) of this grid"):
-        st.dataframe(appstate.configs_table(configs), hide_index=True)
+        st.dataframe(formatting.configs_table(configs), hide_index=True)
 
 
-appstate.guarded(main, "the Train page")
+guards.guarded(main, "the Train page")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import pickle
 import struct
 import time
@@ -78,3 +79,56 @@ def make_cifar(root: Path, rng, per_batch=4, n_test=3) -> tuple[np.ndarray, ...]
         ys.append(labels)
     x_train, y_train = np.concatenate(xs[:5]), np.concatenate(ys[:5])
     return x_train, y_train, xs[5], np.asarray(ys[5])
+
+
+IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int16): 0x0B, np.dtype(np.float32): 0x0D}
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """``arr`` as an IDX file: magic, big-endian sizes, big-endian data."""
+    code = IDX_CODES[arr.dtype]
+    head = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return head + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path: Path, arr: np.ndarray, gz: bool) -> Path:
+    """Write ``arr`` as an IDX file at ``path`` (``path.gz``, gzipped, if ``gz``)."""
+    data = idx_bytes(arr)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def make_idx_set(folder: Path, rng, n_train=12, n_test=5, gz=(True, True, False, False)):
+    """The four MNIST IDX files of random 28x28 images in ``folder``; returns the arrays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test).astype(np.uint8),
+    }
+    for (name, arr), z in zip(arrays.items(), gz, strict=True):
+        write_idx(folder / name, arr, z)
+    return arrays
+
+
+def cifar_bin_bytes(data: np.ndarray, labels) -> bytes:
+    """Records of CIFAR-10's binary version, one per row of ``data`` (N, 3072): the label
+    byte, then the 3072 pixel bytes (channel-major 3x32x32)."""
+    return b"".join(bytes([int(y)]) + row.tobytes() for row, y in zip(data, labels, strict=True))
+
+
+def make_cifar_bin(root: Path, x_train, y_train, x_test, y_test) -> Path:
+    """The given images as CIFAR-10 binary batches under root/cifar-10-batches-bin: the train
+    images split in order over data_batch_1..5.bin, the test images in test_batch.bin."""
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = zip(np.array_split(np.asarray(x_train), 5), np.array_split(np.asarray(y_train), 5),
+                strict=True)
+    for b, (x, y) in enumerate(parts, start=1):
+        (folder / f"data_batch_{b}.bin").write_bytes(cifar_bin_bytes(x, y))
+    (folder / "test_batch.bin").write_bytes(cifar_bin_bytes(x_test, y_test))
+    return folder

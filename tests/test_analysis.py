@@ -1,10 +1,12 @@
-"""covnoise.results.analysis against independent references: closed-form smoothing, numpy/scipy
-statistics, Monte-Carlo coverage of the bootstrap intervals, and a real training run's events
-for the cost counts."""
+"""The analysis of covnoise.results (labels, curves, summaries, correlations, cost) against
+independent references: closed-form and recursive smoothing, numpy/scipy statistics, a
+hand-written percentile bootstrap and the Monte-Carlo coverage of the intervals, forward-hook
+FLOP counts, and a real training run's events for the cost counts."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -13,9 +15,10 @@ import torch
 from scipy import stats as sps
 
 from covnoise import results
-from covnoise.config import RunConfig
+from covnoise.config import MODELS, RunConfig
 from covnoise.core.models import build_model
 from covnoise.core.train import run
+from covnoise.data import DATASETS
 
 # --------------------------------------------------------------------------------------------
 # helpers: frames in the store's layout
@@ -69,6 +72,36 @@ def test_ema_matches_the_closed_form_weighted_average():
     np.testing.assert_array_equal(results.ema(finite, 0.0), finite)
     with pytest.raises(ValueError, match="weight"):
         results.ema(finite, 1.0)
+
+
+def _recursive_ema(x: np.ndarray, w: float) -> np.ndarray:
+    """Reference: the debiased EMA as a recursion over the finite points (NaN, ±inf skipped)."""
+    out = np.full_like(x, np.nan)
+    s, k = 0.0, 0
+    for i, v in enumerate(x):
+        if not np.isfinite(v):
+            continue
+        s = w * s + (1.0 - w) * v
+        k += 1
+        out[i] = s / (1.0 - w**k) if w > 0 else v
+    return out
+
+
+def test_ema_equals_the_recursive_debiased_average():
+    rng = np.random.default_rng(6)
+    for trial in range(40):
+        n = int(rng.integers(1, 600))
+        x = rng.normal(size=n) * 10 ** rng.uniform(-3, 3) + rng.normal()
+        x[rng.random(n) < rng.uniform(0, 0.5)] = np.nan
+        if trial % 4 == 0:
+            x[rng.integers(0, n)] = np.inf
+        if trial % 5 == 0:
+            x[: min(n, 3)] = np.nan
+        scale = np.nanmax(np.abs(np.where(np.isfinite(x), x, np.nan)), initial=1.0)
+        for w in (0.0, 0.3, 0.9, 0.99, float(rng.uniform(0, 1))):
+            got, ref = results.ema(x, w), _recursive_ema(x, w)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * scale)
 
 
 def test_smooth_runs_each_run_separately():
@@ -193,6 +226,70 @@ def test_correlation_point_estimates_match_scipy():
     assert p.lo < p.r < p.hi and s.lo < s.r < s.hi
 
 
+def _percentile_bootstrap(stat, columns, n_boot: int, level: float, seed: int):
+    """Reference: resample whole points `n_boot` times, leave out undefined (NaN) resamples,
+    take the percentile interval; NaN with fewer than max(10, n_boot / 10) left."""
+    n = len(columns[0])
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = stat(*(c[idx] for c in columns))
+    boot = boot[np.isfinite(boot)]
+    if boot.size < max(10, n_boot // 10):
+        return math.nan, math.nan
+    alpha = (1 - level) / 2
+    return tuple(np.quantile(boot, [alpha, 1 - alpha]))
+
+
+def _bootstrap_data():
+    """A few data sets: strong and weak dependence, ties, and three points (where about one
+    resample in nine has a constant variable)."""
+    rng = np.random.default_rng(7)
+    out = []
+    for n, rho in ((40, 0.6), (25, 0.1), (12, 0.8), (3, 0.5)):
+        x = rng.normal(size=n)
+        y = rho * x + np.sqrt(1 - rho**2) * rng.normal(size=n)
+        out.append((x, y, rng.normal(size=n)))
+    x = np.round(rng.normal(size=15))
+    out.append((x, x + rng.normal(size=15), rng.normal(size=15)))
+    return out
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_correlation_intervals_agree_with_the_percentile_bootstrap(method):
+    # each reference interval with 20 seeds gives the Monte-Carlo spread of its ends; the
+    # library's interval must lie within four of those standard deviations of the reference
+    def stat(u, v):
+        return results.coefficients(u, v, method)
+
+    for x, y, _ in _bootstrap_data():
+        got = results.correlation(x, y, method, n_boot=1000, seed=3)
+        refs = np.array([_percentile_bootstrap(stat, (x, y), 1000, 0.95, s) for s in range(20)])
+        ref = _percentile_bootstrap(stat, (x, y), 1000, 0.95, 3)
+        spread = np.maximum(refs.std(axis=0, ddof=1), 1e-9)
+        assert np.all(np.isfinite([got.lo, got.hi]))
+        assert abs(got.lo - ref[0]) <= 4 * spread[0] + 1e-12
+        assert abs(got.hi - ref[1]) <= 4 * spread[1] + 1e-12
+
+
+def test_correlation_difference_is_a_paired_bootstrap():
+    def stat(u1, u2, v):
+        return (np.abs(results.coefficients(u1, v, "spearman"))
+                - np.abs(results.coefficients(u2, v, "spearman")))  # fmt: skip
+
+    for x, y, x2 in _bootstrap_data():
+        d, lo, hi = results.correlation_difference(x, x2, y, n_boot=1000, seed=5)
+        cols = (x, x2, y)
+        refs = np.array([_percentile_bootstrap(stat, cols, 1000, 0.95, s) for s in range(20)])
+        ref = _percentile_bootstrap(stat, cols, 1000, 0.95, 5)
+        spread = np.maximum(refs.std(axis=0, ddof=1), 1e-9)
+        assert d == pytest.approx(stat(x[None], x2[None], y[None])[0], abs=1e-12)
+        assert abs(lo - ref[0]) <= 4 * spread[0] + 1e-12
+        assert abs(hi - ref[1]) <= 4 * spread[1] + 1e-12
+        # paired: both coefficients see the same resampled points, so a statistic compared
+        # with itself (or its mirror image) differs by exactly zero in every resample
+        assert results.correlation_difference(x, x, y, n_boot=200) == (0.0, 0.0, 0.0)
+        assert results.correlation_difference(x, -x, y, n_boot=200) == (0.0, 0.0, 0.0)
+
+
 def test_bootstrap_ci_agrees_with_fisher_z_for_a_large_sample():
     # n = 400 bivariate normal: the Fisher-z interval is accurate, and the percentile bootstrap
     # must agree with it to within its Monte-Carlo error (~0.01 with 4000 resamples)
@@ -287,6 +384,55 @@ def test_forward_flops_of_a_cnn_matches_torch_flop_counter(shape):
     # torch counts the convolutions and matrix products only, as the hooks do
     assert results.forward_flops(shape, 10, "cnn", 16, 2) == counter.get_total_flops()
 
+
+
+def _hook_flops(net: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """Reference: 2 × fan-in per output value of every linear and convolution layer, counted
+    with forward hooks on one zero input."""
+    total = [0.0]
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            total[0] += 2.0 * module.in_features * output.numel()
+        else:  # each output value of a convolution is a dot product over (C_in/groups)·kernel
+            fan_in = module.in_channels // module.groups * math.prod(module.kernel_size)
+            total[0] += 2.0 * fan_in * output.numel()
+
+    layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, layers)]
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, *shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+def _architectures():
+    """Every (data set, model) the cost model is asked about that builds, at two sizes."""
+    out = []
+    for name, spec in DATASETS.items():
+        for model in MODELS:
+            for width, depth in ((256, 3), (24, 1)):
+                try:
+                    build_model(model, spec.input_shape, spec.num_classes, width=width,
+                                depth=depth)  # fmt: skip
+                except ValueError:  # e.g. a CNN on flat inputs
+                    continue
+                out.append(pytest.param(spec.input_shape, spec.num_classes, model, width, depth,
+                                        id=f"{name}-{model}-{width}x{depth}"))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(("shape", "classes", "model", "width", "depth"), _architectures())
+def test_forward_flops_equal_the_hook_count_for_every_architecture(shape, classes, model, width,
+                                                                   depth):  # fmt: skip
+    torch.manual_seed(0)
+    net = build_model(model, shape, classes, width=width, depth=depth)
+    got = results.forward_flops(shape, classes, model, width, depth)
+    assert isinstance(got, float)
+    assert got == _hook_flops(net, shape)
 
 def test_run_seconds_throughput_and_grid_seconds():
     o = results.OVERHEAD_SECONDS

@@ -22,9 +22,10 @@ import streamlit as st
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
 
-from covnoise.config import RunConfig
+from covnoise.config import ConfigError, RunConfig
 from covnoise.runs import RunStore, read_runs_parquet, write_runs_parquet
-from covnoise.ui import appstate
+from covnoise.ui import filters, formatting, presets, resources, runsdata, trainform
+from covnoise.ui.urlstate import BadValue, ListParam, TextParam
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -57,7 +58,7 @@ def env(tmp_path_factory):
     mp.setenv("COVNOISE_CACHED_RUNS", str(cached))
     yield {"tmp": tmp, "runs": runs, "metrics": metrics}
     try:
-        appstate.get_engine().close(cancel_running=True, timeout=20)
+        resources.get_engine().close(cancel_running=True, timeout=20)
     finally:
         st.cache_resource.clear()
         mp.undo()
@@ -210,6 +211,28 @@ def test_noise_vs_generalisation_numbers(env):
     assert titles[1].startswith("tr Σ: r = ")
 
 
+def test_train_widgets_take_labels_and_ranges_from_the_config_metadata(env):
+    """RunConfig's field metadata is the one source of the form's labels and ranges: every
+    numeric input on the Train page that sets a config field shows that field's label, its
+    lower bound (or the form's smallest value above a strict bound) and its widget maximum."""
+    from covnoise.config import field_info
+
+    at = open_page("pages/train.py")
+    assert_clean(at)
+    checked = 0
+    for widget in at.number_input:
+        name = widget.key.removeprefix("train.")
+        if name not in RunConfig.__dataclass_fields__:
+            continue
+        info = field_info(name)
+        proto = widget.proto
+        assert widget.label == info.label, name
+        assert proto.has_max and proto.max == info.high, name
+        assert proto.has_min and (proto.min == info.low or (info.strict and proto.min > info.low))
+        checked += 1
+    assert checked >= 10
+
+
 def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):
     at = open_page("pages/train.py")
     assert_clean(at)
@@ -271,7 +294,7 @@ def test_train_launches_a_real_run_and_live_draws_it(env):
                          small_batch=16, noise="full", noise_scale=1.0, lr=0.5, epochs=2.0,
                          eval_every=5, probe_size=32, seed=0)  # fmt: skip
     rid = expected.run_id()
-    engine = appstate.get_engine()
+    engine = resources.get_engine()
     assert engine.store.status(rid) in ("queued", "running", "finished")
     assert engine.wait([rid], timeout=240)[rid] == "finished"
 
@@ -302,7 +325,7 @@ def test_live_cancel_button_and_failure_message(env):
                            "message": "RuntimeError: out of memory on the probe batch"}])
     store.import_frames(frame, pd.DataFrame(columns=["run_id", "step", "epoch",
                         "examples_seen", "wall_time", "name", "value"]))  # fmt: skip
-    engine = appstate.get_engine()
+    engine = resources.get_engine()
     long = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=128,
                      small_batch=16, steps=100_000, epochs=None, eval_every=50,
                      sharpness_every=0, seed=7)  # fmt: skip
@@ -349,10 +372,71 @@ def test_compare_upload_adds_runs_and_rejects_other_files(env):
 
 def test_parquet_download_round_trips(env):
     runs, metrics = env["runs"], env["metrics"]
-    data = appstate.parquet_bytes(runs, metrics)
+    data = runsdata.parquet_bytes(runs, metrics)
     path = env["tmp"] / "download.parquet"
     path.write_bytes(data)
     back_runs, back_metrics = read_runs_parquet(path)
     assert back_runs["run_id"].tolist() == runs["run_id"].tolist()
     pd.testing.assert_frame_equal(back_metrics.reset_index(drop=True),
                                   metrics.reset_index(drop=True))  # fmt: skip
+
+
+def test_presets_name_only_train_form_parameters():
+    names = {p.name for p in trainform.TRAIN_PARAMS}
+    for preset in presets.PRESETS.values():
+        assert set(preset.values) <= names
+        assert set(preset.values) <= set(trainform.PARAM_LABELS)
+
+
+def test_parse_floats_and_error_texts():
+    assert trainform.parse_floats("1; 4, 1", "noise_scale") == [1.0, 4.0]
+    for text, why in (("", "give at least one number"), ("1, x", "'x' is not a number"),
+                      ("-1", "'-1' is not allowed"), ("inf", "'inf' is not allowed"),
+                      (",".join(str(i) for i in range(11)), "at most 10 multipliers")):
+        with pytest.raises(ConfigError) as err:
+            trainform.parse_floats(text, "noise_scale")
+        assert err.value.field == "noise_scale"
+        assert trainform.error_text(err.value).startswith(why)
+    assert trainform.short_field("small_batch") == "target small batch M"
+    assert trainform.short_field("other") == "other"
+    assert trainform.missing_data("digits") is None
+
+
+def test_list_and_text_params():
+    noises = ListParam("noises", [], ("none", "full"))
+    assert noises.parse(" none, full ,") == ["none", "full"]
+    assert noises.format(["none", "full"]) == "none,full"
+    with pytest.raises(BadValue, match="'diag' is not one of none, full"):
+        noises.parse("none,diag")
+    with pytest.raises(BadValue, match="too many items"):
+        ListParam("x", []).parse(",".join(["a"] * 201))
+    assert TextParam("t", "", max_len=3).parse("abc") == "abc"
+    with pytest.raises(BadValue, match="longer than 3 characters"):
+        TextParam("t", "", max_len=3).parse("abcd")
+
+
+def test_filters_compare_values_as_text():
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "cfg_batch_size": [1024.0, 32.0, 1024.0],
+                         "cfg_noise": ["full", "none", "diag"]})  # fmt: skip
+    assert filters.filter_runs(runs, {"cfg_batch_size": ["1024"]})["run_id"].tolist() == [
+        "a", "c"]  # fmt: skip
+    kept = filters.filter_runs(runs, {"cfg_batch_size": [1024], "cfg_noise": ["diag"]})
+    assert kept["run_id"].tolist() == ["c"]
+    assert len(filters.filter_runs(runs, {"cfg_noise": [], "missing": ["x"]})) == 3
+    options = filters.filter_options(runs)
+    assert options["cfg_batch_size"] == ["32", "1024"] and options["source"] == []
+    assert {p.name for p in filters.filter_params()} == set(filters.FILTER_PARAM.values())
+    assert set(filters.FILTER_PARAM) == set(filters.FILTER_COLUMNS)
+
+
+def test_formatting():
+    assert [formatting.fmt_seconds(s) for s in (45, 192, 5400, float("nan"))] == [
+        "45 s", "3.2 min", "1.5 h", "unknown"]  # fmt: skip
+    assert formatting.short_id("0123456789abcdef") == "01234567"
+    cfg = RunConfig(dataset="digits", batch_size=1024, small_batch=32, noise="full",
+                    noise_scale=4.0, lr=0.5, seed=1)  # fmt: skip
+    assert formatting.describe_config(cfg) == (
+        "digits, mlp, L=1024, M=32, full noise ×4, η=0.5, seed 1")
+    table = formatting.configs_table([cfg, cfg.replace(noise="none")])
+    assert table["run id"].tolist() == [cfg.run_id(), cfg.replace(noise="none").run_id()]
+    assert table["s"].isna().tolist() == [False, True]

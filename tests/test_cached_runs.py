@@ -96,10 +96,10 @@ def cached_env(monkeypatch, tmp_path):
     monkeypatch.setenv("COVNOISE_CACHED_RUNS", str(CACHED))
     monkeypatch.setenv("COVNOISE_WORKERS", "1")
     yield
-    from covnoise.ui import appstate
+    from covnoise.ui import resources
 
     try:
-        appstate.get_engine().close(cancel_running=True, timeout=20)
+        resources.get_engine().close(cancel_running=True, timeout=20)
     finally:
         st.cache_resource.clear()
 

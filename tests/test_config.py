@@ -56,3 +56,28 @@ def test_run_id_is_a_content_hash():
     assert a.run_id() != RunConfig(seed=2).run_id()
     # placement and labels do not change what is computed
     assert a.run_id() == a.replace(device="cpu", name="label").run_id()
+
+
+def test_every_field_carries_its_help_label_and_allowed_values():
+    """RunConfig's field metadata is the one source of CLI help and app labels."""
+    from dataclasses import fields
+
+    from covnoise.cli.main import build_parser
+    from covnoise.config import field_info
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    helps = {a.dest: a.help for a in train._actions}
+    for f in fields(RunConfig):
+        info = field_info(f.name)
+        assert info.help and info.label, f.name
+        assert helps[f.name].startswith(info.help), f.name
+        if info.choices:
+            assert getattr(RunConfig(), f.name) in info.choices
+            for choice in info.choices:
+                assert choice in helps[f.name]
+        if info.low is not None and getattr(RunConfig(), f.name) is not None:
+            below = info.low - 1 if not info.strict else info.low
+            bad = int(below) if "int" in str(f.type) else float(below)
+            with pytest.raises(ConfigError) as err:
+                RunConfig().replace(**{f.name: bad})
+            assert err.value.field == f.name

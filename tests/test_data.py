@@ -3,21 +3,19 @@
 References are independent of the code under test: scikit-learn's own digits arrays, a
 per-example transcription of the MNIST-1D recipe (scipy interp1d / gaussian_filter, in the
 recipe's order of random draws), a numpy forward pass of the teacher, IDX and pickle files
-written byte by byte here, and a local HTTP server for downloads. No network is used.
+written byte by byte (tests.helpers), and a local HTTP server for downloads. No network is
+used.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.server
 import io
 import json
 import pickle
-import struct
 import tarfile
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +23,8 @@ import torch
 
 from covnoise.data import (
     DATASETS,
+    REMOTE_SOURCES,
+    REMOTE_VARIANTS,
     Dataset,
     DatasetError,
     canonical_name,
@@ -39,7 +39,8 @@ from covnoise.data import (
     restricted_pickle,
     teacher_network,
 )
-from tests.helpers import make_cifar, py2_batch_pickle
+from covnoise.data.download import RemoteFile
+from tests.helpers import make_cifar, make_cifar_bin, make_idx_set, py2_batch_pickle, write_idx
 
 # ------------------------------------------------------------------------------------ registry
 
@@ -282,40 +283,9 @@ def test_teacher_label_noise_fraction_and_split_seed():
 
 # ----------------------------------------------------------------------------------------- IDX
 
-_IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int16): 0x0B, np.dtype(np.float32): 0x0D}
-
-
-def _idx_bytes(arr: np.ndarray) -> bytes:
-    code = _IDX_CODES[arr.dtype]
-    head = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return head + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
-
-
-def _write_idx(path: Path, arr: np.ndarray, gz: bool) -> Path:
-    data = _idx_bytes(arr)
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        data = gzip.compress(data)
-    path.write_bytes(data)
-    return path
-
-
-def _make_idx_set(folder: Path, rng, n_train=12, n_test=5, gz=(True, True, False, False)):
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train).astype(np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test).astype(np.uint8),
-    }
-    for (name, arr), z in zip(arrays.items(), gz, strict=True):
-        _write_idx(folder / name, arr, z)
-    return arrays
-
-
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_idx_datasets_load_the_written_values(tmp_path, name):
-    arrays = _make_idx_set(tmp_path / name, np.random.default_rng(1))
+    arrays = make_idx_set(tmp_path / name, np.random.default_rng(1))
     ds = load_dataset(name, data_dir=tmp_path)
     assert ds.input_shape == (1, 28, 28) and ds.x_train.shape == (12, 1, 28, 28)
     assert np.array_equal(ds.y_train.numpy(), arrays["train-labels-idx1-ubyte"])
@@ -333,8 +303,8 @@ def test_idx_datasets_load_the_written_values(tmp_path, name):
 def test_read_idx_types_and_byte_order(tmp_path):
     a = np.arange(-6, 6, dtype=np.int16).reshape(3, 4) * 1000
     b = np.linspace(-1, 1, 10, dtype=np.float32).reshape(2, 5)
-    assert np.array_equal(read_idx(_write_idx(tmp_path / "a", a, gz=False)), a)
-    assert np.array_equal(read_idx(_write_idx(tmp_path / "b", b, gz=True)), b)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "a", a, gz=False)), a)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "b", b, gz=True)), b)
 
 
 @pytest.mark.parametrize(
@@ -348,7 +318,7 @@ def test_read_idx_types_and_byte_order(tmp_path):
     ],
 )
 def test_malformed_idx_is_refused(tmp_path, mutate, message):
-    _make_idx_set(tmp_path / "mnist", np.random.default_rng(2), gz=(False,) * 4)
+    make_idx_set(tmp_path / "mnist", np.random.default_rng(2), gz=(False,) * 4)
     path = tmp_path / "mnist" / "t10k-images-idx3-ubyte"
     path.write_bytes(mutate(path.read_bytes()))
     with pytest.raises(DatasetError, match=message) as err:
@@ -358,11 +328,11 @@ def test_malformed_idx_is_refused(tmp_path, mutate, message):
 
 def test_idx_label_problems_are_refused(tmp_path):
     rng = np.random.default_rng(3)
-    _make_idx_set(tmp_path / "mnist", rng)
-    _write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte", np.zeros(4, np.uint8), gz=False)
+    make_idx_set(tmp_path / "mnist", rng)
+    write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte", np.zeros(4, np.uint8), gz=False)
     with pytest.raises(DatasetError, match="5 images but .* 4 labels"):
         load_dataset("mnist", data_dir=tmp_path)
-    _write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte", np.full(5, 10, np.uint8), gz=False)
+    write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte", np.full(5, 10, np.uint8), gz=False)
     with pytest.raises(DatasetError, match="label 10; allowed: 0..9"):
         load_dataset("mnist", data_dir=tmp_path)
     (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bgarbage")
@@ -520,7 +490,7 @@ def _md5(data: bytes) -> str:
 
 def test_download_idx_verifies_checksums_and_loads(server, tmp_path):
     served, base, requests = server
-    arrays = _make_idx_set(served / "src", np.random.default_rng(6), gz=(True,) * 4)
+    arrays = make_idx_set(served / "src", np.random.default_rng(6), gz=(True,) * 4)
     (served / "mirror").mkdir()
     sums = {}
     for f in (served / "src").iterdir():
@@ -573,6 +543,36 @@ def test_download_cifar_extracts_archive(server, tmp_path):
                      checksums={"cifar-10-python.tar.gz": _md5(archive)})
     assert {p.name for p in paths} == {f"data_batch_{i}" for i in range(1, 6)} | {"test_batch"}
     assert np.array_equal(load_dataset("cifar10", data_dir=data_dir).y_train.numpy(), y_train)
+
+
+def test_download_cifar_binary_variant(server, tmp_path):
+    assert REMOTE_SOURCES["cifar10"].files[0].filename == "cifar-10-python.tar.gz"  # default
+    binary = REMOTE_VARIANTS["cifar10"]["binary"]
+    assert binary.base_url == "https://www.cs.toronto.edu/~kriz/"
+    assert binary.files == (RemoteFile("cifar-10-binary.tar.gz",
+                                       "md5:c32a1d4ab5d03f1284b67883e8d87530"),)
+    served, base, _ = server
+    src = tmp_path / "src"
+    arrays = make_cifar(src, np.random.default_rng(8))
+    folder = make_cifar_bin(src, *arrays)
+    archive = _tar_gz({f"cifar-10-batches-bin/{f.name}": f.read_bytes()
+                       for f in sorted(folder.iterdir())})
+    (served / "mirror").mkdir()
+    (served / "mirror" / "cifar-10-binary.tar.gz").write_bytes(archive)
+    data_dir = tmp_path / "data"
+    paths = download("cifar10", data_dir, base_url=base, progress=False, variant="binary",
+                     checksums={"cifar-10-binary.tar.gz": _md5(archive)})
+    assert {p.name for p in paths} == {f"data_batch_{i}.bin" for i in range(1, 6)} | {
+        "test_batch.bin"}
+    assert all(p.parent == data_dir / "cifar-10-batches-bin" for p in paths)
+    ds = load_dataset("cifar10", data_dir=data_dir)
+    assert ds.info["source"].startswith("CIFAR-10 binary batches")
+    assert np.array_equal(ds.y_train.numpy(), arrays[1])
+    with pytest.raises(DatasetError, match="variant: cifar10 has no variant 'png'; allowed: "
+                                           "'binary'"):
+        download("cifar10", data_dir, variant="png")
+    with pytest.raises(DatasetError, match="variant: mnist has no variant 'binary'"):
+        download("mnist", data_dir, variant="binary")
 
 
 def test_download_refuses_archive_escaping_its_folder(server, tmp_path):

@@ -23,6 +23,7 @@ from covnoise.core.train import run
 from covnoise.runs import RunStore
 from covnoise.runs.engine import LocalEngine, expand_grid
 from covnoise.runs.engine.monitor import pid_alive
+from covnoise.runs.engine.process import is_worker_of, kill_worker_of, spawn_worker
 from tests.helpers import wait_for as _wait_for
 
 TINY = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=64, small_batch=16,
@@ -201,6 +202,35 @@ def test_bad_run_function_fails_with_a_message(store):
         rid = engine.submit(TINY)
         assert engine.wait([rid], timeout=60) == {rid: "failed"}
     assert "no_such_module" in store.get_run(rid)["message"]
+
+
+def test_process_checks_tell_zombies_and_strangers_apart(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid_alive(proc.pid)
+        # alive, but not a worker of this store: never killed
+        assert not is_worker_of(proc.pid, tmp_path / "runs.sqlite")
+        assert not kill_worker_of(proc.pid, tmp_path / "runs.sqlite")
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+    _wait_for(lambda: not pid_alive(proc.pid), 10)  # a zombie until reaped counts as gone
+    assert proc.poll() is not None
+    assert not pid_alive(proc.pid) and not is_worker_of(proc.pid, tmp_path / "runs.sqlite")
+
+
+def test_a_worker_is_recognised_by_its_store(tmp_path):
+    store_path = tmp_path / "runs.sqlite"
+    w = spawn_worker(sys.executable, store_path, "covnoise.no_such_module.run", 1)
+    try:
+        _wait_for(lambda: is_worker_of(w.popen.pid, store_path), 30)
+        assert not is_worker_of(w.popen.pid, tmp_path / "other.sqlite")
+        assert kill_worker_of(w.popen.pid, store_path)
+        assert w.popen.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if w.popen.poll() is None:
+            w.stop()
+        w.close()
 
 
 def test_sweep_grid_expansion():

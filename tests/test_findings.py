@@ -1,4 +1,5 @@
-"""covnoise.results.findings: per-run and per-arm numbers, the comparisons and the claim verdicts.
+"""covnoise.results.findings (tables, claims, markdown): per-run and per-arm numbers, the
+comparisons and the claim verdicts.
 
 Synthetic studies are built in the store's layout with known answers; the references are
 scipy's Welch t statistic and Spearman coefficient, and numbers computed by hand.
@@ -138,6 +139,16 @@ def test_verdicts_on_a_paper_like_study():
     assert "LB η=0.8" in found.verdicts[0].evidence  # the tuned LB is the best LB
     assert len(found.settings) == 12
 
+
+def test_each_claim_is_judged_by_its_own_function():
+    from covnoise.results.claims import JUDGES
+
+    runs, metrics = _paper_like()
+    found = results.study_findings(runs, metrics, STUDY)
+    judged = [judge(found.per_run, found.arms, STUDY) for judge in JUDGES]
+    assert judged == found.verdicts
+    assert [v.claim for v in judged] == list(results.CLAIMS)
+    assert [v.statement for v in judged] == list(results.CLAIMS.values())
 
 def test_verdicts_without_a_gap():
     runs, metrics = _study([

@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT = shutil.which("lint-imports") or "lint-imports"
-LAYERS = ("config", "theory", "data", "core", "runs", "results", "viz", "cli", "ui")
+LAYERS = ("config", "files", "theory", "data", "core", "runs", "results", "viz", "cli", "ui")
 
 
 def _lint(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
@@ -31,9 +31,9 @@ def _fake_tree(tmp_path: Path, bad_import: tuple[str, str]) -> Path:
     """A package shaped like covnoise whose module `bad_import[0]` imports `bad_import[1]`."""
     pkg = tmp_path / "covnoise"
     for layer in LAYERS:
-        if layer == "config":
-            (pkg / "config.py").parent.mkdir(parents=True, exist_ok=True)
-            (pkg / "config.py").write_text("")
+        if layer in ("config", "files"):
+            pkg.mkdir(parents=True, exist_ok=True)
+            (pkg / f"{layer}.py").write_text("")
         else:
             (pkg / layer).mkdir(parents=True, exist_ok=True)
             (pkg / layer / "__init__.py").write_text("")

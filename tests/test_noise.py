@@ -293,3 +293,81 @@ def test_frobenius_ordering_with_correlated_gradients():
     fro = {k: s["noise_fro"] for k, s in st.items()}
     assert fro["isotropic"] < fro["diag"] < fro["full"]
     assert fro["full"] > 1.5 * fro["diag"]
+
+
+# --------------------------------------------------------------------------- the interface
+def test_registry_names_are_the_config_choices():
+    """Every structure a RunConfig may name is registered, and nothing else."""
+    from covnoise.config import NOISES
+
+    assert tuple(STRUCTURES) == NOISES
+    for name, cls in STRUCTURES.items():
+        assert cls.name == name
+
+
+@pytest.mark.parametrize("name", ["none", "isotropic", "diag", "full"])
+def test_plan_draws_rows_then_weights(name):
+    """plan() = the statistics rows (when due), then the loss weights, from one generator."""
+    s = make_structure(name, 0.4, stats_rows=5, stats_every=2)
+    state = s.init([])
+    gen, replay = torch.Generator().manual_seed(21), torch.Generator().manual_seed(21)
+    plan = s.plan(12, state, gen, dtype=torch.float64)
+    due = s.needs_stats(state)
+    rows = s.stats_rows(12, replay) if due else None
+    weights = s.loss_weights(12, state, replay, dtype=torch.float64)
+    assert plan.record_stats == due == (name in ("isotropic", "diag"))
+    assert (plan.rows is None) == (rows is None)
+    if rows is not None:
+        assert torch.equal(plan.rows, rows)
+    assert torch.equal(plan.weights, weights)
+    assert torch.equal(gen.get_state(), replay.get_state())
+
+
+def test_probe_weighted_gradient_is_the_weighted_sum():
+    from covnoise.core.noise import Probe
+    from covnoise.core.pergrad import DiagStatsRecorder
+
+    model, (x, y) = tiny(16), batch(9, 4, 17)
+    probe = Probe(model, ce, x, y)
+    with pytest.raises(RuntimeError, match="recorded forward"):
+        probe.weighted_grad(torch.ones(9, dtype=torch.float64))
+    stats = probe.record(DiagStatsRecorder(model, None, 1 / 9, probe.params))
+    assert stats.count == 9 and probe.size == 9
+    assert probe.n_params == sum(p.numel() for p in model.parameters())
+    w = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    got = torch.cat([g.flatten() for g in probe.weighted_grad(w)])
+    want = (w[:, None] * flat_grads(model, x, y)).sum(0)
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_noise_statistics_uses_the_structures_own_sampler(probe):
+    """A structure defined outside the package plugs in: noise_statistics averages ξᵀHξ over
+    the structure's draws and reports its tr Σ and ‖Σ‖_F unchanged."""
+    from covnoise.core.noise import ProbeNoise, Structure
+
+    model, x, y, H, G = probe
+    params = list(model.parameters())
+    P = sum(p.numel() for p in params)
+
+    class RandomCoordinate(Structure):
+        """ξ = ±√P·e_k for a random coordinate k: Σ = I."""
+
+        name = "coordinate"
+
+        def statistics(self, probe):
+            def draw(gen):
+                k = int(torch.randint(P, (1,), generator=gen))
+                flat = torch.zeros(P, dtype=torch.float64)
+                flat[k] = math.sqrt(P)
+                return [t.view_as(p) for t, p in zip(flat.split([p.numel() for p in params]),
+                                                     params, strict=True)]  # fmt: skip
+
+            return ProbeNoise(trace=float(P), fro=math.sqrt(P), draw=draw)
+
+    gen, replay = torch.Generator().manual_seed(18), torch.Generator().manual_seed(18)
+    st = noise_statistics(RandomCoordinate(1.0), model, ce, x, y, dense_hvp(H, params), 50, gen)
+    ks = [int(torch.randint(P, (1,), generator=replay)) for _ in range(50)]
+    vals = torch.tensor([P * float(H[k, k]) for k in ks], dtype=torch.float64)
+    assert st["noise_trace"] == P and st["noise_fro"] == math.sqrt(P)
+    assert st["noise_trace_hsigma"] == pytest.approx(float(vals.mean()), rel=1e-12)
+    assert st["noise_trace_hsigma_se"] == pytest.approx(float(vals.std() / math.sqrt(50)), rel=1e-9)

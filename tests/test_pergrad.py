@@ -199,9 +199,9 @@ def test_clear_errors():
 def test_chunked_layers_match_reference(monkeypatch):
     """Per-example gradients formed a few examples at a time (the memory bound for large
     layers) give the same statistics and Gram matrix."""
-    from covnoise.core import pergrad
+    from covnoise.core.pergrad import layers
 
-    monkeypatch.setattr(pergrad, "_CHUNK_ELEMENTS", 300)
+    monkeypatch.setattr(layers, "_CHUNK_ELEMENTS", 300)
     torch.manual_seed(11)
     model = Chain(True, CONV_OPTIONS[1])
     B = 7

@@ -1,5 +1,6 @@
-"""The run figures of covnoise.viz.plots: traces carry exactly the data they are given, bands are
-mean ± std, the stability line is 2(1+β)/η, the fit line is the least-squares line."""
+"""The run, noise and palette figures of covnoise.viz: traces carry exactly the data they are
+given, bands are mean ± std, the stability line is 2(1+β)/η, the fit line is the least-squares
+line."""
 
 from __future__ import annotations
 

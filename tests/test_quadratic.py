@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from scipy.linalg import expm, logm
 
+from covnoise.theory import covariance as cv
+from covnoise.theory import montecarlo
 from covnoise.theory import quadratic as q
+from covnoise.theory import quadratic_report as qr
 
 
 def _problem(P=6, rotation=1.0, seed=3, sigma=0.7, spectrum="power"):
@@ -77,13 +80,13 @@ def test_build_A_has_the_requested_spectrum(rotation):
 def test_structures_equal_trace_frobenius_order_and_identity():
     pr = _problem(P=8, rotation=1.0)
     C, A, sigma = pr.C, pr.A, pr.sigma
-    c = q.scale_factor(M=4, L=64, s=1.5)
+    c = cv.scale_factor(M=4, L=64, s=1.5)
     assert c == pytest.approx(1.5 * (1 / 4 - 1 / 64))
-    S = {k: q.noise_covariance(C, k, c) for k in q.STRUCTURES}
+    S = {k: cv.noise_covariance(C, k, c) for k in cv.STRUCTURES}
     np.testing.assert_array_equal(S["none"], 0.0)
-    traces = [np.trace(S[k]) for k in q.NOISY_STRUCTURES]
+    traces = [np.trace(S[k]) for k in cv.NOISY_STRUCTURES]
     np.testing.assert_allclose(traces, c * np.trace(C), rtol=1e-12)
-    fro = {k: np.linalg.norm(S[k], "fro") for k in q.NOISY_STRUCTURES}
+    fro = {k: np.linalg.norm(S[k], "fro") for k in cv.NOISY_STRUCTURES}
     assert fro["isotropic"] < fro["diag"] < fro["full"]
     # tr(AΣ) = ‖Σ‖_F²/(cσ²), and the closed forms of DESIGN.md
     closed = {
@@ -91,7 +94,7 @@ def test_structures_equal_trace_frobenius_order_and_identity():
         "diag": c * sigma**2 * np.sum(np.diag(A) ** 2),
         "isotropic": c * sigma**2 * np.trace(A) ** 2 / pr.P,
     }
-    for k in q.NOISY_STRUCTURES:
+    for k in cv.NOISY_STRUCTURES:
         tr_AS = np.trace(A @ S[k])
         assert tr_AS == pytest.approx(fro[k] ** 2 / (c * sigma**2), rel=1e-12)
         assert tr_AS == pytest.approx(closed[k], rel=1e-12)
@@ -99,8 +102,8 @@ def test_structures_equal_trace_frobenius_order_and_identity():
 
 def test_noise_table_shows_the_identity_and_order():
     pr = _problem(P=10, rotation=1.0)
-    table = q.noise_table(pr, q.Optimizer(alpha=1.2, L=500, M=8)).set_index("structure")
-    noisy = table.loc[list(q.NOISY_STRUCTURES)]
+    table = qr.noise_table(pr, q.Optimizer(alpha=1.2, L=500, M=8)).set_index("structure")
+    noisy = table.loc[list(cv.NOISY_STRUCTURES)]
     np.testing.assert_allclose(noisy["tr_A_sigma"], noisy["fro2_over_c_sigma2"], rtol=1e-12)
     np.testing.assert_allclose(noisy["trace"], noisy["trace"].iloc[0], rtol=1e-12)
     assert table.loc["none", "fro"] == 0.0
@@ -127,7 +130,7 @@ def test_stationary_losses_follow_the_frobenius_order(seed):
     for alpha in (0.3, 1.0, 1.9):
         opt = q.Optimizer(alpha=alpha, L=256, M=16)
         losses = {}
-        for k in q.NOISY_STRUCTURES:
+        for k in cv.NOISY_STRUCTURES:
             b, x = q.method_noise(pr, opt, k)
             losses[k] = q.stationary_loss(pr, b + x, alpha)
         assert losses["isotropic"] <= losses["diag"] <= losses["full"]
@@ -196,7 +199,7 @@ def test_stationary_covariance_three_ways():
 def test_stationary_loss_expansion_in_alpha():
     # E[L∞] = (α/4) tr N' + (α²/8) tr(A N') + O(α³): the remainder shrinks 8× when α halves.
     pr = _problem(P=8, rotation=1.0)
-    N = pr.C / 100 + q.noise_covariance(pr.C, "diag", 0.05)
+    N = pr.C / 100 + cv.noise_covariance(pr.C, "diag", 0.05)
     remainders = []
     for alpha in (0.2, 0.1, 0.05):
         first = alpha / 4 * np.trace(N) + alpha**2 / 8 * np.trace(pr.A @ N)
@@ -215,7 +218,7 @@ def test_monte_carlo_matches_exact_within_four_standard_errors(in_eigenbasis):
     m0 = q.initial_offset(pr.P, 1.0, seed=5)
     T, steps = 40, [1, 3, 10, 25, 40]
     noises = [q.method_noise(pr, opt, m) for m in q.METHODS]
-    mc = q.monte_carlo(
+    mc = montecarlo.monte_carlo(
         pr.A,
         [b for b, _ in noises],
         [x for _, x in noises],
@@ -245,7 +248,7 @@ def test_monte_carlo_standard_error_matches_spread_of_repeats():
     m0 = q.initial_offset(pr.P)
     means, ses = [], []
     for seed in range(40):
-        mc = q.monte_carlo(pr.A, [b], [x], opt.alpha, m0, 15, n_chains=200, seed=seed)
+        mc = montecarlo.monte_carlo(pr.A, [b], [x], opt.alpha, m0, 15, n_chains=200, seed=seed)
         means.append(mc.loss_mean[0, -1])
         ses.append(mc.loss_se[0, -1])
     ratio = np.std(means, ddof=1) / np.mean(ses)
@@ -257,7 +260,7 @@ def test_loss_curves_table():
     pr = _problem(P=5, rotation=1.0)
     opt = _opt_for(pr, 0.5)
     m0 = q.initial_offset(pr.P)
-    df = q.loss_curves(pr, opt, m0, T=20, n_chains=0)
+    df = qr.loss_curves(pr, opt, m0, T=20, n_chains=0)
     assert list(df["method"].unique()) == list(q.METHODS)
     assert len(df) == 21 * len(q.METHODS)
     assert df["mc_mean"].isna().all()
@@ -280,31 +283,24 @@ def test_step_size_at_or_beyond_limit_is_reported_unstable():
         with pytest.raises(q.UnstableStepError):
             q.stationary_loss(pr, N, alpha)
         with pytest.raises(q.UnstableStepError):
-            q.monte_carlo(pr.A, [N], [N], alpha, m0, 5, 10)
+            montecarlo.monte_carlo(pr.A, [N], [N], alpha, m0, 5, 10)
     with pytest.raises(q.UnstableStepError):
-        q.report(q.QuadraticSettings(P=5, alpha=2.0, T=10, n_chains=0))
+        qr.report(qr.QuadraticSettings(P=5, alpha=2.0, T=10, n_chains=0))
     # just below the limit the moments stay finite
     assert np.isfinite(q.expected_loss(pr, N, 0.999 * limit, m0, 200)).all()
 
 
-def test_batch_sizes_are_validated():
-    with pytest.raises(ValueError, match="M ≤ L"):
-        q.scale_factor(M=64, L=32)
-    with pytest.raises(ValueError, match="non-negative"):
-        q.scale_factor(M=4, L=32, s=-1)
-
-
 def test_affordable_chains_respects_budget():
-    assert q.affordable_chains(20, 200, 500, budget=4_000_000) == 500
-    assert q.affordable_chains(64, 1000, 4000, budget=4_000_000) == 62
-    assert q.affordable_chains(64, 1000, 0) == 0
-    assert q.affordable_chains(64, 1000, 4000, budget=10) == 2
+    assert qr.affordable_chains(20, 200, 500, budget=4_000_000) == 500
+    assert qr.affordable_chains(64, 1000, 4000, budget=4_000_000) == 62
+    assert qr.affordable_chains(64, 1000, 0) == 0
+    assert qr.affordable_chains(64, 1000, 4000, budget=10) == 2
 
 
 def test_report_runs_at_page_defaults():
-    rep = q.report(q.QuadraticSettings(T=30, n_chains=50))
+    rep = qr.report(qr.QuadraticSettings(T=30, n_chains=50))
     assert set(rep.curves["method"]) == set(q.METHODS)
-    assert len(rep.sweep) == 5 * len(q.NOISY_STRUCTURES)
+    assert len(rep.sweep) == 5 * len(cv.NOISY_STRUCTURES)
     for _, grp in rep.sweep.groupby("s"):
         np.testing.assert_allclose(grp["trace"], grp["trace"].iloc[0], rtol=1e-12)
         assert list(grp.sort_values("fro")["structure"]) == ["isotropic", "diag", "full"]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import os
 import sqlite3
+import stat
+import sys
+import threading
 import warnings
 
 import numpy as np
@@ -15,14 +19,24 @@ import pyarrow.parquet as pq
 import pytest
 
 from covnoise.config import RunConfig
+from covnoise.files import atomic_write
 from covnoise.runs import (
+    ACTIVE,
+    COMPLETED,
+    METRIC_COLUMNS,
+    RUN_COLUMNS,
+    STATUSES,
+    TERMINAL,
     RunStore,
     StoreFormatError,
     default_store_path,
     expand_runs,
     read_cached_runs,
     read_runs_parquet,
+    user_data_dir,
 )
+from covnoise.runs.parquet import parquet_schema
+from covnoise.runs.schema import METRIC_TABLE, RUN_TABLE
 
 BASE = RunConfig(dataset="digits", model="mlp", width=8, depth=2, batch_size=64, small_batch=16,
                  steps=10, epochs=None, eval_every=5, sharpness_every=0)  # fmt: skip
@@ -163,6 +177,32 @@ def test_default_path_follows_environment(monkeypatch, tmp_path):
     assert default_store_path() == tmp_path / "data" / "covnoise" / "runs.sqlite"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux default path")
+def test_default_path_on_linux_is_under_local_share(monkeypatch, tmp_path):
+    # platformdirs gives the XDG default, the path covnoise has always used on Linux
+    monkeypatch.delenv("COVNOISE_STORE", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert user_data_dir() == tmp_path / ".local" / "share" / "covnoise"
+    assert default_store_path() == tmp_path / ".local" / "share" / "covnoise" / "runs.sqlite"
+    monkeypatch.setenv("XDG_DATA_HOME", "")  # empty means unset
+    assert default_store_path() == tmp_path / ".local" / "share" / "covnoise" / "runs.sqlite"
+
+
+def test_schema_is_one_table_of_columns(store):
+    conn = sqlite3.connect(store.path)
+    run_cols = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+    metric_cols = [r[1] for r in conn.execute("PRAGMA table_info(metrics)")]
+    conn.close()
+    assert run_cols == [c.name for c in RUN_TABLE]
+    assert metric_cols == [c.name for c in METRIC_TABLE]
+    assert RUN_COLUMNS == tuple(c for c in run_cols if c not in ("traceback", "owner"))
+    assert METRIC_COLUMNS == tuple(metric_cols[1:])
+    live = {"heartbeat_at", "host", "pid", "owner", "cancel_requested"}
+    assert parquet_schema().names == [*(c for c in run_cols if c not in live), "metrics"]
+    assert set(STATUSES) == ACTIVE | TERMINAL and COMPLETED <= TERMINAL
+
+
 def test_store_file_is_in_wal_mode(store):
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -265,6 +305,70 @@ def test_bad_cached_files_are_skipped_with_a_warning(store, tmp_path):
     for name in ("foreign", "future", "wrongtype", "text"):
         with pytest.raises(StoreFormatError):
             read_runs_parquet(folder / f"{name}.parquet")
+
+
+def _export_repeatedly(db: str, target: str, rounds: int, barrier) -> None:
+    with RunStore(db) as s:
+        barrier.wait()
+        for _ in range(rounds):
+            assert s.export_parquet(target) == 3
+
+
+def test_concurrent_exports_to_one_file_all_succeed(store, tmp_path):
+    _populate(store)
+    target = tmp_path / "cached" / "same.parquet"
+    ctx = mp.get_context("spawn")
+    n_proc, rounds = 2, 25
+    barrier = ctx.Barrier(n_proc)
+    args = (str(store.path), str(target), rounds, barrier)
+    procs = [ctx.Process(target=_export_repeatedly, args=args) for _ in range(n_proc)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * n_proc  # no writer lost its temporary file
+    runs, metrics = read_runs_parquet(target)
+    assert len(runs) == 3 and len(metrics) == 18
+    assert [f.name for f in target.parent.iterdir()] == ["same.parquet"]  # no temporary left
+
+
+def test_concurrent_exports_from_threads(store, tmp_path):
+    _populate(store)
+    target = tmp_path / "threads" / "same.parquet"
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def export() -> None:
+        barrier.wait()
+        try:
+            for _ in range(10):
+                store.export_parquet(target)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=export) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len(read_runs_parquet(target)[0]) == 3
+    assert [f.name for f in target.parent.iterdir()] == ["same.parquet"]
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "deep" / "file.bin"
+    with atomic_write(target) as f:
+        f.write(b"old")
+    assert target.read_bytes() == b"old"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # like any new file
+    with pytest.raises(RuntimeError), atomic_write(target) as f:
+        f.write(b"half")
+        raise RuntimeError("boom")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
 
 
 def test_empty_cached_folder(tmp_path):

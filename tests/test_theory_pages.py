@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from covnoise.theory import quadratic
+from covnoise.theory import covariance, quadratic
 
 ROOT = Path(__file__).resolve().parents[1]
 QUAD = str(ROOT / "pages" / "quadratic.py")
@@ -74,8 +74,8 @@ def test_quadratic_page_draws_curves_sweep_and_table(quad):
         "LB + full (tr Σ)",
     ]
     table = quad.dataframe[0].value.set_index("structure")
-    assert list(table.index) == list(quadratic.STRUCTURES)
-    noisy = table.loc[list(quadratic.NOISY_STRUCTURES)]
+    assert list(table.index) == list(covariance.STRUCTURES)
+    noisy = table.loc[list(covariance.NOISY_STRUCTURES)]
     assert noisy["tr(AΣ)"].to_numpy() == pytest.approx(noisy["‖Σ‖_F² / (cσ²)"].to_numpy())
     # the page state is in the URL
     assert quad.query_params["page"] == "quadratic"

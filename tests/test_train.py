@@ -179,3 +179,22 @@ def test_runs_record_the_checkouts_code_revision():
     if head.returncode != 0:
         pytest.skip("not a git checkout")
     assert code_revision().removesuffix("-dirty") == head.stdout.strip()
+
+
+def test_the_faces_keep_the_names_other_layers_import():
+    """The engine imports run by its dotted path; the CLI, bench and tests use these names."""
+    import importlib
+
+    import covnoise.core as core
+    from covnoise.core import provenance, step, train
+    from covnoise.core.losses import per_example_loss
+
+    module, _, name = "covnoise.core.train.run".rpartition(".")
+    assert getattr(importlib.import_module(module), name) is run is core.run
+    assert train.code_revision is provenance.code_revision is core.code_revision
+    assert train.noisy_step is step.noisy_step is core.noisy_step
+    assert train.per_example_loss is per_example_loss is core.per_example_loss
+    assert train.resolve_device is core.resolve_device
+    assert str(train.resolve_device("cpu")) == "cpu"
+    assert train.describe_device(torch.device("cpu")).startswith("cpu (")
+    assert set(train.versions()) == {"python", "torch", "numpy", "covnoise"}

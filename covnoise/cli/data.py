@@ -11,7 +11,7 @@ from covnoise.cli.common import Parser
 def _cmd_data_download(args: argparse.Namespace) -> int:
     from covnoise.data import download
 
-    paths = download(args.name, args.data_dir, progress=True)
+    paths = download(args.name, args.data_dir, progress=True, variant=args.variant)
     for p in paths:
         print(p)
     return 0
@@ -36,5 +36,8 @@ def add_parser(sub: Any) -> None:
     dl.add_argument("name", help="mnist, fashion-mnist or cifar10 (mnist1d: writes its cache)")
     dl.add_argument("--data-dir", default=str(default_data_dir()),
                     help="where to put it (default: $COVNOISE_DATA_DIR or ~/.cache/covnoise)")
+    dl.add_argument("--variant", default=None, metavar="NAME",
+                    help="another published form of the files, e.g. binary for cifar10 "
+                         "(fixed-size records, read without pickle)")  # fmt: skip
     dl.set_defaults(func=_cmd_data_download)
     data_sub.add_parser("ls", help="list the data sets").set_defaults(func=_cmd_data_ls)

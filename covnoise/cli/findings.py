@@ -12,7 +12,7 @@ from covnoise.cli.common import EXIT_FAILED, EXIT_OK
 
 def _cmd_findings(args: argparse.Namespace) -> int:
     from covnoise.results.findings import all_findings, render, replace_block
-    from covnoise.runs.store import read_cached_runs
+    from covnoise.runs import read_cached_runs
 
     runs, metrics = read_cached_runs(args.runs)
     block = render(all_findings(runs, metrics))

@@ -20,7 +20,7 @@ from covnoise.cli.common import (
 )
 from covnoise.cli.train import add_train_arguments, config_from_args
 from covnoise.config import NOISES, ConfigError, RunConfig
-from covnoise.runs.store import COMPLETED, TERMINAL, RunStore
+from covnoise.runs import COMPLETED, TERMINAL, RunStore
 
 
 def _parse_list(field: str, text: str | None, kind: type) -> list | None:

@@ -10,46 +10,7 @@ from dataclasses import fields
 from typing import Any
 
 from covnoise.cli.common import EXIT_DIVERGED
-from covnoise.config import (
-    DATASETS,
-    DEVICES,
-    LR_SCALINGS,
-    MODELS,
-    NOISES,
-    SCHEDULES,
-    RunConfig,
-)
-
-_HELP: dict[str, str] = {
-    "dataset": f"data set: {', '.join(DATASETS)}",
-    "model": f"model: {', '.join(MODELS)}",
-    "width": "hidden width (MLP/CNN); vgg/resnet use width/4 base channels",
-    "depth": "number of linear layers of the MLP",
-    "ghost_bn": "ghost batch-norm group size (0 = no normalisation)",
-    "data_dir": "folder of file-backed data sets (mnist, fashion-mnist, cifar10)",
-    "split_seed": "seed of the train/test split",
-    "batch_size": "the large batch L",
-    "small_batch": "the target small batch M whose gradient noise is imitated",
-    "noise": f"noise structure: {', '.join(NOISES)}",
-    "noise_scale": "the multiplier s of c = s(1/M - 1/L)",
-    "stats_rows": "rows of the batch used to estimate diag(C) (0 = the whole batch)",
-    "stats_every": "re-estimate diag(C) every k steps",
-    "lr": "learning rate (before the scaling rule)",
-    "lr_scaling": f"scale lr relative to M: {', '.join(LR_SCALINGS)}",
-    "schedule": f"learning-rate schedule: {', '.join(SCHEDULES)}",
-    "warmup_epochs": "warm-up length of warmup_cosine, in epochs",
-    "step_every_epochs": "the step schedule multiplies lr by step_gamma this often",
-    "epochs": "training length in epochs",
-    "steps": "training length in steps (overrides epochs)",
-    "eval_every": "steps between evaluations",
-    "sharpness_every": "evaluations between sharpness/noise measurements (0 = never)",
-    "probe_size": "examples in the fixed probe batch for curvature and noise statistics",
-    "lanczos_iters": "Hessian-vector products allowed to Lanczos for the sharpness",
-    "noise_samples": "draws of the noise for the Tr(H Sigma) estimate",
-    "device": f"where to train: {', '.join(DEVICES)}",
-    "name": "a label for the run (not part of its id)",
-}
-
+from covnoise.config import RunConfig, field_info
 
 
 def _field_type(annotation: Any) -> type:
@@ -79,12 +40,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         if f.name == "dataset_options":
             parser.add_argument(
                 "--dataset-option", dest="dataset_options", action="append", type=_option,
-                default=None, metavar="KEY=VALUE", help="a data-set option (repeatable)",
+                default=None, metavar="KEY=VALUE", help=field_info(f.name).help,
             )  # fmt: skip
             continue
         kind = _field_type(f.name)
         default = getattr(defaults, f.name)
-        help_text = _HELP.get(f.name, f.name.replace("_", " "))
+        info = field_info(f.name)
+        help_text = info.help + (f": {', '.join(info.choices)}" if info.choices else "")
         parser.add_argument(
             flag, dest=f.name, type=kind, default=None,
             help=f"{help_text} (default: {default})",

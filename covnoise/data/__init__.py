@@ -2,36 +2,52 @@
 (generated or shipped), the readers of file-backed sets and their downloads.
 
 Every loader returns a :class:`Dataset` of tensors with a JSON-serialisable record of how it
-was made; files a user supplies are read without executing code (``restricted_pickle``).
+was made; files a user supplies are read without executing code (``restricted_pickle``, or
+no pickle at all for CIFAR-10's binary version).
+
+Modules, lowest first: ``dataset`` (container, error), ``options`` and ``registry`` (what
+exists, defaults, validation), ``layout`` (file names under ``data_dir``, missing files),
+``normalise`` and ``prepared`` (shared loader steps), one module per source (``digits``,
+``teacher``, ``mnist1d``, ``idx``, ``cifar``), then ``load`` (:func:`load_dataset`) and
+``download``.
 """
 
-from covnoise.data.datasets import (
+from covnoise.data.cifar import CIFAR10_CLASSES, read_cifar_batch, read_cifar_bin
+from covnoise.data.dataset import Dataset, DatasetError
+from covnoise.data.download import REMOTE_SOURCES, REMOTE_VARIANTS, download
+from covnoise.data.idx import read_idx
+from covnoise.data.layout import (
+    CIFAR10_BIN_FOLDER,
+    CIFAR10_BIN_TEST_BATCH,
+    CIFAR10_BIN_TRAIN_BATCHES,
     CIFAR10_FOLDER,
     CIFAR10_TEST_BATCH,
     CIFAR10_TRAIN_BATCHES,
-    DATA_DIR_ENV,
-    DATASETS,
     IDX_FILES,
-    REMOTE_SOURCES,
-    Dataset,
-    DatasetError,
-    DatasetSpec,
-    canonical_name,
-    default_data_dir,
-    download,
-    load_dataset,
+    missing_files,
+)
+from covnoise.data.load import load_dataset
+from covnoise.data.mnist1d import (
     make_mnist1d,
     mnist1d_arrays,
     mnist1d_cache_path,
     mnist1d_templates,
-    read_cifar_batch,
-    read_idx,
-    resolve_options,
-    teacher_logits,
-    teacher_network,
 )
+from covnoise.data.registry import (
+    DATA_DIR_ENV,
+    DATASETS,
+    DatasetSpec,
+    canonical_name,
+    default_data_dir,
+    resolve_options,
+)
+from covnoise.data.teacher import teacher_logits, teacher_network
 
 __all__ = [
+    "CIFAR10_BIN_FOLDER",
+    "CIFAR10_BIN_TEST_BATCH",
+    "CIFAR10_BIN_TRAIN_BATCHES",
+    "CIFAR10_CLASSES",
     "CIFAR10_FOLDER",
     "CIFAR10_TEST_BATCH",
     "CIFAR10_TRAIN_BATCHES",
@@ -39,6 +55,7 @@ __all__ = [
     "DATA_DIR_ENV",
     "IDX_FILES",
     "REMOTE_SOURCES",
+    "REMOTE_VARIANTS",
     "Dataset",
     "DatasetError",
     "DatasetSpec",
@@ -47,10 +64,12 @@ __all__ = [
     "download",
     "load_dataset",
     "make_mnist1d",
+    "missing_files",
     "mnist1d_arrays",
     "mnist1d_cache_path",
     "mnist1d_templates",
     "read_cifar_batch",
+    "read_cifar_bin",
     "read_idx",
     "resolve_options",
     "teacher_logits",

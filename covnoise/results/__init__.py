@@ -2,69 +2,56 @@
 the cost model, the studies as data and their findings. Import from here (``results.curves``);
 the modules behind these names may move."""
 
-from covnoise.results.analysis import (  # noqa: F401
+from covnoise.results.claims import (  # noqa: F401
+    CLAIMS,
+    SPEED_TOLERANCE,
+    Difference,
+    Verdict,
+    difference,
+    verdicts,
+)
+from covnoise.results.correlations import (  # noqa: F401
+    Correlation,
+    coefficients,
+    correlation,
+    correlation_difference,
+    correlation_table,
+)
+from covnoise.results.cost import (  # noqa: F401
+    OVERHEAD_SECONDS,
+    STRUCTURE_COST,
+    Cost,
+    evaluation_count,
+    forward_flops,
+    grid_seconds,
+    run_cost,
+    run_seconds,
+    throughput,
+)
+from covnoise.results.findings import StudyFindings, all_findings, study_findings  # noqa: F401
+from covnoise.results.labels import (  # noqa: F401
     GENERALISATION,
     KEY_NAMES,
     MEASUREMENT_FIELDS,
     METRIC_LABELS,
     NOISE_STATISTICS,
     NON_EXPERIMENT_FIELDS,
-    OVERHEAD_SECONDS,
-    STRUCTURE_COST,
     X_AXES,
-    Correlation,
-    Cost,
-    aggregate_seeds,
-    coefficients,
     config_from_row,
     config_keys,
-    correlation,
-    correlation_difference,
-    correlation_table,
-    curves,
-    ema,
-    evaluation_count,
     experiment_labels,
-    final_values,
-    forward_flops,
-    grid_seconds,
     group_labels,
-    group_seeds,
-    mean_values,
     metric_label,
-    run_cost,
-    run_points,
-    run_seconds,
-    smooth,
-    throughput,
     varying_keys,
 )
-from covnoise.results.findings import (  # noqa: F401
+from covnoise.results.markdown import (  # noqa: F401
     BEGIN,
-    CLAIMS,
     END,
-    GAPS,
-    SPEED_TOLERANCE,
-    STRUCTURE_ORDER,
-    Difference,
-    StudyFindings,
-    Verdict,
-    all_findings,
-    arm_label,
     arm_markdown,
-    arm_table,
-    claim4_table,
     correlation_markdown,
-    difference,
     format_pm,
-    noise_settings,
     render,
     replace_block,
-    run_table,
-    steps_to_target,
-    study_findings,
-    study_runs,
-    verdicts,
 )
 from covnoise.results.study import (  # noqa: F401
     ALL_STUDIES,
@@ -79,6 +66,24 @@ from covnoise.results.study import (  # noqa: F401
     run_parts,
     run_study,
 )
+from covnoise.results.summaries import (  # noqa: F401
+    final_values,
+    group_seeds,
+    mean_values,
+    run_points,
+)
+from covnoise.results.tables import (  # noqa: F401
+    GAPS,
+    STRUCTURE_ORDER,
+    arm_label,
+    arm_table,
+    claim4_table,
+    noise_settings,
+    run_table,
+    steps_to_target,
+    study_runs,
+)
+from covnoise.results.trajectories import aggregate_seeds, curves, ema, smooth  # noqa: F401
 
 __all__ = [
     "ALL_STUDIES",

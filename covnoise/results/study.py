@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from covnoise.config import RunConfig
+from covnoise.runs import COMPLETED, TERMINAL
 from covnoise.runs.engine import expand_grid, make_engine
-from covnoise.runs.store import COMPLETED, TERMINAL
 
 SCALES = (0.25, 0.5, 1.0, 2.0)
 SEEDS = (0, 1, 2)

@@ -1,27 +1,30 @@
 """Where runs live and how they are executed: the SQLite run store, Parquet I/O and the
 engines (``covnoise.runs.engine``: a local worker pool, Ray) that run configs and write their
-metrics to the store. Import the store's names from here; the modules behind them may move."""
+metrics to the store. Import the store's names from here; the modules behind them may move.
 
-from covnoise.runs.store import (  # noqa: F401
+Behind this face: ``schema`` (statuses and columns), ``paths`` (where the store lives),
+``database`` (SQLite access), ``queries`` and ``store`` (reading and changing runs),
+``parquet`` (runs files), ``frames`` (pandas helpers) and ``atomic`` (atomic file writes).
+"""
+
+from covnoise.runs.frames import expand_runs
+from covnoise.runs.parquet import (
+    PARQUET_SCHEMA_VERSION,
+    StoreFormatError,
+    read_cached_runs,
+    read_runs_parquet,
+    write_runs_parquet,
+)
+from covnoise.runs.paths import STORE_ENV, default_store_path, user_data_dir
+from covnoise.runs.schema import (
     ACTIVE,
     COMPLETED,
     METRIC_COLUMNS,
-    PARQUET_SCHEMA_VERSION,
     RUN_COLUMNS,
     STATUSES,
-    STORE_ENV,
     TERMINAL,
-    RunStore,
-    StoreFormatError,
-    default_store_path,
-    expand_runs,
-    metric_rows,
-    open_store,
-    read_cached_runs,
-    read_runs_parquet,
-    user_data_dir,
-    write_runs_parquet,
 )
+from covnoise.runs.store import RunStore, metric_rows, open_store
 
 __all__ = [
     "ACTIVE",

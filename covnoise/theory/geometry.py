@@ -8,8 +8,9 @@ cloud for each method:
 
 - SGD with batch M: the mean gradient of a minibatch drawn without replacement from the data,
 - LB + isotropic / full Fisher / diagonal Fisher: a minibatch of L drawn the same way plus
-  injected noise ξ ~ N(0, Σ) with Σ = σ² I (σ chosen), or the same-trace isotropic
-  c (tr C / 2) I, c C, c diag(C), c = s (1/M − 1/L).
+  injected noise ξ ~ N(0, Σ), Σ = c · K from the covariance table (covnoise.theory.covariance)
+  with K = (tr C / 2) I, C or diag(C); the isotropic cloud may instead take Σ = σ² I with a
+  chosen σ.
 
 Each cloud's exact covariance is α² Σ_total with Σ_total = f_B C / B + Σ, where
 f_B = (N − B)/(N − 1) is the finite-population factor of sampling without replacement.
@@ -23,7 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from covnoise.theory.covariance import psd_factor, scale_factor, structure_matrix
+
+#: "sgd" is batch M; the others are batch L plus the structure of the same name.
 METHODS: tuple[str, ...] = ("sgd", "isotropic", "full", "diag")
+NOISY_METHODS: tuple[str, ...] = METHODS[1:]
 ISO_MODES: tuple[str, ...] = ("sigma", "trace")
 
 
@@ -90,8 +95,7 @@ def covariance_ellipse(
     mean: np.ndarray, cov: np.ndarray, n_std: float = 2.0, n_points: int = 121
 ) -> np.ndarray:
     """Points (n_points × 2) of the ellipse {mean + n_std · R u : ‖u‖ = 1}, R Rᵀ = cov."""
-    w, V = np.linalg.eigh(0.5 * (cov + cov.T))
-    R = V * np.sqrt(np.clip(w, 0.0, None))
+    R = psd_factor(cov)
     t = np.linspace(0.0, 2.0 * np.pi, n_points)
     circle = np.stack([np.cos(t), np.sin(t)])
     return np.asarray(mean) + n_std * (R @ circle).T
@@ -170,18 +174,14 @@ class Geometry:
 def injected_covariance(
     C: np.ndarray, method: str, c: float, sigma_iso: float, iso_mode: str
 ) -> np.ndarray:
-    """Σ of a large-batch method: σ² I or c (tr C/2) I, c C, or c diag(C)."""
-    if method == "isotropic":
-        if iso_mode == "sigma":
-            return sigma_iso**2 * np.eye(2)
-        if iso_mode == "trace":
-            return c * np.trace(C) / 2.0 * np.eye(2)
+    """Σ of a large-batch method: c · K from the covariance table, or σ² I (iso_mode "sigma")."""
+    if method == "isotropic" and iso_mode not in ISO_MODES:
         raise ValueError(f"unknown isotropic mode {iso_mode!r}; choose one of {ISO_MODES}")
-    if method == "full":
-        return c * C
-    if method == "diag":
-        return c * np.diag(np.diag(C))
-    raise ValueError(f"no injected noise for method {method!r}")
+    if method == "isotropic" and iso_mode == "sigma":
+        return sigma_iso**2 * np.eye(2)
+    if method not in NOISY_METHODS:
+        raise ValueError(f"no injected noise for method {method!r}")
+    return c * structure_matrix(C, method)  # type: ignore[arg-type]
 
 
 def one_step_clouds(settings: GeometrySettings) -> Geometry:
@@ -200,7 +200,7 @@ def one_step_clouds(settings: GeometrySettings) -> Geometry:
     G = per_example_gradients(data, theta)
     g_bar = G.mean(axis=0)
     C = gradient_covariance(G)
-    c = cfg.s * (1.0 / cfg.M - 1.0 / cfg.L)
+    c = scale_factor(cfg.M, cfg.L, cfg.s)
     mean = theta - cfg.alpha * g_bar
     rng = np.random.default_rng([cfg.seed, 1])
     n = cfg.n_samples
@@ -212,10 +212,9 @@ def one_step_clouds(settings: GeometrySettings) -> Geometry:
     )
     lb_means = batch_means(G, cfg.L, n, rng)
     lb_noise = fpc(cfg.N, cfg.L) * C / cfg.L
-    for method in ("isotropic", "full", "diag"):
+    for method in NOISY_METHODS:
         Sigma = injected_covariance(C, method, c, cfg.sigma_iso, cfg.iso_mode)
-        w, V = np.linalg.eigh(Sigma)
-        xi = rng.standard_normal((n, 2)) @ (V * np.sqrt(np.clip(w, 0.0, None))).T
+        xi = rng.standard_normal((n, 2)) @ psd_factor(Sigma).T
         samples = theta - cfg.alpha * (lb_means + xi)
         clouds[method] = _cloud(method, samples, mean, cfg, lb_noise + Sigma, Sigma)
     return Geometry(data=data, theta=theta, grad_mean=g_bar, C=C, clouds=clouds)

@@ -1,4 +1,4 @@
-"""Exact moments of noisy SGD on a convex quadratic, and their Monte-Carlo twin.
+"""Exact moments of noisy SGD on a convex quadratic: the problem and its closed forms.
 
 Loss L(θ) = ½ (θ − θ*)ᵀ A (θ − θ*), A = Q Λ Qᵀ, per-example gradient covariance C = σ² A.
 All quantities are in offset coordinates x = θ − θ*, so the update
@@ -6,7 +6,10 @@ All quantities are in offset coordinates x = θ − θ*, so the update
     x⁺ = x − α (A x + ε + ξ),   Cov(ε) = C / B (minibatch noise),   Cov(ξ) = Σ (injected)
 
 is linear and its mean and covariance evolve in closed form. Large-batch runs use B = L and
-Σ = c · K with c = s (1/M − 1/L); the small-batch reference is B = M with no ξ.
+Σ = c · K from the covariance table (covnoise.theory.covariance); the small-batch reference
+is B = M with no ξ. This module builds the problem (spectra, rotations), gives each method
+its noise, and computes the exact mean, covariance and expected loss, transient and
+stationary; montecarlo.py simulates the same process and quadratic_report.py tabulates both.
 See DESIGN.md, "The convex quadratic".
 """
 
@@ -16,18 +19,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 from scipy.linalg import expm, logm, schur, solve_discrete_lyapunov
-from threadpoolctl import threadpool_limits
+
+from covnoise.theory.covariance import STRUCTURES, noise_covariance, scale_factor
 
 Spectrum = Literal["power", "two-cluster"]
-Structure = Literal["none", "isotropic", "diag", "full"]
 
 SPECTRA: tuple[str, ...] = ("power", "two-cluster")
-STRUCTURES: tuple[str, ...] = ("none", "isotropic", "diag", "full")
 #: "sgd-M" is small-batch SGD at the target batch M; the others are batch L plus a structure.
 METHODS: tuple[str, ...] = ("sgd-M", *STRUCTURES)
-NOISY_STRUCTURES: tuple[str, ...] = ("isotropic", "diag", "full")
 
 
 class UnstableStepError(ValueError):
@@ -203,36 +203,8 @@ def initial_offset(P: int, scale: float = 1.0, seed: int = 0) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Noise
+# Noise per method
 # --------------------------------------------------------------------------------------------
-
-
-def scale_factor(M: int, L: int, s: float = 1.0) -> float:
-    """c = s (1/M − 1/L): the variance a batch of L misses relative to a batch of M."""
-    if not 1 <= M <= L:
-        raise ValueError(f"need 1 ≤ M ≤ L, got M={M}, L={L}")
-    if s < 0:
-        raise ValueError(f"the multiplier s must be non-negative, got {s}")
-    return s * (1.0 / M - 1.0 / L)
-
-
-def structure_matrix(C: np.ndarray, structure: Structure) -> np.ndarray:
-    """K for a structure: 0, (tr C / P) I, diag(C) or C. All non-zero ones share tr K = tr C."""
-    P = C.shape[0]
-    if structure == "none":
-        return np.zeros_like(C)
-    if structure == "isotropic":
-        return (np.trace(C) / P) * np.eye(P)
-    if structure == "diag":
-        return np.diag(np.diag(C))
-    if structure == "full":
-        return C.copy()
-    raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
-
-
-def noise_covariance(C: np.ndarray, structure: Structure, c: float) -> np.ndarray:
-    """Injected covariance Σ = c · K."""
-    return c * structure_matrix(C, structure)
 
 
 @dataclass(frozen=True)
@@ -368,297 +340,3 @@ def stationary_loss(problem: Quadratic, noise: np.ndarray, alpha: float) -> floa
 def loss_of_covariance(A: np.ndarray, S: np.ndarray) -> float:
     """½ tr(A S): the expected loss of a zero-mean distribution with covariance S."""
     return 0.5 * float(np.sum(A * S))
-
-
-# --------------------------------------------------------------------------------------------
-# Monte Carlo
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class MonteCarlo:
-    """Per-step mean loss over independent chains and its standard error, one row per run."""
-
-    loss_mean: np.ndarray  # (K, T+1)
-    loss_se: np.ndarray  # (K, T+1)
-    n_chains: int
-
-
-def sqrt_factor(cov: np.ndarray) -> np.ndarray:
-    """R with R Rᵀ = cov for a symmetric PSD matrix (eigh; tolerates singular covariances)."""
-    w, V = np.linalg.eigh(0.5 * (cov + cov.T))
-    return V * np.sqrt(np.clip(w, 0.0, None))
-
-
-def _is_diagonal(M: np.ndarray, rtol: float = 1e-12) -> bool:
-    """Off-diagonal entries negligible (≤ rtol · largest entry): exact zeros or rounding."""
-    scale = float(np.abs(M).max())
-    off = M - np.diag(np.diag(M))
-    return scale == 0.0 or float(np.abs(off).max()) <= rtol * scale
-
-
-def _noise_factor(cov: np.ndarray) -> np.ndarray:
-    """Row-vector sampling factor: z @ F ~ N(0, cov) for z ~ N(0, I) rows (F = Rᵀ).
-
-    A diagonal covariance gives the vector of standard deviations (z * F, no matmul).
-    """
-    if _is_diagonal(cov):
-        return np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    return sqrt_factor(cov).T
-
-
-def _apply(z: np.ndarray, F: np.ndarray) -> np.ndarray:
-    return z * F if F.ndim == 1 else z @ F
-
-
-def monte_carlo(
-    A: np.ndarray,
-    batch_covs: list[np.ndarray],
-    injected_covs: list[np.ndarray],
-    alpha: float,
-    m0: np.ndarray,
-    T: int,
-    n_chains: int,
-    seed: int | tuple[int, ...] = 0,
-    basis: np.ndarray | None = None,
-) -> MonteCarlo:
-    """Simulate x⁺ = x − α (A x + ε + ξ) with n_chains independent chains for K noise settings.
-
-    Run k draws ε ~ N(0, batch_covs[k]) and ξ ~ N(0, injected_covs[k]) separately each step
-    (ε = R_ε z₁, ξ = R_ξ z₂, R from eigh). The K runs share z₁, z₂ (common random numbers):
-    each run is an exact simulation with independent chains, the draws (the costly part) are
-    made once, and differences between runs are less noisy.
-
-    basis: an orthogonal U, e.g. A's eigenvectors. The chains then run on Uᵀx, with Uᵀ A U and
-    Uᵀ cov U, which is the same process rotated (the loss is rotation invariant); matrices
-    that are diagonal in that basis are applied elementwise, which is much cheaper. With
-    basis=None the simulation runs in the original coordinates.
-    Returns the mean loss over chains and its standard error std/√n per run and step.
-    """
-    check_step_size(alpha, float(np.linalg.eigvalsh(A).max()))
-    if n_chains < 2:
-        raise ValueError(f"need at least 2 chains for a standard error, got {n_chains}")
-    if len(batch_covs) != len(injected_covs):
-        raise ValueError("batch_covs and injected_covs must have the same length")
-    m0 = np.asarray(m0, dtype=np.float64)
-    if basis is not None:
-        A = basis.T @ A @ basis
-        batch_covs = [basis.T @ c @ basis for c in batch_covs]
-        injected_covs = [basis.T @ c @ basis for c in injected_covs]
-        m0 = basis.T @ m0
-    rng = np.random.default_rng(seed)
-    P = A.shape[0]
-    K = len(batch_covs)
-    a_diag = np.diag(A).copy() if _is_diagonal(A) else None
-    F_eps = [_noise_factor(c) for c in batch_covs]
-    F_xi = [None if not np.any(c) else _noise_factor(c) for c in injected_covs]
-    x = np.broadcast_to(m0, (K, n_chains, P)).copy()
-    mean = np.empty((K, T + 1))
-    se = np.empty((K, T + 1))
-    # The products are small (n_chains × P by P × P): one BLAS thread is fastest, and
-    # threaded BLAS on a busy 2-core machine was measured up to 8× slower.
-    with threadpool_limits(limits=1, user_api="blas"):
-        _simulate(x, a_diag, A, F_eps, F_xi, alpha, T, rng, mean, se)
-    return MonteCarlo(loss_mean=mean, loss_se=se, n_chains=n_chains)
-
-
-def _simulate(x, a_diag, A, F_eps, F_xi, alpha, T, rng, mean, se) -> None:
-    """The Monte-Carlo loop of monte_carlo: updates x in place, fills mean and se."""
-    K, n_chains, P = x.shape
-    root_n = np.sqrt(n_chains)
-    for k in range(T + 1):
-        g = x * a_diag if a_diag is not None else (x.reshape(-1, P) @ A).reshape(x.shape)
-        losses = 0.5 * np.einsum("knp,knp->kn", g, x)
-        mean[:, k] = losses.mean(axis=1)
-        se[:, k] = losses.std(axis=1, ddof=1) / root_n
-        if k == T:
-            break
-        z1 = rng.standard_normal((n_chains, P))
-        z2 = rng.standard_normal((n_chains, P)) if any(F is not None for F in F_xi) else None
-        for j in range(K):
-            g[j] += _apply(z1, F_eps[j])
-            if F_xi[j] is not None:
-                g[j] += _apply(z2, F_xi[j])
-        x -= alpha * g
-
-
-# --------------------------------------------------------------------------------------------
-# Summaries for the app (tidy DataFrames)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QuadraticSettings:
-    """Everything the quadratic page controls; plain values so it caches and hashes well."""
-
-    P: int = 20
-    spectrum: str = "power"
-    exponent: float = 1.0
-    low: float = 0.05
-    rotation: float = 1.0
-    sigma: float = 1.0
-    alpha: float = 1.0
-    L: int = 1000
-    M: int = 10
-    s: float = 1.0
-    T: int = 200
-    n_chains: int = 500
-    seed: int = 0
-    init_scale: float = 1.0
-
-    def problem(self) -> Quadratic:
-        return make_problem(
-            self.P,
-            self.spectrum,  # type: ignore[arg-type]
-            exponent=self.exponent,
-            low=self.low,
-            rotation=self.rotation,
-            sigma=self.sigma,
-            seed=self.seed,
-        )
-
-    def optimizer(self) -> Optimizer:
-        return Optimizer(alpha=self.alpha, L=self.L, M=self.M, s=self.s)
-
-
-def loss_curves(
-    problem: Quadratic,
-    opt: Optimizer,
-    m0: np.ndarray,
-    T: int,
-    n_chains: int = 0,
-    seed: int = 0,
-    methods: tuple[str, ...] = METHODS,
-) -> pd.DataFrame:
-    """Long table (method, step, exact, mc_mean, mc_se) of expected-loss curves.
-
-    The Monte-Carlo columns are NaN when n_chains = 0; the methods share their random draws
-    (see monte_carlo).
-    """
-    check_step_size(opt.alpha, problem.lam_max)
-    noises = [method_noise(problem, opt, method) for method in methods]
-    if n_chains > 0:
-        mc = monte_carlo(
-            problem.A,
-            [b for b, _ in noises],
-            [x for _, x in noises],
-            opt.alpha,
-            m0,
-            T,
-            n_chains,
-            seed,
-            basis=problem.Q,
-        )
-    steps = np.arange(T + 1)
-    frames = []
-    for i, (method, (batch_cov, injected)) in enumerate(zip(methods, noises, strict=True)):
-        exact = expected_loss(problem, batch_cov + injected, opt.alpha, m0, T)
-        nan = np.full(T + 1, np.nan)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "method": method,
-                    "step": steps,
-                    "exact": exact,
-                    "mc_mean": mc.loss_mean[i] if n_chains > 0 else nan,
-                    "mc_se": mc.loss_se[i] if n_chains > 0 else nan,
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-def noise_table(problem: Quadratic, opt: Optimizer) -> pd.DataFrame:
-    """Per structure: tr Σ, ‖Σ‖_F, tr(AΣ), ‖Σ‖_F²/(cσ²) and the stationary loss E[L∞].
-
-    The identity tr(AΣ) = ‖Σ‖_F²/(cσ²) holds for every structure because Σ = cK with K built
-    from C = σ²A; the two columns are computed independently so a reader can see it hold.
-    """
-    check_step_size(opt.alpha, problem.lam_max)
-    c = opt.c
-    rows = []
-    for structure in STRUCTURES:
-        batch_cov, Sigma = method_noise(problem, opt, structure)
-        fro = float(np.linalg.norm(Sigma, "fro"))
-        denom = c * problem.sigma**2
-        rows.append(
-            {
-                "structure": structure,
-                "trace": float(np.trace(Sigma)),
-                "fro": fro,
-                "tr_A_sigma": float(np.sum(problem.A * Sigma)),
-                "fro2_over_c_sigma2": fro**2 / denom if denom > 0 else np.nan,
-                "stationary_loss": stationary_loss(problem, batch_cov + Sigma, opt.alpha),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def stationary_sweep(
-    problem: Quadratic,
-    opt: Optimizer,
-    multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
-) -> pd.DataFrame:
-    """Stationary loss of each noisy structure for s = opt.s × multipliers.
-
-    Returns (structure, s, trace, fro, stationary_loss): plotted against tr Σ the structures
-    separate at equal trace; against ‖Σ‖_F they are ordered by it.
-    """
-    check_step_size(opt.alpha, problem.lam_max)
-    C = problem.C
-    rows = []
-    for mult in multipliers:
-        s = opt.s * mult
-        c = scale_factor(opt.M, opt.L, s)
-        for structure in NOISY_STRUCTURES:
-            Sigma = noise_covariance(C, structure, c)  # type: ignore[arg-type]
-            rows.append(
-                {
-                    "structure": structure,
-                    "s": s,
-                    "trace": float(np.trace(Sigma)),
-                    "fro": float(np.linalg.norm(Sigma, "fro")),
-                    "stationary_loss": stationary_loss(problem, C / opt.L + Sigma, opt.alpha),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-@dataclass(frozen=True, eq=False)
-class QuadraticReport:
-    """All tables the quadratic page shows."""
-
-    curves: pd.DataFrame
-    table: pd.DataFrame
-    sweep: pd.DataFrame
-    stability_limit: float
-    lam_max: float
-    lam_min: float
-
-
-#: Monte-Carlo work (chains × steps × P) that keeps a page update well under a second.
-MC_BUDGET = 4_000_000
-
-
-def affordable_chains(P: int, T: int, n_chains: int, budget: int = MC_BUDGET) -> int:
-    """n_chains, reduced (to at least 2, or kept at 0) so chains × T × P stays within budget."""
-    if n_chains <= 0:
-        return 0
-    return max(2, min(n_chains, budget // max(1, P * T)))
-
-
-def report(settings: QuadraticSettings) -> QuadraticReport:
-    """Compute every table of the quadratic page; raises UnstableStepError for α ≥ 2/λ_max."""
-    lam = eigenvalues(settings.P, settings.spectrum, exponent=settings.exponent, low=settings.low)  # type: ignore[arg-type]
-    check_step_size(settings.alpha, float(lam.max()))
-    problem = settings.problem()
-    opt = settings.optimizer()
-    m0 = initial_offset(problem.P, settings.init_scale, settings.seed)
-    return QuadraticReport(
-        curves=loss_curves(problem, opt, m0, settings.T, settings.n_chains, settings.seed),
-        table=noise_table(problem, opt),
-        sweep=stationary_sweep(problem, opt),
-        stability_limit=problem.stability_limit,
-        lam_max=problem.lam_max,
-        lam_min=float(problem.eigvals.min()),
-    )

@@ -105,6 +105,38 @@ class BoolParam(Param):
         return "true" if value else "false"
 
 
+@dataclass(frozen=True)
+class ListParam(Param):
+    """A list of strings in the URL as "a,b,c"; with `choices`, each item must be one of them."""
+
+    choices: Sequence[str] | None = None
+
+    def parse(self, raw: str) -> list[str]:
+        items = [t.strip() for t in raw.split(",") if t.strip()]
+        if len(items) > 200:
+            raise BadValue("too many items")
+        if self.choices is not None:
+            bad = [t for t in items if t not in self.choices]
+            if bad:
+                raise BadValue(f"{bad[0]!r} is not one of {', '.join(self.choices)}")
+        return items
+
+    def format(self, value: Any) -> str:
+        return ",".join(str(v) for v in value)
+
+
+@dataclass(frozen=True)
+class TextParam(Param):
+    """Free text of at most `max_len` characters."""
+
+    max_len: int = 100
+
+    def parse(self, raw: str) -> str:
+        if len(raw) > self.max_len:
+            raise BadValue(f"longer than {self.max_len} characters")
+        return raw
+
+
 def _check_range(value: float, lo: float | None, hi: float | None) -> None:
     if lo is not None and value < lo:
         raise BadValue(f"below the minimum {lo}")

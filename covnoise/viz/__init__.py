@@ -1,21 +1,20 @@
 """DataFrame → Plotly figure: pure functions, testable without a browser. Import from here
 (``viz.live_figure``); the modules behind these names may move."""
 
-from covnoise.viz.plots import (  # noqa: F401
-    COLORS,
-    GEOMETRY_LABELS,
+from covnoise.viz.findings import arm_metric_figure  # noqa: F401
+from covnoise.viz.noise import noise_pair_figure, noise_scatter_figure  # noqa: F401
+from covnoise.viz.runs import (  # noqa: F401
     LIVE_PANELS,
-    QUADRATIC_LABELS,
-    RUN_PALETTE,
-    arm_metric_figure,
-    geometry_panel_figure,
     group_bands_figure,
     live_figure,
-    loss_curves_figure,
-    noise_pair_figure,
-    noise_scatter_figure,
-    palette,
     run_lines_figure,
+)
+from covnoise.viz.style import COLORS, RUN_PALETTE, palette  # noqa: F401
+from covnoise.viz.theory import (  # noqa: F401
+    GEOMETRY_LABELS,
+    QUADRATIC_LABELS,
+    geometry_panel_figure,
+    loss_curves_figure,
     stationary_figure,
 )
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from covnoise.config import RunConfig
 from covnoise.runs.engine.sweep import expand_grid
-from covnoise.runs.store import TERMINAL, RunStore
+from covnoise.runs.schema import TERMINAL
+from covnoise.runs.store import RunStore
 
 if TYPE_CHECKING:
     import pandas as pd

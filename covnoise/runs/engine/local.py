@@ -16,29 +16,25 @@ with running workers). A monitor thread
   gone, or its heartbeat is older than `stale_after`).
 
 Workers write their events straight into the store, so a running worker outlives an engine
-that is closed with ``cancel_running=False`` and finishes its run.
+that is closed with ``cancel_running=False`` and finishes its run. Starting, stopping and
+inspecting one worker process is covnoise.runs.engine.process; this module schedules them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from covnoise.runs.engine.base import DEFAULT_RUN_FN, Engine
 from covnoise.runs.engine.monitor import reap_lost_runs
+from covnoise.runs.engine.process import WorkerProcess, kill_worker_of, spawn_worker
 from covnoise.runs.store import RunStore
-
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def detect_gpus() -> int:
@@ -59,50 +55,6 @@ def default_workers(gpus: int | None = None) -> int:
     if gpus > 0:
         return gpus
     return max(1, (os.cpu_count() or 1) // 2)
-
-
-def _is_worker_of(pid: int, store_path: Path) -> bool:
-    """Whether `pid` is a covnoise worker writing to this store (guards against pid reuse)."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"covnoise.runs.engine.worker" in cmd and str(store_path).encode() in cmd
-
-
-#: Workers left running by engines closed with cancel_running=False; polled (reaped) later.
-_DETACHED: list[subprocess.Popen] = []
-
-
-def _reap_detached() -> None:
-    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
-
-
-@dataclass
-class _Worker:
-    popen: subprocess.Popen
-    log: IO[bytes]
-    run_id: str | None = None
-    slot: int | None = None
-    cancel_at: float | None = None
-    terminated_at: float | None = None
-    born: float = field(default_factory=time.monotonic)
-
-    def tail(self, limit: int = 800) -> str:
-        """The last lines the worker wrote to stderr (for failure messages)."""
-        try:
-            self.log.seek(0, os.SEEK_END)
-            size = self.log.tell()
-            self.log.seek(max(0, size - limit))
-            return self.log.read().decode(errors="replace").strip()
-        except (OSError, ValueError):
-            return ""
-
-    def close(self) -> None:
-        try:
-            self.log.close()
-        except OSError:
-            pass
 
 
 class LocalEngine(Engine):
@@ -138,8 +90,8 @@ class LocalEngine(Engine):
         self.host = socket.gethostname()
         self.last_error: str | None = None
         self._lock = threading.RLock()
-        self._running: dict[int, _Worker] = {}  # slot -> worker
-        self._idle: list[_Worker] = []
+        self._running: dict[int, WorkerProcess] = {}  # slot -> worker
+        self._idle: list[WorkerProcess] = []
         self._foreign_cancel: dict[str, float] = {}
         self._launching: str | None = None
         self._wake_event = threading.Event()
@@ -170,37 +122,38 @@ class LocalEngine(Engine):
             idle, self._idle = self._idle, []
             running = dict(self._running)
         for w in idle:
-            self._stop_idle(w)
+            w.stop()  # a spare holds no run (it has not opened the store yet)
         if cancel_running:
-            for w in running.values():
-                if w.run_id is not None and w.cancel_at is None:
-                    self.store.request_cancel(w.run_id)
-                    w.cancel_at = time.monotonic()
-            deadline = time.monotonic() + (
-                timeout if timeout is not None else self.cancel_grace + 10
-            )
-            while running and time.monotonic() < deadline:
-                for slot, w in list(running.items()):
-                    rc = w.popen.poll()
-                    if rc is None:
-                        self._escalate(w)
-                    else:
-                        self._reap(w, rc)
-                        running.pop(slot)
-                        with self._lock:
-                            self._running.pop(slot, None)
-                time.sleep(0.05)
-            for w in running.values():  # still alive past the deadline
-                w.popen.kill()
-                self._reap(w, w.popen.wait())
-            with self._lock:
-                self._running.clear()
+            self._cancel_all(running, timeout)
         else:
             with self._lock:
                 for w in self._running.values():
-                    w.close()
-                    _DETACHED.append(w.popen)  # reaped later; it finishes its run on its own
+                    w.detach()  # it finishes its run on its own
                 self._running.clear()
+
+    def _cancel_all(self, running: dict, timeout: float | None) -> None:
+        """Ask every running worker to stop, escalate after the grace, reap them all."""
+        for w in running.values():
+            if w.run_id is not None and w.cancel_at is None:
+                self.store.request_cancel(w.run_id)
+                w.cancel_at = time.monotonic()
+        deadline = time.monotonic() + (timeout if timeout is not None else self.cancel_grace + 10)
+        while running and time.monotonic() < deadline:
+            for slot, w in list(running.items()):
+                rc = w.popen.poll()
+                if rc is None:
+                    w.escalate(self.cancel_grace)
+                else:
+                    self._reap(w, rc)
+                    running.pop(slot)
+                    with self._lock:
+                        self._running.pop(slot, None)
+            time.sleep(0.05)
+        for w in running.values():  # still alive past the deadline
+            w.popen.kill()
+            self._reap(w, w.popen.wait())
+        with self._lock:
+            self._running.clear()
 
     # ------------------------------------------------------------------ control
     def cancel(self, run_id: str) -> str | None:
@@ -254,7 +207,7 @@ class LocalEngine(Engine):
         for slot, w in running:
             rc = w.popen.poll()
             if rc is None:
-                self._escalate(w)
+                w.escalate(self.cancel_grace)
                 continue
             self._reap(w, rc)
             with self._lock:
@@ -307,7 +260,6 @@ class LocalEngine(Engine):
                     self._launching = None
 
     def _launch(self, slot: int, run_id: str, gpu: int | None) -> None:
-        order = (json.dumps({"run_id": run_id, "gpu": gpu}) + "\n").encode()
         error: Exception | None = None
         for attempt in range(2):
             with self._lock:
@@ -315,14 +267,11 @@ class LocalEngine(Engine):
             try:
                 if w is None:
                     w = self._spawn()
-                w.popen.stdin.write(order)
-                w.popen.stdin.close()
+                w.hand_over(run_id, gpu)
             except (OSError, ValueError) as exc:  # a spare that died, or no interpreter
                 error = exc
                 if w is not None:
-                    w.popen.kill()
-                    w.popen.wait()
-                    w.close()
+                    w.stop()
                 continue
             w.run_id, w.slot = run_id, slot
             with self._lock:
@@ -331,44 +280,10 @@ class LocalEngine(Engine):
             return
         self.store.finish(run_id, "failed", message=f"could not start a worker: {error}")
 
-    def _spawn(self) -> _Worker:
-        _reap_detached()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        cmd = [
-            self.python, "-m", "covnoise.runs.engine.worker", "--store", str(self.store.path),
-            "--run-fn", self.run_fn, "--threads", str(self.threads),
-        ]  # fmt: skip
-        log = tempfile.TemporaryFile()
-        try:
-            popen = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, env=env,
-                start_new_session=True,  # Ctrl-C in a terminal goes to the engine, not here
-            )  # fmt: skip
-        except OSError:
-            log.close()
-            raise
-        return _Worker(popen=popen, log=log)
+    def _spawn(self) -> WorkerProcess:
+        return spawn_worker(self.python, self.store.path, self.run_fn, self.threads)
 
-    def _stop_idle(self, w: _Worker) -> None:
-        """Stop a spare that holds no run (it has not opened the store yet)."""
-        w.popen.kill()
-        w.popen.wait()
-        w.close()
-
-    def _escalate(self, w: _Worker) -> None:
-        """Terminate, then kill, a worker that ignores a cancel request past the grace."""
-        if w.cancel_at is None:
-            return
-        now = time.monotonic()
-        if w.terminated_at is None and now - w.cancel_at > self.cancel_grace:
-            w.popen.terminate()
-            w.terminated_at = now
-        elif w.terminated_at is not None and now - w.terminated_at > 3.0:
-            w.popen.kill()
-
-    def _reap(self, w: _Worker, rc: int) -> None:
+    def _reap(self, w: WorkerProcess, rc: int) -> None:
         """Record the end of a worker whose run has no final status yet."""
         try:
             if w.run_id is None or self.store.status(w.run_id) != "running":
@@ -402,8 +317,8 @@ class LocalEngine(Engine):
             if rec["cancel_requested"] and rec["host"] == self.host and pid is not None:
                 # a worker nobody watches that ignores its cancel request: stop it here
                 first = self._foreign_cancel.setdefault(rid, now)
-                if now - first > self.cancel_grace + 5.0 and _is_worker_of(pid, self.store.path):
-                    os.kill(pid, 9)
+                if now - first > self.cancel_grace + 5.0:
+                    kill_worker_of(pid, self.store.path)
         skip = set(mine)
         with self._lock:
             launching = self._launching

@@ -9,9 +9,9 @@ back to the queue.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
+
+import psutil
 
 from covnoise.runs.store import RunStore
 
@@ -19,16 +19,11 @@ from covnoise.runs.store import RunStore
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists on this machine and is not a zombie."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # gone, or a zombie (psutil.ZombieProcess)
         return False
-    except PermissionError:
+    except psutil.AccessDenied:  # someone else's process: it exists
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 #: Seconds a run whose process is gone is left to the engine that owns it, so that engine

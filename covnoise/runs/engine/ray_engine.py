@@ -45,10 +45,8 @@ class StopFlags:
         return run_id in self.flags
 
 
-def run_task(run_id: str, config: dict[str, Any], run_fn_path: str, flags, threads: int):
-    """Generator body of one Ray task: yields {"events": [...]} batches, then the result."""
-    from covnoise.config import RunConfig
-
+def _limit_threads(threads: int) -> None:
+    """Keep a task to the CPUs Ray gave it."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
         import torch
@@ -56,9 +54,12 @@ def run_task(run_id: str, config: dict[str, Any], run_fn_path: str, flags, threa
         torch.set_num_threads(threads)
     except ImportError:
         pass
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    result: dict[str, Any] = {}
+
+
+def _start_run(run_id: str, config: dict[str, Any], run_fn_path: str, events: queue.Queue,
+               stop: threading.Event, result: dict[str, Any]) -> threading.Thread:  # fmt: skip
+    """Run the training function in a thread that puts its events on `events`, then _DONE."""
+    from covnoise.config import RunConfig
 
     def target() -> None:
         try:
@@ -73,30 +74,55 @@ def run_task(run_id: str, config: dict[str, Any], run_fn_path: str, flags, threa
 
     thread = threading.Thread(target=target, name=f"run-{run_id}", daemon=True)
     thread.start()
-    pending = None
+    return thread
+
+
+def _collect(events: queue.Queue) -> tuple[list[dict], bool]:
+    """The metric events that arrive within one batch window, and whether the run ended."""
+    batch: list[dict] = []
+    deadline = time.monotonic() + BATCH_SECONDS
+    while True:
+        wait = deadline - time.monotonic()
+        try:
+            item = events.get(timeout=max(wait, 0.0)) if wait > 0 else events.get_nowait()
+        except queue.Empty:
+            return batch, False
+        if item is _DONE:
+            return batch, True
+        if item.get("event") != "summary":
+            batch.append(item)
+
+
+class _CancelWatch:
+    """Asks the flags actor, without blocking, whether the run should stop."""
+
+    def __init__(self, flags: Any, run_id: str, stop: threading.Event) -> None:
+        self.flags, self.run_id, self.stop = flags, run_id, stop
+        self.pending = None
+
+    def poll(self) -> None:
+        if self.pending is None:
+            self.pending = self.flags.is_set.remote(self.run_id)
+        ready, _ = ray.wait([self.pending], timeout=0)
+        if ready:
+            if ray.get(self.pending):
+                self.stop.set()
+            self.pending = None
+
+
+def run_task(run_id: str, config: dict[str, Any], run_fn_path: str, flags, threads: int):
+    """Generator body of one Ray task: yields {"events": [...]} batches, then the result."""
+    _limit_threads(threads)
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+    thread = _start_run(run_id, config, run_fn_path, events, stop, result)
+    watch = _CancelWatch(flags, run_id, stop)
     last_yield = time.monotonic()
     finished = False
     while not finished:
-        batch: list[dict] = []
-        deadline = time.monotonic() + BATCH_SECONDS
-        while True:
-            wait = deadline - time.monotonic()
-            try:
-                item = events.get(timeout=max(wait, 0.0)) if wait > 0 else events.get_nowait()
-            except queue.Empty:
-                break
-            if item is _DONE:
-                finished = True
-                break
-            if item.get("event") != "summary":
-                batch.append(item)
-        if pending is None:
-            pending = flags.is_set.remote(run_id)
-        ready, _ = ray.wait([pending], timeout=0)
-        if ready:
-            if ray.get(pending):
-                stop.set()
-            pending = None
+        batch, finished = _collect(events)
+        watch.poll()
         now = time.monotonic()
         if batch or now - last_yield >= HEARTBEAT_SECONDS:
             last_yield = now

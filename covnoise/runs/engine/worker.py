@@ -76,7 +76,8 @@ def execute(
 ) -> str:
     """Run `run_id` from the store at `store_path` with the run function; returns its status."""
     from covnoise.config import RunConfig
-    from covnoise.runs.store import TERMINAL, RunStore
+    from covnoise.runs.schema import TERMINAL
+    from covnoise.runs.store import RunStore
 
     store = RunStore(store_path)
     store.set_worker(run_id, os.getpid(), socket.gethostname())

@@ -1,0 +1,161 @@
+"""What every noise structure is: its state, its step plan and the shared base class.
+
+A structure is a small stateless object, optax-style: `init(params) -> state` and
+`update(grads, state, stats, generator) -> (noisy_grads, state)`. Before the backward,
+`plan(batch_size, state, generator)` says what the step needs from it (the per-example loss
+weights, and whether and on which rows to record DiagStats); at evaluation,
+`statistics(probe)` gives Σ = c·K on a probe batch and a sampler of ξ (see
+covnoise.core.noise.probe). `Structure` holds what they share: the scale c, the statistics
+schedule, the default plan (uniform weights, no statistics) and the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from covnoise.core.noise.probe import Probe, ProbeNoise
+from covnoise.core.pergrad import DiagStats
+
+
+@dataclass
+class NoiseState:
+    """Per-run state of a structure: the step count and the last diag(C) estimate."""
+
+    step: int = 0
+    shapes: tuple[torch.Size, ...] = ()
+    scale: Tensor | None = None  # ξ = scale ⊙ z: √(c·v) flat (diag), √(c·Σv/P) 0-d (isotropic)
+    refreshes: int = 0  # how many times the statistics were refreshed
+    last_stats_step: int | None = None
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one step's backward must do for the structure.
+
+    `weights` (B,) are the per-example loss weights of the backpropagated Σ_n w_n l_n;
+    when `record_stats` is set, DiagStats are recorded on the batch rows `rows`.
+    """
+
+    weights: Tensor
+    record_stats: bool = False
+    rows: Tensor | None = None
+
+
+@runtime_checkable
+class NoiseStructure(Protocol):
+    """The interface of a noise structure (see the module docstring)."""
+
+    name: str
+    c: float
+
+    def init(self, params: list[Tensor]) -> NoiseState: ...
+
+    def plan(
+        self,
+        batch_size: int,
+        state: NoiseState,
+        generator: torch.Generator,
+        dtype: torch.dtype | None = None,
+    ) -> StepPlan: ...
+
+    def update(
+        self,
+        grads: list[Tensor],
+        state: NoiseState,
+        stats: DiagStats | None,
+        generator: torch.Generator,
+    ) -> tuple[list[Tensor], NoiseState]: ...
+
+    def statistics(self, probe: Probe) -> ProbeNoise: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def centred_weights(
+    n: int, c: float, generator: torch.Generator, dtype: torch.dtype | None
+) -> Tensor:
+    """√(c/n)(z − z̄) for a fresh z ~ N(0, I_n), on the generator's device.
+
+    ∇Σ_n w_n l_n with these weights is ξ = √(c/n) Σ_n (z_n − z̄) g_n, and Cov(ξ) = c·C exactly.
+    """
+    z = torch.randn(n, generator=generator, device=generator.device, dtype=dtype)
+    return (z - z.mean()).mul_(math.sqrt(c / n))
+
+
+class Structure:
+    """Shared bookkeeping: name, scale c and the statistics schedule."""
+
+    name = "base"
+    uses_stats = False
+
+    def __init__(self, c: float, *, stats_rows: int | None = None, stats_every: int = 1):
+        if not (math.isfinite(c) and c >= 0):
+            raise ValueError(f"noise scale c must be finite and >= 0, got {c}")
+        if stats_rows is not None and int(stats_rows) < 2:
+            raise ValueError(f"stats_rows must be >= 2 or None (whole batch), got {stats_rows}")
+        if int(stats_every) < 1:
+            raise ValueError(f"stats_every must be >= 1, got {stats_every}")
+        self.c = float(c)
+        self.stats_subbatch = None if stats_rows is None else int(stats_rows)
+        self.stats_every = int(stats_every)
+
+    def describe(self) -> dict[str, Any]:
+        """The choices a run should record with its results."""
+        return {
+            "structure": self.name,
+            "c": self.c,
+            "stats_rows": self.stats_subbatch if self.uses_stats else None,
+            "stats_every": self.stats_every if self.uses_stats else None,
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "structure")
+        return f"{type(self).__name__}({args})"
+
+    def init(self, params: list[Tensor]) -> NoiseState:
+        """Fresh state for parameters shaped like `params`."""
+        return NoiseState(shapes=tuple(p.shape for p in params))
+
+    def plan(
+        self,
+        batch_size: int,
+        state: NoiseState,
+        generator: torch.Generator,
+        dtype: torch.dtype | None = None,
+    ) -> StepPlan:
+        """The step's plan; draws the statistics rows first, then the loss weights."""
+        record = self.needs_stats(state)
+        rows = self.stats_rows(batch_size, generator) if record else None
+        weights = self.loss_weights(batch_size, state, generator, dtype)
+        return StepPlan(weights=weights, record_stats=record, rows=rows)
+
+    def needs_stats(self, state: NoiseState) -> bool:
+        """Whether this step must record DiagStats."""
+        return False
+
+    def stats_rows(self, batch_size: int, generator: torch.Generator) -> Tensor | None:
+        """Sorted indices of the sub-batch to record statistics on (all rows if None)."""
+        b = self.stats_subbatch
+        if b is None or b >= batch_size:
+            return torch.arange(batch_size, device=generator.device)
+        perm = torch.randperm(batch_size, generator=generator, device=generator.device)
+        return perm[:b].sort().values
+
+    def loss_weights(
+        self,
+        batch_size: int,
+        state: NoiseState,
+        generator: torch.Generator,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Per-example loss weights (B,), summing to one: 1/B unless the structure says so."""
+        return torch.full((batch_size,), 1.0 / batch_size, dtype=dtype, device=generator.device)
+
+    def _advance(self, state: NoiseState, **changes: Any) -> NoiseState:
+        fields = {**state.__dict__, **changes, "step": state.step + 1}
+        return NoiseState(**fields)

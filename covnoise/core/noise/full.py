@@ -1,0 +1,57 @@
+"""Full noise, K = C, sampled by reweighting the per-example losses.
+
+With loss weights w = 1/B + √(c/B)(z − z̄) one ordinary backward gives ∇Σ w_n l_n = ḡ + ξ
+with Cov(ξ) = c·C exactly: no per-example gradient is formed during training. Its logged
+statistics come from the B×B Gram matrix of the probe's per-example gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from covnoise.core.noise.base import NoiseState, Structure, centred_weights
+from covnoise.core.noise.probe import Probe, ProbeNoise
+from covnoise.core.pergrad import DiagStats, GramRecorder
+
+
+class FullNoise(Structure):
+    """K = C, sampled by reweighting the per-example losses (the noise is in the gradient)."""
+
+    name = "full"
+
+    def loss_weights(
+        self,
+        batch_size: int,
+        state: NoiseState,
+        generator: torch.Generator,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """w = 1/B + √(c/B)(z − z̄): ∇Σ w_n l_n = ḡ + ξ with Cov(ξ) = c·C exactly."""
+        return centred_weights(batch_size, self.c, generator, dtype).add_(1.0 / batch_size)
+
+    def update(
+        self,
+        grads: list[Tensor],
+        state: NoiseState,
+        stats: DiagStats | None,
+        generator: torch.Generator,
+    ) -> tuple[list[Tensor], NoiseState]:
+        """Identity: the weighted backward already produced ḡ + ξ."""
+        return list(grads), self._advance(state)
+
+    def statistics(self, probe: Probe) -> ProbeNoise:
+        """tr Σ and ‖Σ‖_F from the doubly centred Gram matrix; ξ = ∇Σ √(c/B)(z_n − z̄) l_n."""
+        B, c = probe.size, self.c
+        gram = probe.record(GramRecorder(probe.model, 1.0 / B, probe.params))
+        centred = gram - gram.mean(0, keepdim=True)
+        centred = centred - centred.mean(1, keepdim=True)
+        trace_c = float(centred.diagonal().sum()) / B
+        fro = c / B * float(torch.linalg.matrix_norm(centred))
+
+        def draw(generator: torch.Generator) -> list[Tensor]:
+            losses = probe.losses
+            w = centred_weights(B, c, generator, losses.dtype).to(losses.device)
+            return probe.weighted_grad(w)
+
+        return ProbeNoise(trace=c * trace_c, fro=fro, draw=draw)

@@ -1,0 +1,203 @@
+"""The hook machinery shared by the per-example recorders.
+
+A recorder finds every supported layer that owns a tracked parameter, keeps each layer's
+input (forward hook) and, when the output gradient δ arrives (tensor hook), rescales it by
+1/w_n so it is the gradient of l_n alone and hands (a, δ) of the recorded rows to the
+subclass's `_accumulate`. Layers found for (model, parameters) are cached, so building a
+recorder every training step costs little.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from covnoise.core.pergrad.layers import SUPPORTED_LAYERS
+
+
+@dataclass
+class Layer:
+    """A supported layer and the indices of its weight and bias among the tracked params."""
+
+    module: nn.Module
+    weight: int | None  # index into params, or None when the weight is not tracked
+    bias: int | None
+
+
+# Layers found for (model, tracked parameters), so a recorder per step costs little.
+_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], list[Layer]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _scan_layers(model: nn.Module, params: list[Tensor]) -> list[Layer]:
+    """The supported layers owning `params`; errors name what cannot be recorded."""
+    index = {id(p): i for i, p in enumerate(params)}
+    owner: dict[int, str] = {}
+    layers: list[Layer] = []
+    for name, m in model.named_modules():
+        own = [(n, p) for n, p in m.named_parameters(recurse=False) if id(p) in index]
+        if not own:
+            continue
+        if not isinstance(m, SUPPORTED_LAYERS):
+            raise TypeError(
+                f"per-example statistics support only Linear, Conv1d and Conv2d "
+                f"parameters; {name or 'model'} is {type(m).__name__}"
+            )
+        if getattr(m, "groups", 1) != 1:
+            raise ValueError(f"per-example statistics need groups=1; {name} has {m.groups}")
+        for n, p in own:
+            if id(p) in owner:
+                raise ValueError(f"parameter {name}.{n} is shared with {owner[id(p)]}")
+            owner[id(p)] = f"{name}.{n}"
+        w = index.get(id(m.weight))
+        b = index.get(id(m.bias)) if m.bias is not None else None
+        layers.append(Layer(m, w, b))
+    missing = [i for i, p in enumerate(params) if id(p) not in owner]
+    if missing:
+        raise ValueError(
+            f"parameters {missing} are not owned by a Linear/Conv1d/Conv2d layer of the model"
+        )
+    return layers
+
+
+def find_layers(model: nn.Module, params: list[Tensor]) -> list[Layer]:
+    """`_scan_layers`, cached per model for the same tracked parameters."""
+    key = tuple(id(p) for p in params)
+    cached = _LAYER_CACHE.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    layers = _scan_layers(model, params)
+    _LAYER_CACHE[model] = (key, layers)
+    return layers
+
+
+class LayerRecorder:
+    """Hooks on every supported layer that owns a tracked parameter; subclasses add the
+    statistic computed from (layer input, per-example output gradient) of the recorded rows.
+
+    Run the forward and the backward inside the `with` block: leaving it removes the hooks.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        rows: Tensor | None,
+        weights: Tensor | float,
+        params: Sequence[Tensor] | None = None,
+    ):
+        self.model = model
+        self.params = (
+            list(params)
+            if params is not None
+            else [p for p in model.parameters() if p.requires_grad]
+        )
+        if rows is not None and not (isinstance(rows, Tensor) and rows.dtype == torch.long):
+            rows = torch.as_tensor(rows, dtype=torch.long)
+        self.rows = None if rows is None else rows.reshape(-1)
+        self._set_weights(weights)
+        self._layers = find_layers(self.model, self.params)
+        self._inputs: dict[int, Tensor] = {}
+        self._handles: list[RemovableHandle] = []
+        self.batch_size: int | None = None
+        self.count: int | None = None
+
+    def _set_weights(self, weights: Tensor | float) -> None:
+        """Keep 1/w_n of the recorded rows (w_n must be non-zero there)."""
+        if isinstance(weights, Tensor):
+            self._weights: Tensor | None = weights.detach().reshape(-1)
+            w = self._weights
+            if self.rows is not None:
+                w = w.index_select(0, self.rows.to(w.device))
+            if not bool(w.all()):
+                raise ValueError("per-example loss weights must be non-zero on the recorded rows")
+            self._inv_w: Tensor | float = w.reciprocal()
+            self._n_weights: int | None = weights.numel()
+        else:
+            if float(weights) == 0.0:
+                raise ValueError("per-example loss weight must be non-zero")
+            self._inv_w = 1.0 / float(weights)
+            self._n_weights = None
+            self._weights = None
+
+    # -- context manager
+    def __enter__(self) -> Any:
+        for layer in self._layers:
+            self._handles.append(layer.module.register_forward_hook(self._forward_hook(layer)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._inputs.clear()
+
+    # -- hooks
+    def _forward_hook(self, layer: Layer) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if not (
+                torch.is_grad_enabled() and isinstance(output, Tensor) and output.requires_grad
+            ):
+                return
+            key = id(module)
+            if key in self._inputs:
+                raise RuntimeError(
+                    f"{type(module).__name__} ran twice before backward; per-example "
+                    "statistics need one forward and one backward per layer"
+                )
+            a = inputs[0].detach()
+            B = a.shape[0]
+            if self.batch_size is None:
+                self._check_batch(B)
+            elif B != self.batch_size:
+                raise RuntimeError(f"layer saw batch size {B}, expected {self.batch_size}")
+            if self.rows is not None:
+                a = a.index_select(0, self.rows.to(a.device))
+            self._inputs[key] = a
+            self._handles.append(output.register_hook(self._backward_hook(layer)))
+
+        return hook
+
+    def _check_batch(self, B: int) -> None:
+        if self._n_weights is not None and self._n_weights != B:
+            raise ValueError(f"{self._n_weights} loss weights for a batch of {B}")
+        if self.rows is not None and self.rows.numel() and int(self.rows.max()) >= B:
+            raise ValueError(f"rows index beyond the batch of {B}")
+        self.batch_size = B
+        self.count = B if self.rows is None else self.rows.numel()
+        if self.rows is not None and self.count == B:  # distinct rows covering the batch
+            self.rows = None
+            if self._weights is not None:
+                self._inv_w = self._weights.reciprocal()
+
+    def _backward_hook(self, layer: Layer) -> Callable[[Tensor], None]:
+        def hook(grad_output: Tensor) -> None:
+            a = self._inputs.pop(id(layer.module), None)
+            if a is None:
+                raise RuntimeError("backward ran twice through a recorded layer")
+            d = grad_output.detach()
+            if self.rows is not None:
+                d = d.index_select(0, self.rows.to(d.device))
+            inv_w = self._inv_w
+            if isinstance(inv_w, Tensor):
+                inv_w = inv_w.to(device=d.device, dtype=d.dtype)
+                d = d * inv_w.view(-1, *([1] * (d.dim() - 1)))
+            else:
+                d = d * inv_w
+            with torch.no_grad():
+                self._accumulate(layer, a, d)
+
+        return hook
+
+    def _accumulate(self, layer: Layer, a: Tensor, d: Tensor) -> None:
+        raise NotImplementedError
+
+    def _check_recorded(self) -> None:
+        if self.count is None:
+            raise RuntimeError("no forward pass was recorded")

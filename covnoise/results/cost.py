@@ -1,0 +1,114 @@
+"""The cost of a run before it is launched: counts from the training schedule, FLOPs, seconds.
+
+The counts (steps, evaluations, sharpness evaluations, Hessian-vector products) follow the
+training loop's schedule exactly; FLOPs are a multiple of one example's forward pass, which
+torch's FLOP counter measures on the built model; seconds are FLOPs at a rate calibrated on
+past runs plus fixed per-operation overheads, which dominate on small models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from covnoise.config import RunConfig
+
+#: Step time relative to a plain step, per structure (the design's cost targets).
+STRUCTURE_COST: dict[str, float] = {"none": 1.0, "isotropic": 1.3, "diag": 1.3, "full": 1.1}
+
+
+#: Fixed time per operation on a small model, where Python and kernel-launch overheads and
+#: not FLOPs set the pace (measured on a 2-core CPU with a 2-layer MLP on digits: about 2 ms
+#: per training step, 4 ms per Hessian-vector product, 5 ms per evaluation).
+OVERHEAD_SECONDS: dict[str, float] = {"step": 2e-3, "hvp": 4e-3, "evaluation": 5e-3}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The work of one run: counts from the training loop's schedule and a FLOP estimate."""
+
+    steps: int
+    evaluations: int
+    sharpness_evaluations: int
+    hvps: int
+    examples: int
+    flops: float
+
+    def fixed_seconds(self) -> float:
+        """Time the per-operation overheads take whatever the FLOP rate."""
+        o = OVERHEAD_SECONDS
+        return self.steps * o["step"] + self.hvps * o["hvp"] + self.evaluations * o["evaluation"]
+
+
+def evaluation_count(steps: int, eval_every: int) -> int:
+    """Evaluations of a run: step 0, every `eval_every` steps, and the last step."""
+    return 1 + steps // eval_every + (1 if steps % eval_every else 0)
+
+
+def run_cost(config: RunConfig, n_train: int, n_test: int, forward_flops: float) -> Cost:
+    """Work of one run of `config` on a data set of the given sizes.
+
+    FLOPs: a training step is ≈ 3 forward passes per example times the structure's cost
+    factor; an evaluation is a forward pass over train and test sets plus a gradient on the
+    probe; a sharpness evaluation adds at most lanczos_iters + 1 (Lanczos and its residual
+    check) + noise_samples Hessian-vector products on the probe at ≈ 6 forward passes each.
+    `forward_flops` is one example's forward pass.
+    """
+    per_epoch = max(1, n_train // config.batch_size)
+    steps = config.steps if config.steps is not None else max(1, round(config.epochs * per_epoch))
+    evals = evaluation_count(steps, config.eval_every)
+    every = config.sharpness_every
+    sharp = 0 if every == 0 else -(-evals // every)
+    hvps = sharp * (config.lanczos_iters + 1 + config.noise_samples)  # +1: Lanczos residual
+    probe = min(config.probe_size, n_train)
+    f = float(forward_flops)
+    flops = steps * 3 * f * config.batch_size * STRUCTURE_COST.get(config.noise, 1.3)
+    flops += evals * (f * (n_train + n_test) + 3 * f * probe)
+    flops += hvps * 6 * f * probe
+    return Cost(steps, evals, sharp, hvps, steps * config.batch_size, flops)
+
+
+def run_seconds(cost: Cost, rate: float) -> float:
+    """Estimated wall time of a run: its FLOPs at `rate` plus its fixed overheads."""
+    return cost.flops / rate + cost.fixed_seconds()
+
+
+def throughput(costs: Sequence[Cost], seconds: Sequence[float]) -> float | None:
+    """Median FLOP rate of past runs: predicted FLOPs over the measured wall time left after
+    the fixed overheads (runs with no time left are skipped); None without any."""
+    rates = []
+    for c, s in zip(costs, seconds, strict=True):
+        left = (s or 0.0) - c.fixed_seconds()
+        if left > 0 and c.flops > 0:
+            rates.append(c.flops / left)
+    return float(np.median(rates)) if rates else None
+
+
+def grid_seconds(run_secs: Sequence[float], workers: int, overhead: float = 2.0) -> float:
+    """Wall-clock estimate of a grid: runs (each its time + a start overhead) spread over
+    `workers`, longest first onto the least-loaded worker."""
+    per_run = sorted((t + overhead for t in run_secs), reverse=True)
+    lanes = [0.0] * max(1, workers)
+    for t in per_run:
+        lanes[lanes.index(min(lanes))] += t
+    return max(lanes) if per_run else 0.0
+
+
+def forward_flops(dataset_shape: Sequence[int], num_classes: int, model: str, width: int,
+                  depth: int) -> float:
+    """FLOPs (2 per multiply-add) of one example's forward pass, as torch's FlopCounterMode
+    counts them on the built model: the matrix products and convolutions. Activations,
+    pooling and normalisation are left out (a few percent)."""
+    import torch  # torch is loaded only when a cost is asked for
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from covnoise.core.models import build_model
+
+    net = build_model(model, tuple(dataset_shape), num_classes, width=width, depth=depth)
+    net.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(torch.zeros(1, *dataset_shape))
+    return float(counter.get_total_flops())

@@ -1,0 +1,140 @@
+"""Names for what the app shows: metric and axis labels, config keys of a runs frame, group labels.
+
+A runs frame (the store's layout) has one ``cfg_<field>`` column per RunConfig field. Runs
+whose configs differ only in fields that do not make a different experiment (the seed, the
+name, where it ran, how often it is measured) belong to one group; a group's label names the
+fields that vary between groups, with short names for the common ones. Labels live here so
+every page and figure names a metric or a group the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from covnoise.config import RunConfig
+
+#: X axes a curve can be drawn against (column of the metrics table → label).
+X_AXES: dict[str, str] = {
+    "step": "steps",
+    "epoch": "epochs",
+    "examples_seen": "examples seen",
+    "wall_time": "wall time (s)",
+}
+
+#: Display names of the metrics the training loop logs.
+METRIC_LABELS: dict[str, str] = {
+    "train_loss": "train loss",
+    "test_loss": "test loss",
+    "train_acc": "train accuracy",
+    "test_acc": "test accuracy",
+    "gen_gap": "test − train loss",
+    "batch_loss": "batch loss",
+    "sharpness": "λ_max(H)",
+    "sharpness_residual": "Lanczos residual ‖Hv − λv‖",
+    "noise_fro": "‖Σ‖_F",
+    "noise_trace": "tr Σ",
+    "noise_trace_hsigma": "Tr(HΣ)",
+    "grad_norm": "‖∇L‖",
+    "dist_init": "‖θ − θ₀‖",
+    "lr": "learning rate",
+}
+
+#: Noise statistics a run can be summarised by (x of the noise-vs-generalisation scatter).
+NOISE_STATISTICS: dict[str, str] = {
+    "noise_fro": "‖Σ‖_F",
+    "noise_trace": "tr Σ",
+    "noise_trace_hsigma": "Tr(HΣ)",
+    "batch_size": "batch size L",
+}
+
+#: Generalisation measures (y of the scatter), all taken at the run's last evaluation.
+GENERALISATION: dict[str, str] = {
+    "gen_gap": "test − train loss",
+    "test_acc": "test accuracy",
+    "train_loss": "final train loss",
+}
+
+#: Config fields that label a run but do not make it a different experiment.
+NON_EXPERIMENT_FIELDS = ("seed", "name", "device", "data_dir")
+#: Config fields that change what is measured, not the training trajectory; left out of
+#: automatic labels.
+MEASUREMENT_FIELDS = ("eval_every", "sharpness_every", "probe_size", "lanczos_iters",
+                      "noise_samples")  # fmt: skip
+#: Short names of config fields in labels.
+KEY_NAMES: dict[str, str] = {"batch_size": "L", "small_batch": "M", "noise_scale": "s",
+                             "lr": "η"}  # fmt: skip
+
+
+def metric_label(name: str) -> str:
+    """Display name of a metric (the raw name when unknown)."""
+    return METRIC_LABELS.get(name, name)
+
+
+def config_keys(runs: pd.DataFrame) -> list[str]:
+    """Config field names present in a runs frame (its ``cfg_<field>`` columns)."""
+    return [c[4:] for c in runs.columns if c.startswith("cfg_")]
+
+
+def config_from_row(row: Mapping[str, object]) -> RunConfig:
+    """The RunConfig stored in a runs-frame row (its ``config`` JSON), without validation."""
+    data = json.loads(str(row["config"]))
+    known = set(RunConfig.__dataclass_fields__)
+    return RunConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def hashable(value: object) -> object:
+    """A config value usable as a group key (dicts and lists become canonical JSON, a missing
+    value "None")."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "None"
+    return value
+
+
+def varying_keys(
+    runs: pd.DataFrame, exclude: Iterable[str] = NON_EXPERIMENT_FIELDS + MEASUREMENT_FIELDS
+) -> list[str]:
+    """Config fields that take more than one value across `runs` (minus `exclude`)."""
+    skip = set(exclude)
+    out = []
+    for key in config_keys(runs):
+        if key in skip:
+            continue
+        if runs[f"cfg_{key}"].map(hashable).nunique(dropna=False) > 1:
+            out.append(key)
+    return out
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def group_labels(runs: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """A label per run (index run_id) naming its values of `keys`, e.g. "noise=diag · η=0.5"
+    (batch_size, small_batch, noise_scale and lr are shown as L, M, s and η).
+
+    With no keys every run is in one group, "all runs".
+    """
+    if not keys:
+        return pd.Series("all runs", index=runs["run_id"].to_numpy(), name="group")
+    parts = []
+    for key in keys:
+        col = runs[f"cfg_{key}"] if f"cfg_{key}" in runs else pd.Series(None, index=runs.index)
+        name = KEY_NAMES.get(key, key)
+        parts.append(col.map(lambda v, k=name: f"{k}={_format_value(hashable(v))}"))
+    labels = parts[0]
+    for p in parts[1:]:
+        labels = labels + " · " + p
+    return pd.Series(labels.to_numpy(), index=runs["run_id"].to_numpy(), name="group")
+
+
+def experiment_labels(runs: pd.DataFrame) -> pd.Series:
+    """Seed-free group label per run: the fields that vary across `runs`, seed excluded."""
+    return group_labels(runs, varying_keys(runs))

@@ -1,0 +1,150 @@
+"""The tables of a study's findings: one row per run, one row per arm, the noisy settings.
+
+The verdicts read these tables, and the findings page and FINDINGS.md show them; arms, gaps
+and steps to target are defined in covnoise.results.findings. The claim-4 table correlates
+the noisy arms' noise statistics with their generalisation gaps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from covnoise.results.correlations import correlation_table
+from covnoise.results.study import Study
+from covnoise.results.summaries import final_values, mean_values
+
+#: Order of the structures in the tables (plain LB first, then by how much of Σ is kept).
+STRUCTURE_ORDER = {"none": 0, "isotropic": 1, "diag": 2, "full": 3}
+
+#: Generalisation measures of claim 4: the test-accuracy gap to SB (the gap of claims 1–3)
+#: first, then the loss gap of each run.
+GAPS = {"acc_gap": "test-acc gap to SB", "gen_gap": "test − train loss"}
+
+
+def study_runs(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """The runs of `runs` made by `study` (its name is recorded in each run's config)."""
+    if runs.empty or "name" not in runs:
+        return runs.iloc[0:0]
+    prefix = f"study {study.name} ("
+    names = runs["name"].fillna("").astype(str)
+    return runs[names.str.startswith(prefix)]
+
+
+def steps_to_target(metrics: pd.DataFrame, target: float) -> pd.Series:
+    """Per run, the first evaluated step whose train loss is ≤ `target` (NaN if never)."""
+    df = metrics[metrics["name"] == "train_loss"].dropna(subset=["value"])
+    out = {}
+    for rid, g in df.sort_values("step", kind="stable").groupby("run_id", sort=False):
+        hit = g.loc[g["value"] <= target, "step"]
+        out[rid] = float(hit.iloc[0]) if len(hit) else math.nan
+    return pd.Series(out, name="steps_to_target", dtype=float)
+
+
+def arm_label(batch_size: int, small_batch: int, noise: str, scale: float, lr: float) -> str:
+    """Short name of an arm, e.g. 'SB M=32', 'LB η=0.4', 'LB + diag s=1'."""
+    if noise == "none" and batch_size <= small_batch:
+        return f"SB M={batch_size}"
+    if noise == "none":
+        return f"LB η={lr:g}"
+    return f"LB + {noise} s={scale:g}"
+
+
+def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """One row per run of the study: its arm, status, final metrics, noise means, speed."""
+    runs = study_runs(runs, study)
+    if runs.empty:
+        return pd.DataFrame()
+    metrics = metrics[metrics["run_id"].isin(set(runs["run_id"]))]
+    final = final_values(metrics, ["train_loss", "test_loss", "train_acc", "test_acc",
+                                   "sharpness"])  # fmt: skip
+    noise = mean_values(metrics, ["noise_fro", "noise_trace", "noise_trace_hsigma"])
+    steps = steps_to_target(metrics, study.target_train_loss)
+    last_step = metrics.groupby("run_id")["step"].max()
+    out = pd.DataFrame({
+        "run_id": runs["run_id"].to_numpy(),
+        "status": runs["status"].to_numpy(),
+        "batch_size": runs["cfg_batch_size"].astype(int).to_numpy(),
+        "noise": runs["cfg_noise"].astype(str).to_numpy(),
+        "noise_scale": runs["cfg_noise_scale"].astype(float).to_numpy(),
+        "lr": runs["cfg_lr"].astype(float).to_numpy(),
+        "seed": runs["cfg_seed"].astype(int).to_numpy(),
+    })  # fmt: skip
+    out["noise_scale"] = np.where(out["noise"] == "none", 0.0, out["noise_scale"])
+    out["arm"] = [arm_label(b, study.small_batch, n, s, lr) for b, n, s, lr in
+                  zip(out.batch_size, out.noise, out.noise_scale, out.lr, strict=True)]  # fmt: skip
+    ids = out["run_id"]
+    for name in ("train_loss", "test_loss", "train_acc", "test_acc", "sharpness"):
+        out[name] = ids.map(final[name]) if name in final else np.nan
+    for name in ("noise_fro", "noise_trace", "noise_trace_hsigma"):
+        out[name] = ids.map(noise[name]) if name in noise else np.nan
+    no_noise = out["noise"] == "none"
+    out.loc[no_noise, ["noise_fro", "noise_trace"]] = 0.0
+    out["gen_gap"] = out["test_loss"] - out["train_loss"]
+    out["steps_to_target"] = ids.map(steps)
+    out["steps"] = ids.map(last_step)
+    return out.sort_values(["batch_size", "noise", "noise_scale", "lr", "seed"],
+                           key=_sort_key).reset_index(drop=True)  # fmt: skip
+
+
+def _sort_key(col: pd.Series) -> pd.Series:
+    return col.map(STRUCTURE_ORDER) if col.name == "noise" else col
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float]:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
+
+
+def arm_table(per_run: pd.DataFrame) -> pd.DataFrame:
+    """One row per arm: seeds, diverged count, mean ± std of the final numbers, the test-acc
+    gap to SB, steps to target (mean ± std over the runs that reach it, and how many do)."""
+    if per_run.empty:
+        return pd.DataFrame()
+    rows = []
+    for arm, g in per_run.groupby("arm", sort=False):
+        ok = g[g["status"] == "finished"]
+        row = {"arm": arm, "noise": g["noise"].iloc[0], "noise_scale": g["noise_scale"].iloc[0],
+               "lr": g["lr"].iloc[0], "batch_size": g["batch_size"].iloc[0], "runs": len(g),
+               "diverged": int((g["status"] == "diverged").sum())}  # fmt: skip
+        for name in ("test_acc", "train_acc", "train_loss", "gen_gap", "noise_fro",
+                     "noise_trace", "sharpness"):
+            row[name], row[f"{name}_std"] = _mean_std(ok[name])
+        row["steps_to_target"], row["steps_to_target_std"] = _mean_std(ok["steps_to_target"])
+        row["reached"] = int(ok["steps_to_target"].notna().sum())
+        row["finished"] = len(ok)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    sb = table[(table["noise"] == "none") & (table["batch_size"] == table["batch_size"].min())]
+    sb_acc = float(sb["test_acc"].iloc[0]) if len(sb) else math.nan
+    table["acc_gap"] = sb_acc - table["test_acc"]
+    return table
+
+
+def noise_settings(per_run: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """Seed means of the noisy LB arms at the base learning rate (the claim-4 points), with
+    their test-accuracy gap to the SB mean."""
+    done = per_run[per_run["status"] == "finished"]
+    ok = done[(done["noise"] != "none") & np.isclose(done["lr"], study.base_lr)]
+    cols = ["noise_fro", "noise_trace", "gen_gap", "test_acc"]
+    if ok.empty:
+        return pd.DataFrame(columns=["arm", "noise", "noise_scale", *cols, "acc_gap"])
+    sb = done[(done["noise"] == "none") & (done["batch_size"] == study.small_batch)]
+    out = ok.groupby(["arm", "noise", "noise_scale"], sort=False)[cols].mean().reset_index()
+    out["acc_gap"] = sb["test_acc"].mean() - out["test_acc"] if len(sb) else np.nan
+    return out
+
+
+def claim4_table(settings: pd.DataFrame) -> pd.DataFrame:
+    """Pearson and Spearman r (95% bootstrap CIs) of ‖Σ‖_F and tr Σ with each of GAPS over
+    the noisy settings."""
+    parts = []
+    for measure in GAPS:
+        t = correlation_table(settings, ["noise_fro", "noise_trace"], measure)
+        t.insert(0, "measure", measure)
+        parts.append(t)
+    return pd.concat(parts, ignore_index=True)

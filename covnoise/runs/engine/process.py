@@ -1,0 +1,141 @@
+"""The local engine's worker processes seen from the engine: start, hand a run to, stop, inspect.
+
+A worker is ``python -m covnoise.runs.engine.worker`` in a fresh interpreter and its own
+session (Ctrl-C in a terminal goes to the engine, not to it), with its stderr in an anonymous
+temporary file whose last lines explain a crash. It waits for one line on stdin naming its
+run. Processes are inspected with psutil, which also guards against a reused process id:
+only a process whose command line names the worker module and the store is ever killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+WORKER_MODULE = "covnoise.runs.engine.worker"
+#: Seconds between terminating a worker that ignores a cancel request and killing it.
+KILL_AFTER = 3.0
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
+
+#: Workers left running by engines closed with cancel_running=False; polled (reaped) later.
+_DETACHED: list[subprocess.Popen] = []
+
+
+@dataclass
+class WorkerProcess:
+    """One worker process, the run it holds (once handed one) and its cancel timeline."""
+
+    popen: subprocess.Popen
+    log: IO[bytes]
+    run_id: str | None = None
+    slot: int | None = None
+    cancel_at: float | None = None
+    terminated_at: float | None = None
+    born: float = field(default_factory=time.monotonic)
+
+    def hand_over(self, run_id: str, gpu: int | None) -> None:
+        """Send the worker its run (and GPU); raises OSError/ValueError if it is gone."""
+        self.popen.stdin.write((json.dumps({"run_id": run_id, "gpu": gpu}) + "\n").encode())
+        self.popen.stdin.close()
+
+    def tail(self, limit: int = 800) -> str:
+        """The last lines the worker wrote to stderr (for failure messages)."""
+        try:
+            self.log.seek(0, os.SEEK_END)
+            size = self.log.tell()
+            self.log.seek(max(0, size - limit))
+            return self.log.read().decode(errors="replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def escalate(self, grace: float) -> None:
+        """Terminate, then kill, a worker that ignores a cancel request past `grace` s."""
+        if self.cancel_at is None:
+            return
+        now = time.monotonic()
+        if self.terminated_at is None and now - self.cancel_at > grace:
+            self.popen.terminate()
+            self.terminated_at = now
+        elif self.terminated_at is not None and now - self.terminated_at > KILL_AFTER:
+            self.popen.kill()
+
+    def stop(self) -> None:
+        """Kill the process at once and wait for it (a spare, or one past every deadline)."""
+        self.popen.kill()
+        self.popen.wait()
+        self.close()
+
+    def detach(self) -> None:
+        """Leave the process to finish its run on its own; it is reaped later."""
+        self.close()
+        _DETACHED.append(self.popen)
+
+    def close(self) -> None:
+        """Close the log (the process itself is left alone)."""
+        try:
+            self.log.close()
+        except OSError:
+            pass
+
+
+def reap_detached() -> None:
+    """Collect the exit status of detached workers that ended (no zombies left behind)."""
+    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
+
+
+def spawn_worker(python: str, store_path: Path, run_fn: str, threads: int) -> WorkerProcess:
+    """Start a worker for the store at `store_path`; it imports `run_fn` and waits for a run."""
+    reap_detached()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    cmd = [
+        python, "-m", WORKER_MODULE, "--store", str(store_path), "--run-fn", run_fn,
+        "--threads", str(threads),
+    ]  # fmt: skip
+    log = tempfile.TemporaryFile()
+    try:
+        popen = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, env=env,
+            start_new_session=True,  # Ctrl-C in a terminal goes to the engine, not here
+        )  # fmt: skip
+    except OSError:
+        log.close()
+        raise
+    return WorkerProcess(popen=popen, log=log)
+
+
+def _worker_process(pid: int, store_path: Path) -> psutil.Process | None:
+    """The process `pid` if it is a covnoise worker writing to this store (not a reused id)."""
+    try:
+        proc = psutil.Process(pid)
+        cmd = proc.cmdline()
+    except psutil.Error:
+        return None
+    return proc if WORKER_MODULE in cmd and str(store_path) in cmd else None
+
+
+def is_worker_of(pid: int, store_path: Path) -> bool:
+    """Whether `pid` is a covnoise worker writing to this store (guards against pid reuse)."""
+    return _worker_process(pid, store_path) is not None
+
+
+def kill_worker_of(pid: int, store_path: Path) -> bool:
+    """Kill `pid` if it is a covnoise worker writing to this store; returns whether it was."""
+    proc = _worker_process(pid, store_path)
+    if proc is None:
+        return False
+    try:
+        proc.kill()
+    except psutil.NoSuchProcess:
+        return False
+    return True

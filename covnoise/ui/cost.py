@@ -1,0 +1,77 @@
+"""The cost summary the Train page shows before launch: steps, evaluations, FLOPs and a
+wall-clock estimate for a grid of runs.
+
+The cost model itself (FLOPs per run, seconds at a rate, throughput) lives in
+covnoise.results; this module feeds it the data set sizes, caches the per-architecture FLOP
+count, and calibrates the FLOP rate on the finished runs this machine has timed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from covnoise import results
+from covnoise.config import RunConfig
+from covnoise.data import DATASETS as DATASET_SPECS
+from covnoise.ui.resources import device_found
+
+#: FLOP rate assumed before any run has been timed on this machine.
+DEFAULT_RATE = {"cpu": 2e9, "gpu": 2e11}
+#: How many of the latest finished runs calibrate the FLOP rate.
+CALIBRATION_RUNS = 50
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def forward_flops(dataset: str, model: str, width: int, depth: int) -> float:
+    """FLOPs of one example's forward pass (cached; counted once per architecture)."""
+    spec = DATASET_SPECS[dataset]
+    return results.forward_flops(spec.input_shape, spec.num_classes, model, width, depth)
+
+
+def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int) -> dict[str, Any]:
+    """Steps, evaluations, FLOPs and a wall-clock estimate for launching `configs`.
+
+    The FLOP rate is calibrated on the finished runs in `past` (their predicted FLOPs over
+    their measured wall time); without any it is a fixed guess for the device.
+    """
+    costs = [_cost(cfg) for cfg in configs]
+    rate, calibrated = _calibrated_rate(past)
+    if rate is None:
+        rate = DEFAULT_RATE["gpu" if device_found().startswith("GPU") else "cpu"]
+    secs = [results.run_seconds(c, rate) for c in costs]
+    return {
+        "runs": len(configs),
+        "steps": sum(c.steps for c in costs),
+        "evaluations": sum(c.evaluations for c in costs),
+        "sharpness_evaluations": sum(c.sharpness_evaluations for c in costs),
+        "examples": sum(c.examples for c in costs),
+        "flops": sum(c.flops for c in costs),
+        "seconds": results.grid_seconds(secs, workers),
+        "rate": rate,
+        "calibrated_on": calibrated,
+    }
+
+
+def _cost(cfg: RunConfig) -> results.Cost:
+    spec = DATASET_SPECS[cfg.dataset]
+    f = forward_flops(cfg.dataset, cfg.model, cfg.width, cfg.depth)
+    return results.run_cost(cfg, spec.n_train, spec.n_test, f)
+
+
+def _calibrated_rate(past: pd.DataFrame) -> tuple[float | None, int]:
+    if past is None or past.empty:
+        return None, 0
+    done = past[(past["status"] == "finished") & past["wall_time"].notna()]
+    done = done[done["cfg_dataset"].isin(list(DATASET_SPECS))].tail(CALIBRATION_RUNS)
+    costs, secs = [], []
+    for row in done.to_dict("records"):
+        try:
+            costs.append(_cost(results.config_from_row(row)))
+            secs.append(float(row["wall_time"]))
+        except Exception:  # noqa: BLE001 - an odd past run just does not calibrate
+            continue
+    return results.throughput(costs, secs), len(costs)

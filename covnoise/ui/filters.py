@@ -1,0 +1,92 @@
+"""The run filters that Compare and Noise vs generalisation share: which columns can be
+filtered, their URL parameters, the sidebar multiselects and the filtering itself.
+
+Filter values are compared as text, so a float column filtered by "1024" matches 1024.0, and
+a link with filters opens the page with the same runs selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from covnoise.ui.urlstate import ListParam, Param, UrlState
+
+#: Columns the run filters offer (column → label).
+FILTER_COLUMNS: dict[str, str] = {
+    "source": "source",
+    "status": "status",
+    "cfg_dataset": "data set",
+    "cfg_model": "model",
+    "cfg_batch_size": "large batch L",
+    "cfg_noise": "noise structure",
+    "cfg_noise_scale": "multiplier s",
+    "cfg_lr": "learning rate",
+}
+
+#: URL parameter of each filter column.
+FILTER_PARAM: dict[str, str] = {
+    "source": "source", "status": "status", "cfg_dataset": "dataset", "cfg_model": "model",
+    "cfg_batch_size": "L", "cfg_noise": "noise", "cfg_noise_scale": "s", "cfg_lr": "lr",
+}  # fmt: skip
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _sort_key(text: str) -> tuple:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def filter_runs(runs: pd.DataFrame, filters: dict[str, Sequence[Any]]) -> pd.DataFrame:
+    """Runs whose column values are in each filter's list (an empty list keeps everything)."""
+    keep = pd.Series(True, index=runs.index)
+    for column, allowed in filters.items():
+        if allowed and column in runs:
+            text = runs[column].map(_as_text)
+            keep &= text.isin({_as_text(v) for v in allowed})
+    return runs[keep].reset_index(drop=True)
+
+
+def filter_options(runs: pd.DataFrame) -> dict[str, list[str]]:
+    """The values each filter column takes in `runs`, as sorted text."""
+    out = {}
+    for column in FILTER_COLUMNS:
+        if column not in runs:
+            out[column] = []
+            continue
+        values = runs[column].dropna().map(_as_text).unique().tolist()
+        out[column] = sorted(values, key=_sort_key)
+    return out
+
+
+def filter_params() -> list[Param]:
+    """URL parameters of the run filters (each a list of allowed values, empty = all)."""
+    return [ListParam(name, []) for name in FILTER_PARAM.values()]
+
+
+def run_filter_widgets(state: UrlState, runs: pd.DataFrame) -> pd.DataFrame:
+    """Multiselect filters in the sidebar, bound to `state` (a UrlState holding
+    filter_params()); returns the runs that pass. Values no longer present are dropped."""
+    options = filter_options(runs)
+    chosen: dict[str, list[str]] = {}
+    with st.sidebar:
+        st.header("Runs")
+        for column, label in FILTER_COLUMNS.items():
+            key = state.key(FILTER_PARAM[column])
+            current = [v for v in st.session_state.get(key, []) if v in options[column]]
+            st.session_state[key] = current
+            if len(options[column]) <= 1 and not current:
+                continue  # nothing to choose between
+            chosen[column] = st.multiselect(label, options[column], key=key,
+                                            placeholder="all")  # fmt: skip
+    return filter_runs(runs, chosen)

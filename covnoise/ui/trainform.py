@@ -1,0 +1,181 @@
+"""The Train form's model: its URL parameters, the labels people see, and the turning of its
+values into validated RunConfigs, with errors that name the widget at fault.
+
+The form launches a grid (noise structures × multipliers × seeds at the large batch L) and,
+optionally, the plain small-batch baseline. Everything is validated here, against the data
+set's size too, before anything is queued, so the page can put each message next to its widget.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from covnoise.config import NOISES, ConfigError, RunConfig, field_info
+from covnoise.data import DATASETS as DATASET_SPECS
+from covnoise.data import missing_files
+from covnoise.ui.urlstate import (
+    BoolParam,
+    ChoiceParam,
+    FloatParam,
+    IntParam,
+    ListParam,
+    Param,
+    TextParam,
+)
+
+
+def _choice(name: str, default: str) -> ChoiceParam:
+    return ChoiceParam(name, default, field_info(name).choices or ())
+
+
+def _int(name: str, default: int) -> IntParam:
+    info = field_info(name)
+    return IntParam(name, default, None if info.low is None else int(info.low),
+                    None if info.high is None else int(info.high))  # fmt: skip
+
+
+def _float(name: str, default: float, lo: float | None = None) -> FloatParam:
+    """`lo` is the form's smallest value where the field only asks for > low."""
+    info = field_info(name)
+    return FloatParam(name, default, info.low if lo is None else lo, info.high)
+
+
+#: The form's parameters: defaults are the form's own; choices and ranges come from RunConfig's
+#: field metadata (covnoise.config), except the form-only ones (noises, multipliers, seeds).
+TRAIN_PARAMS: list[Param] = [
+    _choice("dataset", "digits"),
+    _choice("model", "mlp"),
+    _int("width", 64),
+    _int("depth", 2),
+    _int("batch_size", 1024),
+    _int("small_batch", 32),
+    ListParam("noises", ["none", "full"], NOISES),
+    TextParam("noise_scales", "1"),
+    BoolParam("baseline", True),
+    _float("lr", 0.5, lo=1e-6),
+    _choice("lr_scaling", "none"),
+    _float("momentum", 0.0),
+    _choice("schedule", "constant"),
+    _float("warmup_epochs", 0.0),
+    _float("step_every_epochs", 10.0),
+    _float("epochs", 40.0, lo=0.01),
+    IntParam("seeds", 1, 1, 20),
+    _int("eval_every", 4),
+    _int("sharpness_every", 1),
+    _int("probe_size", 256),
+]
+_PARAMS = {p.name: p for p in TRAIN_PARAMS}
+_FIELDS = frozenset(RunConfig.__dataclass_fields__)
+
+#: Train-form parameter that shows the error of each RunConfig field.
+FIELD_TO_PARAM: dict[str, str] = {
+    "noise": "noises", "noise_scale": "noise_scales", "seed": "seeds", "steps": "epochs",
+    "step_gamma": "step_every_epochs",
+}  # fmt: skip
+
+#: Train-form parameter → the label people see (config fields: their metadata's label).
+PARAM_LABELS: dict[str, str] = {
+    **{p.name: field_info(p.name).label for p in TRAIN_PARAMS if p.name in _FIELDS},
+    "noises": "noise structures", "noise_scales": "multipliers s", "baseline": "baseline",
+    "seeds": "seeds",
+}  # fmt: skip
+
+
+def number_field(name: str, help: str | None = None) -> dict[str, Any]:
+    """label, min_value, max_value and help of a numeric form parameter, for st.number_input."""
+    param = _PARAMS[name]
+    info = field_info(name) if name in _FIELDS else None
+    return {"label": PARAM_LABELS[name], "min_value": param.lo, "max_value": param.hi,
+            "help": help or (info.help if info is not None else None)}  # fmt: skip
+
+
+def parse_floats(text: str, field_name: str) -> list[float]:
+    """Comma-separated numbers, e.g. "1, 4"; ConfigError naming `field_name` otherwise."""
+    items = [t.strip() for t in str(text).replace(";", ",").split(",") if t.strip()]
+    if not items:
+        raise ConfigError(field_name, "give at least one number, e.g. 1 or 1, 4")
+    out = []
+    for t in items:
+        try:
+            v = float(t)
+        except ValueError:
+            raise ConfigError(field_name, f"{t!r} is not a number; use e.g. 1, 4") from None
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(field_name, f"{t!r} is not allowed; use numbers >= 0")
+        out.append(v)
+    if len(out) > 10:
+        raise ConfigError(field_name, "at most 10 multipliers")
+    return list(dict.fromkeys(out))
+
+
+def missing_data(dataset: str) -> str | None:
+    """Why a file-backed data set cannot be loaded from the data folder, or None."""
+    return missing_files(dataset) if dataset in DATASET_SPECS else None
+
+
+def form_configs(values: dict[str, Any]) -> list[RunConfig]:
+    """Every RunConfig the Train form launches, validated (also against the data set size).
+
+    The grid is noise structures × multipliers × seeds at the large batch L, plus, when
+    `baseline` is set, plain SGD at the small batch M with the same epochs (its evaluation
+    cadence scaled so it is evaluated as often per epoch). Raises ConfigError naming the
+    Train-form parameter at fault.
+    """
+    from covnoise.runs.engine import expand_grid
+
+    try:
+        noises = list(values["noises"])
+        if not noises and not values["baseline"]:
+            raise ConfigError("noises", "choose at least one noise structure (or the baseline)")
+        scales = parse_floats(values["noise_scales"], "noise_scale")
+        why = missing_data(values["dataset"])
+        if why:
+            raise ConfigError("dataset", why)
+        spec = DATASET_SPECS.get(values["dataset"])
+        n_train = spec.n_train if spec is not None else None
+        # settings of a schedule that is not chosen stay at their defaults (same run id)
+        warmup = values["schedule"] == "warmup_cosine"
+        stepped = values["schedule"] == "step"
+        base = RunConfig(
+            dataset=values["dataset"], model=values["model"], width=int(values["width"]),
+            depth=int(values["depth"]), batch_size=int(values["batch_size"]),
+            small_batch=int(values["small_batch"]), noise=noises[0] if noises else "none",
+            noise_scale=scales[0], lr=float(values["lr"]), lr_scaling=values["lr_scaling"],
+            momentum=float(values["momentum"]), schedule=values["schedule"],
+            warmup_epochs=float(values["warmup_epochs"]) if warmup else 0.0,
+            step_every_epochs=float(values["step_every_epochs"]) if stepped else 0.0,
+            epochs=float(values["epochs"]), eval_every=int(values["eval_every"]),
+            sharpness_every=int(values["sharpness_every"]),
+            probe_size=int(values["probe_size"]), name="app",
+        )  # fmt: skip
+        seeds = range(int(values["seeds"]))
+        configs = []
+        if noises:
+            base.validate(n_train=n_train)
+            configs = expand_grid(base, noises=noises, noise_scales=scales, seeds=seeds)
+        if values["baseline"]:
+            per_l = max(1, (n_train or base.batch_size) // base.batch_size)
+            per_m = max(1, (n_train or base.small_batch) // base.small_batch)
+            every = max(1, round(base.eval_every * per_m / per_l))
+            sb = base.replace(batch_size=base.small_batch, noise="none", noise_scale=1.0,
+                              lr_scaling="none", eval_every=every)  # fmt: skip
+            sb.validate(n_train=n_train)
+            configs += [sb.replace(seed=s) for s in seeds]
+        for cfg in configs:
+            cfg.validate(n_train=n_train)
+    except ConfigError as err:
+        raise ConfigError(FIELD_TO_PARAM.get(err.field, err.field), error_text(err)) from None
+    return configs
+
+
+def short_field(name: str) -> str:
+    """The label of a Train-form parameter (or the config field name)."""
+    return PARAM_LABELS.get(name, name)
+
+
+def error_text(err: ConfigError) -> str:
+    """A ConfigError's message without its leading field name."""
+    text = str(err)
+    prefix = f"{err.field}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text

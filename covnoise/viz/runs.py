@@ -1,0 +1,197 @@
+"""Figures of training runs: one line per run, mean ± std bands per seed group, and the live
+six-panel view of running or finished runs.
+
+They read the frames covnoise.results makes from the store (curves [run_id, x, value],
+seed aggregates [group, x, mean, std, n], long metrics) and colour runs or groups with the
+shared palette.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from covnoise.viz.style import axis_type, palette, rgba
+
+
+def run_lines_figure(
+    curves: pd.DataFrame,
+    labels: dict[str, str],
+    x_label: str,
+    y_label: str,
+    log_y: bool = False,
+) -> go.Figure:
+    """One line per run: reads curves [run_id, x, value]; `labels` maps run_id → legend name.
+
+    One trace per run, named by its label, in the order of `labels`.
+    """
+    fig = go.Figure()
+    colors = palette(list(labels.values()))
+    for rid, label in labels.items():
+        df = curves[curves["run_id"] == rid]
+        if df.empty:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=df["x"].to_numpy(), y=df["value"].to_numpy(), mode="lines+markers", name=label,
+                line={"color": colors[label], "width": 2}, marker={"size": 4},
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        xaxis_title=x_label, yaxis_title=y_label, yaxis_type=axis_type(log_y),
+        margin={"l": 60, "r": 20, "t": 30, "b": 50}, legend={"font": {"size": 11}},
+        hovermode="x unified",
+    )  # fmt: skip
+    return fig
+
+
+def group_bands_figure(
+    agg: pd.DataFrame,
+    x_label: str,
+    y_label: str,
+    log_y: bool = False,
+) -> go.Figure:
+    """Mean line ± one sample std band per group: reads agg [group, x, mean, std, n].
+
+    Traces per group: "<group> (n=k)" (the mean line), then, when n > 1, an unnamed upper
+    band edge and "<group> ± std" (the filled lower edge). Under a log axis the band's lower
+    edge is clipped to the smallest positive value.
+    """
+    fig = go.Figure()
+    groups = list(dict.fromkeys(agg["group"]))
+    colors = palette(groups)
+    for group in groups:
+        df = agg[agg["group"] == group]
+        n = int(df["n"].iloc[0])
+        color = colors[group]
+        x = df["x"].to_numpy()
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=df["mean"].to_numpy(), mode="lines", name=f"{group} (n={n})",
+                legendgroup=group, line={"color": color, "width": 2},
+            )
+        )  # fmt: skip
+        if n > 1 and df["std"].notna().any():
+            upper = df["mean"] + df["std"]
+            lower = df["mean"] - df["std"]
+            if log_y:
+                positive = df["mean"][df["mean"] > 0]
+                floor = float(positive.min()) / 10 if len(positive) else 1e-12
+                lower = lower.clip(lower=floor)
+            fig.add_trace(
+                go.Scatter(
+                    x=x, y=upper.to_numpy(), mode="lines", line={"width": 0}, showlegend=False,
+                    legendgroup=group, hoverinfo="skip", name="",
+                )
+            )  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=x, y=lower.to_numpy(), mode="lines", line={"width": 0}, fill="tonexty",
+                    fillcolor=rgba(color, 0.2), name=f"{group} ± std", legendgroup=group,
+                    showlegend=False, hoverinfo="skip",
+                )
+            )  # fmt: skip
+    fig.update_layout(
+        xaxis_title=x_label, yaxis_title=y_label, yaxis_type=axis_type(log_y),
+        margin={"l": 60, "r": 20, "t": 30, "b": 50}, legend={"font": {"size": 11}},
+    )  # fmt: skip
+    return fig
+
+
+#: Panels of the live figure: (title, [(metric, suffix, dash)]).
+LIVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
+    ("loss (solid train, dashed test)", (("train_loss", "train loss", "solid"),
+                                         ("test_loss", "test loss", "dash"))),
+    ("accuracy (solid train, dashed test)", (("train_acc", "train acc", "solid"),
+                                             ("test_acc", "test acc", "dash"))),
+    ("λ_max(H) and the 2/η stability line (dotted)", (("sharpness", "λ_max", "solid"),)),
+    ("‖Σ‖_F", (("noise_fro", "‖Σ‖_F", "solid"),)),
+    ("tr Σ", (("noise_trace", "tr Σ", "solid"),)),
+    ("Tr(HΣ)", (("noise_trace_hsigma", "Tr(HΣ)", "solid"),)),
+)  # fmt: skip
+
+
+def live_figure(
+    metrics: pd.DataFrame,
+    labels: dict[str, str],
+    x: str = "step",
+    x_label: str = "steps",
+    momentum: dict[str, float] | None = None,
+    log_loss: bool = False,
+    max_points: int | None = 400,
+) -> go.Figure:
+    """Six panels of running or finished runs: losses, accuracies, λ_max with its stability
+    line, ‖Σ‖_F, tr Σ and Tr(HΣ).
+
+    A trace with more than `max_points` points is thinned to that many, evenly spaced and
+    keeping the first and last (a live view redraws every few seconds).
+
+    Reads the long metrics [run_id, <x>, name, value]; `labels` maps run_id → name (and sets
+    the order). Traces are named "<label> · <metric>"; the stability line of run r is
+    "<label> · 2(1+β)/η", 2(1+β)/η from the logged learning rate η and the momentum β (the
+    largest curvature gradient descent with heavy-ball momentum is stable on).
+    """
+    fig = make_subplots(
+        rows=2, cols=3, subplot_titles=[p[0] for p in LIVE_PANELS],
+        horizontal_spacing=0.07, vertical_spacing=0.14,
+    )  # fmt: skip
+    colors = palette(list(labels.values()))
+    momentum = momentum or {}
+    wanted = {name for _, series in LIVE_PANELS for name, _, _ in series} | {"lr"}
+    sub = metrics[metrics["name"].isin(wanted) & metrics["run_id"].isin(list(labels))]
+    groups = dict(tuple(sub.groupby(["run_id", "name"], sort=False)))
+
+    def series_of(rid: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        g = groups.get((rid, name))
+        if g is None or g.empty:
+            return None
+        g = _thin(g.sort_values(x, kind="stable"), max_points)
+        return g[x].to_numpy(dtype=float), g["value"].to_numpy(dtype=float)
+
+    traces, rows, cols = [], [], []
+    for rid, label in labels.items():
+        color = colors[label]
+        for i, (_, series) in enumerate(LIVE_PANELS):
+            row, col = divmod(i, 3)
+            for name, suffix, dash in series:
+                xy = series_of(rid, name)
+                if xy is None:
+                    continue
+                traces.append(go.Scatter(
+                    x=xy[0], y=xy[1], mode="lines+markers", name=f"{label} · {suffix}",
+                    legendgroup=rid, showlegend=(i == 0 and dash == "solid"),
+                    line={"color": color, "dash": dash, "width": 2}, marker={"size": 4},
+                ))  # fmt: skip
+                rows.append(row + 1)
+                cols.append(col + 1)
+        lr = series_of(rid, "lr")
+        if lr is not None and (rid, "sharpness") in groups:
+            keep = lr[1] > 0
+            beta = float(momentum.get(rid, 0.0))
+            traces.append(go.Scatter(
+                x=lr[0][keep], y=2.0 * (1.0 + beta) / lr[1][keep], mode="lines",
+                name=f"{label} · 2(1+β)/η", legendgroup=rid, showlegend=False,
+                line={"color": color, "dash": "dot", "width": 1.5},
+            ))  # fmt: skip
+            rows.append(1)
+            cols.append(3)
+    if traces:
+        fig.add_traces(traces, rows=rows, cols=cols)
+    fig.update_xaxes(title_text=x_label, row=2)
+    if log_loss:
+        fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_layout(
+        height=620, margin={"l": 50, "r": 20, "t": 40, "b": 50},
+        legend={"orientation": "h", "y": -0.15, "font": {"size": 11}},
+    )  # fmt: skip
+    return fig
+
+
+def _thin(df: pd.DataFrame, max_points: int | None) -> pd.DataFrame:
+    """At most `max_points` rows, evenly spaced, first and last kept."""
+    if max_points is None or len(df) <= max_points:
+        return df
+    idx = np.unique(np.linspace(0, len(df) - 1, max(2, max_points)).round().astype(int))
+    return df.iloc[idx]

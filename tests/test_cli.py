@@ -1,0 +1,50 @@
+"""One command line: the `covnoise` console script and `python -m covnoise` are the same
+parser, with every subcommand; bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+
+import pytest
+
+from covnoise.cli.main import SUBCOMMANDS, build_parser, main
+
+NAMES = ("train", "data", "runs", "sweep", "study", "findings", "demo")
+
+
+def test_one_parser_holds_every_subcommand():
+    sub = build_parser()._subparsers._group_actions[0]
+    assert tuple(sub.choices) == NAMES
+    assert len(SUBCOMMANDS) == len(NAMES)
+
+
+def test_python_dash_m_and_the_console_script_run_the_same_main():
+    done = subprocess.run([sys.executable, "-m", "covnoise", "--help"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0
+    for name in NAMES:
+        assert name in done.stdout
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    ours = [e for e in scripts if e.name == "covnoise"]
+    if not ours:
+        pytest.skip("the package is not installed (pip install -e .)")
+    assert ours[0].value == "covnoise.cli.main:main" and ours[0].load() is main
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--noise", "loud"],
+    ["train", "--batch-size", "0"],
+    ["sweep", "--seeds", "a,b", "--dry-run"],
+    ["study", "show", "imagenet"],
+    ["runs", "ls", "--status", "sleeping", "--store", "STORE"],
+])  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(argv, tmp_path, capsys):
+    argv = [str(tmp_path / "s.sqlite") if a == "STORE" else a for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and "\n" not in err, err
