@@ -16,6 +16,7 @@ from covnoise.config import RunConfig
 from covnoise.core.curvature import HessianOperator, lanczos
 from covnoise.core.losses import per_example_loss
 from covnoise.core.noise import NoiseStructure, noise_statistics
+from covnoise.core.schedule import measures_curvature
 from covnoise.data import Dataset
 
 
@@ -73,8 +74,7 @@ class Evaluator:
         loss = per_example_loss(model(self.probe_x), self.probe_y).mean()
         grads = torch.autograd.grad(loss, self.params)
         m["grad_norm"] = _flat_norm(list(grads))
-        every = self.config.sharpness_every
-        if every and self.n_evals % every == 0:
+        if measures_curvature(self.n_evals, self.config.sharpness_every):
             m.update(self._curvature())
         model.train()
         self.n_evals += 1

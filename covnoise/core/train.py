@@ -28,7 +28,7 @@ from covnoise.core.losses import per_example_loss
 from covnoise.core.models import build_model
 from covnoise.core.noise import make_structure
 from covnoise.core.provenance import code_revision, describe_device, provenance, versions
-from covnoise.core.schedule import learning_rate, total_steps
+from covnoise.core.schedule import is_evaluation, learning_rate, total_steps
 from covnoise.core.step import noisy_step
 from covnoise.data import load_dataset
 
@@ -173,7 +173,7 @@ class _Training:
                 return "diverged", f"loss became {batch_loss} at step {self.step}"
             self.step += 1
             self._tick(batch_loss)
-            if self.step % self.config.eval_every == 0 or self.step == self.n_steps:
+            if is_evaluation(self.step, self.n_steps, self.config.eval_every):
                 self.evaluation(lr, {"batch_loss": batch_loss})
                 if not math.isfinite(self.last["train_loss"]):
                     return "diverged", f"loss became {self.last['train_loss']} at step {self.step}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from covnoise.config import RunConfig
+from covnoise.core.schedule import curvature_count, evaluation_count, total_steps
 
 #: Step time relative to a plain step, per structure (the design's cost targets).
 STRUCTURE_COST: dict[str, float] = {"none": 1.0, "isotropic": 1.3, "diag": 1.3, "full": 1.1}
@@ -42,11 +43,6 @@ class Cost:
         return self.steps * o["step"] + self.hvps * o["hvp"] + self.evaluations * o["evaluation"]
 
 
-def evaluation_count(steps: int, eval_every: int) -> int:
-    """Evaluations of a run: step 0, every `eval_every` steps, and the last step."""
-    return 1 + steps // eval_every + (1 if steps % eval_every else 0)
-
-
 def run_cost(config: RunConfig, n_train: int, n_test: int, forward_flops: float) -> Cost:
     """Work of one run of `config` on a data set of the given sizes.
 
@@ -56,11 +52,9 @@ def run_cost(config: RunConfig, n_train: int, n_test: int, forward_flops: float)
     check) + noise_samples Hessian-vector products on the probe at ≈ 6 forward passes each.
     `forward_flops` is one example's forward pass.
     """
-    per_epoch = max(1, n_train // config.batch_size)
-    steps = config.steps if config.steps is not None else max(1, round(config.epochs * per_epoch))
+    _, steps = total_steps(config, n_train)
     evals = evaluation_count(steps, config.eval_every)
-    every = config.sharpness_every
-    sharp = 0 if every == 0 else -(-evals // every)
+    sharp = curvature_count(evals, config.sharpness_every)
     hvps = sharp * (config.lanczos_iters + 1 + config.noise_samples)  # +1: Lanczos residual
     probe = min(config.probe_size, n_train)
     f = float(forward_flops)
