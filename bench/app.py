@@ -27,11 +27,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ("pages/home.py", "pages/train.py", "pages/live.py", "pages/compare.py",
-         "pages/noise_vs_generalisation.py", "pages/findings.py", "pages/quadratic.py",
-         "pages/geometry.py")  # fmt: skip
-METRIC_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc", "gen_gap", "lr", "sharpness",
-                "noise_fro", "noise_trace", "noise_trace_hsigma", "grad_norm", "dist_init")
+PAGES = (
+    "pages/home.py",
+    "pages/train.py",
+    "pages/live.py",
+    "pages/compare.py",
+    "pages/noise_vs_generalisation.py",
+    "pages/findings.py",
+    "pages/quadratic.py",
+    "pages/geometry.py",
+)
+METRIC_NAMES = (
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "gen_gap",
+    "lr",
+    "sharpness",
+    "noise_fro",
+    "noise_trace",
+    "noise_trace_hsigma",
+    "grad_norm",
+    "dist_init",
+)
 
 
 def synthetic_run(config, emit, should_stop=None, progress=False):
@@ -40,17 +59,34 @@ def synthetic_run(config, emit, should_stop=None, progress=False):
     import math
 
     steps = config.steps or 600
-    emit({"event": "start", "total_steps": steps, "probe_size": config.probe_size,
-          "device": "synthetic", "versions": {}, "code_revision": "bench"})  # fmt: skip
+    emit(
+        {
+            "event": "start",
+            "total_steps": steps,
+            "probe_size": config.probe_size,
+            "device": "synthetic",
+            "versions": {},
+            "code_revision": "bench",
+        }
+    )
     t0 = time.perf_counter()
     for step in range(steps + 1):
         if should_stop is not None and should_stop():
             return {"status": "cancelled", "steps": step}
-        values = {name: 1.0 + math.exp(-step / 100) + 0.01 * i for i, name in
-                  enumerate(METRIC_NAMES)}  # fmt: skip
+        values = {
+            name: 1.0 + math.exp(-step / 100) + 0.01 * i for i, name in enumerate(METRIC_NAMES)
+        }
         values["lr"] = config.lr
-        emit({"event": "metric", "step": step, "epoch": step / 10, "examples_seen": step * 128,
-              "wall_time": time.perf_counter() - t0, "metrics": values})  # fmt: skip
+        emit(
+            {
+                "event": "metric",
+                "step": step,
+                "epoch": step / 10,
+                "examples_seen": step * 128,
+                "wall_time": time.perf_counter() - t0,
+                "metrics": values,
+            }
+        )
         time.sleep(0.1)
     return {"status": "finished", "steps": steps, "final": values}
 
@@ -94,8 +130,10 @@ def bench_live(rounds: int) -> None:
     store_path = os.environ["COVNOISE_STORE"]
     engine = make_engine("local", store_path, workers=8, run_fn="bench.app:synthetic_run")
     try:
-        configs = [RunConfig(dataset="digits", steps=100_000, epochs=None, seed=s, lr=0.1)
-                   for s in range(8)]  # fmt: skip
+        configs = [
+            RunConfig(dataset="digits", steps=100_000, epochs=None, seed=s, lr=0.1)
+            for s in range(8)
+        ]
         ids = engine.submit_many(configs)
         store = engine.store
         deadline = time.monotonic() + 180
@@ -125,15 +163,21 @@ def bench_live(rounds: int) -> None:
             assert len(reread) >= len(frame) - 200  # the same rows (more may have arrived)
         running = int((store.runs(run_ids=ids)["status"] == "running").sum())
         ms = 1000.0
-        print(f"Live update with {running} runs going ({rows[0]}–{rows[-1]} metric rows, "
-              f"{rounds} updates, 0.5 s apart):")  # fmt: skip
+        print(
+            f"Live update with {running} runs going ({rows[0]}–{rows[-1]} metric rows, "
+            f"{rounds} updates, 0.5 s apart):"
+        )
         print(f"  read new rows (metrics_since)  median {statistics.median(inc) * ms:7.1f} ms")
-        print(f"  re-read all rows (metrics)     median {statistics.median(full) * ms:7.1f} ms"
-              f"   ratio full/incremental {statistics.median(full) / statistics.median(inc):.1f}×")
+        print(
+            f"  re-read all rows (metrics)     median {statistics.median(full) * ms:7.1f} ms"
+            f"   ratio full/incremental {statistics.median(full) / statistics.median(inc):.1f}×"
+        )
         print(f"  six-panel figure + JSON        median {statistics.median(fig_t) * ms:7.1f} ms")
         total = [a + b for a, b in zip(inc, fig_t, strict=True)]
-        print(f"  one update (read + figure)     median {statistics.median(total) * ms:7.1f} ms,"
-              f" max {max(total) * ms:.1f} ms")
+        print(
+            f"  one update (read + figure)     median {statistics.median(total) * ms:7.1f} ms,"
+            f" max {max(total) * ms:.1f} ms"
+        )
     finally:
         engine.close(cancel_running=True)
         engine.store.close()
@@ -148,9 +192,18 @@ def bench_thinning(evaluations: int = 3000, repeats: int = 3) -> None:
     from covnoise import viz
 
     steps = np.arange(evaluations)
-    frames = [pd.DataFrame({"run_id": f"r{r}", "step": steps, "name": name,
-                            "value": 1.0 + np.exp(-steps / 500.0) + 0.01 * i})
-              for r in range(8) for i, name in enumerate(METRIC_NAMES)]  # fmt: skip
+    frames = [
+        pd.DataFrame(
+            {
+                "run_id": f"r{r}",
+                "step": steps,
+                "name": name,
+                "value": 1.0 + np.exp(-steps / 500.0) + 0.01 * i,
+            }
+        )
+        for r in range(8)
+        for i, name in enumerate(METRIC_NAMES)
+    ]
     metrics = pd.concat(frames, ignore_index=True)
     labels = {f"r{r}": f"run {r}" for r in range(8)}
 
@@ -163,15 +216,20 @@ def bench_thinning(evaluations: int = 3000, repeats: int = 3) -> None:
         return best, size
 
     (thin, thin_size), (every, every_size) = timed(400), timed(None)
-    print(f"Live figure of 8 runs × {evaluations} evaluations (best of {repeats}), ≤ 400 points "
-          f"per trace vs every point:\n  build + JSON {thin * 1000:.0f} ms vs {every * 1000:.0f} ms"
-          f" (ratio {every / thin:.1f}×); payload sent to the browser {thin_size / 1e6:.2f} MB vs "
-          f"{every_size / 1e6:.2f} MB (ratio {every_size / thin_size:.1f}×)")
+    print(
+        f"Live figure of 8 runs × {evaluations} evaluations (best of {repeats}), ≤ 400 points "
+        f"per trace vs every point:\n  build + JSON {thin * 1000:.0f} ms vs {every * 1000:.0f} ms"
+        f" (ratio {every / thin:.1f}×); payload sent to the browser {thin_size / 1e6:.2f} MB vs "
+        f"{every_size / 1e6:.2f} MB (ratio {every_size / thin_size:.1f}×)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.app", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.app",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--pages", action="store_true", help="page renders only")
     parser.add_argument("--live", action="store_true", help="Live updates only")
     parser.add_argument("--repeats", type=int, default=3)

@@ -32,8 +32,18 @@ from covnoise.config import RunConfig
 from covnoise.runs import RunStore
 from covnoise.runs.engine import LocalEngine
 
-TINY = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=64, small_batch=16,
-                 steps=30, epochs=None, eval_every=5, sharpness_every=0)  # fmt: skip
+TINY = RunConfig(
+    dataset="digits",
+    model="mlp",
+    width=16,
+    depth=2,
+    batch_size=64,
+    small_batch=16,
+    steps=30,
+    epochs=None,
+    eval_every=5,
+    sharpness_every=0,
+)
 N_NAMES = 10
 
 
@@ -45,8 +55,16 @@ def latency_run(config, emit, should_stop=None, progress=False):
             return {"status": "cancelled"}
         metrics = {f"m{k}": float(k) for k in range(N_NAMES - 1)}
         metrics["emitted_at"] = time.time()
-        emit({"event": "metric", "step": i, "epoch": 0.0, "examples_seen": i,
-              "wall_time": 0.0, "metrics": metrics})  # fmt: skip
+        emit(
+            {
+                "event": "metric",
+                "step": i,
+                "epoch": 0.0,
+                "examples_seen": i,
+                "wall_time": 0.0,
+                "metrics": metrics,
+            }
+        )
         time.sleep(gap)
     return {"status": "finished"}
 
@@ -144,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         store = RunStore(folder / "latency.sqlite")
-        engine = LocalEngine(store, workers=1, run_fn="bench.engine.latency_run",
-                             poll_interval=0.05)  # fmt: skip
+        engine = LocalEngine(
+            store, workers=1, run_fn="bench.engine.latency_run", poll_interval=0.05
+        )
         lat = sorted(_latency(engine, store, n_events, gap_ms=20))
         engine.close()
         result["latency_local"] = _summary(lat, n_events)
@@ -173,15 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("latency_local", "latency_ray"):
         if key in result:
             r = result[key]
-            print(f"{key:>14s}: median {r['median_s'] * 1e3:.1f} ms, p95 {r['p95_s'] * 1e3:.1f} ms"
-                  f" ({r['n']}/{r['expected']} events seen; target median <= 500 ms)")
+            print(
+                f"{key:>14s}: median {r['median_s'] * 1e3:.1f} ms, p95 {r['p95_s'] * 1e3:.1f} ms"
+                f" ({r['n']}/{r['expected']} events seen; target median <= 500 ms)"
+            )
     for key, value in result["throughput_rows_per_s"].items():
         print(f"{'write ' + key:>26s}: {value:,.0f} metric rows/s (target >= 10,000)")
-    print(f"tiny run in-process {ov['in_process_s']:.2f} s | local engine, warm worker "
-          f"{ov['engine_warm_s']:.2f} s ({ov['warm_ratio']:.2f}x, +"
-          f"{ov['engine_warm_s'] - ov['in_process_s']:.2f} s) | cold worker "
-          f"{ov['engine_cold_s']:.2f} s ({ov['cold_ratio']:.2f}x, +"
-          f"{ov['engine_cold_s'] - ov['in_process_s']:.2f} s)")
+    print(
+        f"tiny run in-process {ov['in_process_s']:.2f} s | local engine, warm worker "
+        f"{ov['engine_warm_s']:.2f} s ({ov['warm_ratio']:.2f}x, +"
+        f"{ov['engine_warm_s'] - ov['in_process_s']:.2f} s) | cold worker "
+        f"{ov['engine_cold_s']:.2f} s ({ov['cold_ratio']:.2f}x, +"
+        f"{ov['engine_cold_s'] - ov['in_process_s']:.2f} s)"
+    )
     return 0
 
 

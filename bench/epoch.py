@@ -34,10 +34,16 @@ from covnoise.core.models import build_model
 from covnoise.core.train import resolve_device, run
 from covnoise.data import load_dataset
 
-CPU_CASES = [("digits", "mlp", 32, None), ("mnist1d", "mlp", 128, None),
-             ("cifar10", "vgg", 128, 2048)]  # fmt: skip
-GPU_CASES = [("mnist1d", "mlp", 1024, None), ("cifar10", "vgg", 512, 50000),
-             ("cifar10", "resnet", 512, 50000)]  # fmt: skip
+CPU_CASES = [
+    ("digits", "mlp", 32, None),
+    ("mnist1d", "mlp", 128, None),
+    ("cifar10", "vgg", 128, 2048),
+]
+GPU_CASES = [
+    ("mnist1d", "mlp", 1024, None),
+    ("cifar10", "vgg", 512, 50000),
+    ("cifar10", "resnet", 512, 50000),
+]
 
 
 def write_random_cifar(root: Path, n_train: int, n_test: int = 1000, seed: int = 0) -> None:
@@ -48,8 +54,10 @@ def write_random_cifar(root: Path, n_train: int, n_test: int = 1000, seed: int =
     sizes = [n_train // 5 + (1 if i < n_train % 5 else 0) for i in range(5)] + [n_test]
     for i, n in enumerate(sizes):
         name = "test_batch" if i == 5 else f"data_batch_{i + 1}"
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": [int(v) for v in rng.integers(0, 10, n)]}  # fmt: skip
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh)
 
@@ -74,8 +82,9 @@ def covnoise_epoch(cfg: RunConfig) -> float:
 def plain_epoch(cfg: RunConfig, data, device: torch.device) -> float:
     """Seconds per step of the plain loop over one epoch, same model init and data."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, width=cfg.width,
-                        depth=cfg.depth).to(device)  # fmt: skip
+    model = build_model(
+        cfg.model, data.input_shape, data.num_classes, width=cfg.width, depth=cfg.depth
+    ).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     x, y, B = data.x_train, data.y_train, cfg.batch_size
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed)).to(device)
@@ -91,14 +100,26 @@ def plain_epoch(cfg: RunConfig, data, device: torch.device) -> float:
     return (time.perf_counter() - t0) / len(batches)
 
 
-def measure(dataset: str, model: str, batch: int, device_name: str,
-            rounds: int, data_dir: str | None) -> dict:
+def measure(
+    dataset: str, model: str, batch: int, device_name: str, rounds: int, data_dir: str | None
+) -> dict:
     device = resolve_device(device_name)
     data = load_dataset(dataset, data_dir=data_dir, device=device)
     per_epoch = len(data.x_train) // batch
-    cfg = RunConfig(dataset=dataset, model=model, width=256, depth=3,
-                    batch_size=batch, lr=0.01, steps=per_epoch, eval_every=10**9,
-                    sharpness_every=0, probe_size=2, device=device_name, data_dir=data_dir)
+    cfg = RunConfig(
+        dataset=dataset,
+        model=model,
+        width=256,
+        depth=3,
+        batch_size=batch,
+        lr=0.01,
+        steps=per_epoch,
+        eval_every=10**9,
+        sharpness_every=0,
+        probe_size=2,
+        device=device_name,
+        data_dir=data_dir,
+    )
     covnoise_epoch(cfg)  # warm-up (kernels, allocator, dataset cache)
     plain_epoch(cfg, data, device)
     cov, plain, ratios = [], [], []
@@ -108,21 +129,31 @@ def measure(dataset: str, model: str, batch: int, device_name: str,
         cov.append(batch / a)
         plain.append(batch / b)
         ratios.append(a / b)
-    return {"case": f"{dataset} {model} B={batch}", "n_train": len(data.x_train),
-            "steps": per_epoch, "covnoise": statistics.median(cov),
-            "plain": statistics.median(plain), "ratio": statistics.median(ratios)}  # fmt: skip
+    return {
+        "case": f"{dataset} {model} B={batch}",
+        "n_train": len(data.x_train),
+        "steps": per_epoch,
+        "covnoise": statistics.median(cov),
+        "plain": statistics.median(plain),
+        "ratio": statistics.median(ratios),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.epoch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.epoch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     cases = GPU_CASES if args.device == "cuda" else CPU_CASES
     print(f"machine: {describe_machine(args.device)}")
-    print("| case | train images | steps/epoch | covnoise img/s | plain img/s | "
-          "covnoise ÷ plain step time |\n|---|---|---|---|---|---|")  # fmt: skip
+    print(
+        "| case | train images | steps/epoch | covnoise img/s | plain img/s | "
+        "covnoise ÷ plain step time |\n|---|---|---|---|---|---|"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for dataset, model, batch, n_train in cases:
             data_dir = None
@@ -130,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir = str(Path(tmp) / f"cifar-{n_train}")
                 write_random_cifar(Path(data_dir), n_train)
             r = measure(dataset, model, batch, args.device, args.rounds, data_dir)
-            print(f"| {r['case']} | {r['n_train']} | {r['steps']} | {r['covnoise']:.0f} | "
-                  f"{r['plain']:.0f} | {r['ratio']:.2f} |", flush=True)
+            print(
+                f"| {r['case']} | {r['n_train']} | {r['steps']} | {r['covnoise']:.0f} | "
+                f"{r['plain']:.0f} | {r['ratio']:.2f} |",
+                flush=True,
+            )
     return 0
 
 

@@ -40,8 +40,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epochs", type=float, default=200)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    base = RunConfig(dataset="digits", model="mlp", batch_size=1024, small_batch=32, lr=0.4,
-                     epochs=args.epochs, eval_every=1000, sharpness_every=0, device="cpu")
+    base = RunConfig(
+        dataset="digits",
+        model="mlp",
+        batch_size=1024,
+        small_batch=32,
+        lr=0.4,
+        epochs=args.epochs,
+        eval_every=1000,
+        sharpness_every=0,
+        device="cpu",
+    )
     variants = {
         "none": dict(noise="none"),
         "diag 128/4 (default)": dict(noise="diag"),
@@ -54,8 +63,10 @@ def main(argv: list[str] | None = None) -> dict:
         for label, ch in variants.items():
             results[label].append(_final(base.replace(seed=seed, **ch)))
     out = {"config": base.to_dict(), "seeds": args.seeds, "rows": {}}
-    print(f"digits MLP, L=1024, M=32, lr 0.4, {args.epochs:g} epochs, {args.seeds} seeds "
-          "(mean ± s.e.)")
+    print(
+        f"digits MLP, L=1024, M=32, lr 0.4, {args.epochs:g} epochs, {args.seeds} seeds "
+        "(mean ± s.e.)"
+    )
     print("| variant | " + " | ".join(KEYS) + " |")
     print("| --- |" + " --- |" * len(KEYS))
     for label, rs in results.items():

@@ -13,7 +13,7 @@ every stats_every used) of every variant in a fresh random order, so drifts of t
 load touch all variants alike. Ratios are step time / plain step time:
 - paired: median over rounds of the ratio within the round,
 - p25: ratio of the lower quartiles (least disturbed by other work on the machine).
-Targets (DESIGN.md): isotropic ≤ 1.3, diag ≤ 1.3, full ≤ 1.1 with the run defaults
+Targets (docs/design.md): isotropic ≤ 1.3, diag ≤ 1.3, full ≤ 1.1 with the run defaults
 (RunConfig.stats_rows, RunConfig.stats_every). "exact" rows estimate diag(C) on the whole
 batch every step; "diag vmap" materialises per-example gradients with torch.func (a
 reference, never the training path). The v̂ columns say how far one sub-batch estimate of
@@ -52,8 +52,12 @@ class _Runner:
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.SGD(self.params, lr=1e-3)
-        self.structure = None if noise is None else make_structure(
-            noise, 0.0 if noise == "none" else c, stats_rows=rows, stats_every=every
+        self.structure = (
+            None
+            if noise is None
+            else make_structure(
+                noise, 0.0 if noise == "none" else c, stats_rows=rows, stats_every=every
+            )
         )
         self.state = None if noise is None else self.structure.init(self.params)
         self.gen = torch.Generator(device=device).manual_seed(0)
@@ -103,8 +107,9 @@ def _variants(grid: bool) -> dict[str, tuple]:
     return out
 
 
-def _estimate_error(model: nn.Module, x: Tensor, y: Tensor, rows: int | None,
-                    draws: int = 20) -> tuple[float, float]:
+def _estimate_error(
+    model: nn.Module, x: Tensor, y: Tensor, rows: int | None, draws: int = 20
+) -> tuple[float, float]:
     """Mean relative error of a sub-batch v̂ and of its trace against the whole-batch v."""
     B = x.shape[0]
     if rows is None or rows >= B:
@@ -130,16 +135,18 @@ def _q25(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=4, method="inclusive")[0]
 
 
-def bench_case(model_name: str, batch: int, rounds: int, device: torch.device,
-               grid: bool) -> list[dict]:
+def bench_case(
+    model_name: str, batch: int, rounds: int, device: torch.device, grid: bool
+) -> list[dict]:
     """Paired step-time ratios of every variant for one (model, batch) case."""
     data = load_dataset("digits", device=device)
     torch.manual_seed(0)
     base = build_model(model_name, data.input_shape, data.num_classes).to(device)
     c = 1.0 / 32 - 1.0 / batch
     variants = _variants(grid)
-    runners = {k: _Runner(copy.deepcopy(base), n, c, r, e, device)
-               for k, (n, r, e) in variants.items()}
+    runners = {
+        k: _Runner(copy.deepcopy(base), n, c, r, e, device) for k, (n, r, e) in variants.items()
+    }
     gen = torch.Generator().manual_seed(1)
     batches = []
     for _ in range(BLOCK):
@@ -157,6 +164,27 @@ def bench_case(model_name: str, batch: int, rounds: int, device: torch.device,
             torch.cuda.synchronize()
         return (time.perf_counter() - t0) / n
 
+    times, plain_in_round = _time_rounds(runners, block, rounds)
+    return [
+        _row(
+            model_name,
+            batch,
+            device,
+            k,
+            ts,
+            plain_in_round,
+            times["none"],
+            variants[k],
+            base,
+            batches[0],
+        )
+        for k, ts in times.items()
+    ]
+
+
+def _time_rounds(runners: dict, block, rounds: int) -> tuple[dict[str, list[float]], list[float]]:
+    """Per variant, one block time per round (shuffled order each round), and the plain
+    step's time in each round for the paired ratio."""
     for k in runners:  # warm-up
         block(k)
         block(k)
@@ -171,21 +199,30 @@ def bench_case(model_name: str, batch: int, rounds: int, device: torch.device,
                 continue  # 50-100× slower: three rounds tell its ratio
             times[k].append(block(k))
         plain_in_round.append(times["none"][-1])
-    rows = []
-    for k, ts in times.items():
-        paired = statistics.median(t / p for t, p in zip(ts, plain_in_round, strict=False))
-        noise, stats_rows, every = variants[k]
-        ev = et = None
-        if noise in ("diag", "isotropic"):
-            ev, et = _estimate_error(copy.deepcopy(base), *batches[0], stats_rows)
-        rows.append({
-            "model": model_name, "batch": batch, "variant": k, "device": str(device),
-            "step_ms": 1e3 * statistics.median(ts), "paired": paired,
-            "p25": _q25(ts) / _q25(times["none"]) if len(ts) >= 4 else paired,
-            "target": TARGETS.get(k), "stats_rows": stats_rows, "stats_every": every,
-            "vhat_rel_err": ev, "trace_rel_err": et,
-        })  # fmt: skip
-    return rows
+    return times, plain_in_round
+
+
+def _row(model_name, batch, device, k, ts, plain_in_round, plain, variant, base, first) -> dict:
+    """One table row: the variant's median step time and its ratios to the plain step."""
+    paired = statistics.median(t / p for t, p in zip(ts, plain_in_round, strict=False))
+    noise, stats_rows, every = variant
+    ev = et = None
+    if noise in ("diag", "isotropic"):
+        ev, et = _estimate_error(copy.deepcopy(base), *first, stats_rows)
+    return {
+        "model": model_name,
+        "batch": batch,
+        "variant": k,
+        "device": str(device),
+        "step_ms": 1e3 * statistics.median(ts),
+        "paired": paired,
+        "p25": _q25(ts) / _q25(plain) if len(ts) >= 4 else paired,
+        "target": TARGETS.get(k),
+        "stats_rows": stats_rows,
+        "stats_every": every,
+        "vhat_rel_err": ev,
+        "trace_rel_err": et,
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -198,23 +235,34 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = torch.device(args.device)
     rows = []
     for model_name, batch, rounds in CASES:
-        rows += bench_case(model_name, batch, max(4, rounds // 4) if args.quick else rounds,
-                           device, args.grid)
+        rows += bench_case(
+            model_name, batch, max(4, rounds // 4) if args.quick else rounds, device, args.grid
+        )
     if args.json:
         print(json.dumps({"machine": describe_machine(args.device), "rows": rows}))
         return rows
     print(f"machine: {describe_machine(args.device)}")
-    print("| model | B | variant | stats rows / every | step (ms) | paired ratio | p25 ratio "
-          "| target | v̂ rel. err | tr C rel. err |")
+    print(
+        "| model | B | variant | stats rows / every | step (ms) | paired ratio | p25 ratio "
+        "| target | v̂ rel. err | tr C rel. err |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         target = f"≤ {r['target']}" if r["target"] else ""
-        stats = (f"{r['stats_rows'] or 'all'} / {r['stats_every']}"
-                 if r["vhat_rel_err"] is not None else "")
-        err = (f"{r['vhat_rel_err']:.3f} | {r['trace_rel_err']:.4f}"
-               if r["vhat_rel_err"] is not None else " | ")
-        print(f"| {r['model']} | {r['batch']} | {r['variant']} | {stats} | {r['step_ms']:.2f} | "
-              f"{r['paired']:.2f} | {r['p25']:.2f} | {target} | {err} |")
+        stats = (
+            f"{r['stats_rows'] or 'all'} / {r['stats_every']}"
+            if r["vhat_rel_err"] is not None
+            else ""
+        )
+        err = (
+            f"{r['vhat_rel_err']:.3f} | {r['trace_rel_err']:.4f}"
+            if r["vhat_rel_err"] is not None
+            else " | "
+        )
+        print(
+            f"| {r['model']} | {r['batch']} | {r['variant']} | {stats} | {r['step_ms']:.2f} | "
+            f"{r['paired']:.2f} | {r['p25']:.2f} | {target} | {err} |"
+        )
     return rows
 
 

@@ -52,8 +52,9 @@ class FieldInfo:
     high: float | None = None
 
 
-def _f(default: Any = None, help: str = "", label: str = "", *, factory: Any = None,
-       **info: Any) -> Any:  # fmt: skip
+def _f(
+    default: Any = None, help: str = "", label: str = "", *, factory: Any = None, **info: Any
+) -> Any:
     """A dataclass field carrying its FieldInfo (the one source of help, labels and ranges)."""
     meta = {"info": FieldInfo(help=help, label=label, **info)}
     if factory is not None:
@@ -63,60 +64,110 @@ def _f(default: Any = None, help: str = "", label: str = "", *, factory: Any = N
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines a training run (see DESIGN.md, "The science in one page")."""
+    """Everything that determines a training run (see docs/design.md, "The question")."""
 
     # data and model
     dataset: str = _f("digits", "data set", "data set", choices=DATASETS)
     model: str = _f("mlp", "model", "model", choices=MODELS)
-    width: int = _f(256, "hidden width (MLP/CNN); vgg/resnet use width/4 base channels",
-                    "width", low=1, high=4096)
+    width: int = _f(
+        256,
+        "hidden width (MLP/CNN); vgg/resnet use width/4 base channels",
+        "width",
+        low=1,
+        high=4096,
+    )
     depth: int = _f(3, "number of linear layers of the MLP", "depth", low=1, high=16)
-    ghost_bn: int = _f(0, "ghost batch-norm group size (0 = no normalisation)",
-                       "ghost batch norm", low=0)
-    data_dir: str | None = _f(None, "folder of file-backed data sets (mnist, fashion-mnist, "
-                              "cifar10)", "data folder")
+    ghost_bn: int = _f(
+        0, "ghost batch-norm group size (0 = no normalisation)", "ghost batch norm", low=0
+    )
+    data_dir: str | None = _f(
+        None, "folder of file-backed data sets (mnist, fashion-mnist, cifar10)", "data folder"
+    )
     split_seed: int = _f(0, "seed of the train/test split", "split seed", low=0)
-    dataset_options: dict[str, Any] = _f(help="a data-set option (repeatable)",
-                                         label="data-set options", factory=dict)
+    dataset_options: dict[str, Any] = _f(
+        help="a data-set option (repeatable)", label="data-set options", factory=dict
+    )
     # batch sizes and noise
     batch_size: int = _f(1024, "the large batch L", "large batch L", low=1, high=1_000_000)
-    small_batch: int = _f(32, "the target small batch M whose gradient noise is imitated",
-                          "target small batch M", low=1, high=1_000_000)
+    small_batch: int = _f(
+        32,
+        "the target small batch M whose gradient noise is imitated",
+        "target small batch M",
+        low=1,
+        high=1_000_000,
+    )
     noise: str = _f("none", "noise structure", "noise structure", choices=NOISES)
     noise_scale: float = _f(1.0, "the multiplier s of c = s(1/M - 1/L)", "multiplier s", low=0.0)
-    stats_rows: int | None = _f(128, "rows of the batch used to estimate diag(C) (0 = the whole "
-                                "batch)", "statistics rows", low=2)
-    stats_every: int = _f(4, "re-estimate diag(C) every k steps (bench.steps: ≤ 1.3× a plain "
-                          "step)", "statistics every", low=1)
+    stats_rows: int | None = _f(
+        128,
+        "rows of the batch used to estimate diag(C) (0 = the whole batch)",
+        "statistics rows",
+        low=2,
+    )
+    stats_every: int = _f(
+        4,
+        "re-estimate diag(C) every k steps (bench.steps: ≤ 1.3× a plain step)",
+        "statistics every",
+        low=1,
+    )
     # optimiser
-    lr: float = _f(0.1, "learning rate (before the scaling rule)", "learning rate η", low=0.0,
-                   strict=True, high=100.0)
-    lr_scaling: str = _f("none", "scale lr relative to M: none, linear (×L/M), sqrt (×√(L/M))",
-                         "learning-rate scaling", choices=LR_SCALINGS)
-    momentum: float = _f(0.0, "SGD momentum (0 <= momentum < 1)", "momentum β", low=0.0,
-                         high=0.999)
+    lr: float = _f(
+        0.1,
+        "learning rate (before the scaling rule)",
+        "learning rate η",
+        low=0.0,
+        strict=True,
+        high=100.0,
+    )
+    lr_scaling: str = _f(
+        "none",
+        "scale lr relative to M: none, linear (×L/M), sqrt (×√(L/M))",
+        "learning-rate scaling",
+        choices=LR_SCALINGS,
+    )
+    momentum: float = _f(0.0, "SGD momentum (0 <= momentum < 1)", "momentum β", low=0.0, high=0.999)
     weight_decay: float = _f(0.0, "weight decay", "weight decay", low=0.0)
     schedule: str = _f("constant", "learning-rate schedule", "schedule", choices=SCHEDULES)
-    warmup_epochs: float = _f(0.0, "warm-up length of warmup_cosine, in epochs",
-                              "warm-up epochs", low=0.0, high=10_000.0)
-    step_every_epochs: float = _f(0.0, "the step schedule multiplies lr by step_gamma this "
-                                  "often, in epochs", "step every", low=0.0, high=10_000.0)
-    step_gamma: float = _f(0.1, "the step schedule's factor", "step factor", low=0.0,
-                           strict=True)
-    epochs: float | None = _f(20.0, "training length in epochs", "epochs", low=0.0, strict=True,
-                              high=100_000.0)
+    warmup_epochs: float = _f(
+        0.0, "warm-up length of warmup_cosine, in epochs", "warm-up epochs", low=0.0, high=10_000.0
+    )
+    step_every_epochs: float = _f(
+        0.0,
+        "the step schedule multiplies lr by step_gamma this often, in epochs",
+        "step every",
+        low=0.0,
+        high=10_000.0,
+    )
+    step_gamma: float = _f(0.1, "the step schedule's factor", "step factor", low=0.0, strict=True)
+    epochs: float | None = _f(
+        20.0, "training length in epochs", "epochs", low=0.0, strict=True, high=100_000.0
+    )
     steps: int | None = _f(None, "training length in steps (overrides epochs)", "steps", low=1)
     # evaluation
-    eval_every: int = _f(10, "steps between evaluations", "evaluate every", low=1,
-                         high=1_000_000)
-    sharpness_every: int = _f(1, "evaluations between sharpness/noise measurements (0 = never)",
-                              "sharpness every", low=0, high=1000)
-    probe_size: int = _f(256, "examples in the fixed probe batch for curvature and noise "
-                         "statistics", "probe batch size", low=2, high=100_000)
-    lanczos_iters: int = _f(20, "Hessian-vector products allowed to Lanczos for the sharpness",
-                            "Lanczos iterations", low=2)
-    noise_samples: int = _f(8, "draws of the noise for the Tr(H Sigma) estimate",
-                            "noise draws", low=1)
+    eval_every: int = _f(10, "steps between evaluations", "evaluate every", low=1, high=1_000_000)
+    sharpness_every: int = _f(
+        1,
+        "evaluations between sharpness/noise measurements (0 = never)",
+        "sharpness every",
+        low=0,
+        high=1000,
+    )
+    probe_size: int = _f(
+        256,
+        "examples in the fixed probe batch for curvature and noise statistics",
+        "probe batch size",
+        low=2,
+        high=100_000,
+    )
+    lanczos_iters: int = _f(
+        20,
+        "Hessian-vector products allowed to Lanczos for the sharpness",
+        "Lanczos iterations",
+        low=2,
+    )
+    noise_samples: int = _f(
+        8, "draws of the noise for the Tr(H Sigma) estimate", "noise draws", low=1
+    )
     # reproducibility and placement
     seed: int = _f(0, "random seed", "seed", low=0)
     device: str = _f("auto", "where to train", "device", choices=DEVICES)

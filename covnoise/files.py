@@ -29,8 +29,9 @@ def _create_unique(folder: Path, name: str) -> tuple[Path, BinaryIO]:
     while True:
         tmp = folder / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o666)  # fmt: skip
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            )
         except FileExistsError:
             continue
         return tmp, os.fdopen(fd, "wb")

@@ -24,8 +24,17 @@ STATE = UrlState(
     ],
 )
 K = STATE.key
-TABLE_METRICS = ("train_loss", "test_loss", "gen_gap", "train_acc", "test_acc", "sharpness",
-                 "noise_fro", "noise_trace", "noise_trace_hsigma")  # fmt: skip
+TABLE_METRICS = (
+    "train_loss",
+    "test_loss",
+    "gen_gap",
+    "train_acc",
+    "test_acc",
+    "sharpness",
+    "noise_fro",
+    "noise_trace",
+    "noise_trace_hsigma",
+)
 
 
 def upload_box() -> None:
@@ -40,17 +49,21 @@ def upload_box() -> None:
             st.caption(f"{name}: {len(runs)} runs")
 
 
-def final_table(runs: pd.DataFrame, metrics: pd.DataFrame, labels: pd.Series,
-                groups: pd.Series) -> pd.DataFrame:  # fmt: skip
+def final_table(
+    runs: pd.DataFrame, metrics: pd.DataFrame, labels: pd.Series, groups: pd.Series
+) -> pd.DataFrame:
     final = results.final_values(metrics, TABLE_METRICS)
-    table = pd.DataFrame({
-        "run": runs["run_id"].map(labels).to_numpy(),
-        "group": runs["run_id"].map(groups).to_numpy(),
-        "source": runs["source"].to_numpy(),
-        "status": runs["status"].to_numpy(),
-        "steps": runs["steps"].to_numpy(),
-        "wall time (s)": runs["wall_time"].to_numpy(),
-    }, index=runs["run_id"].to_numpy())  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "run": runs["run_id"].map(labels).to_numpy(),
+            "group": runs["run_id"].map(groups).to_numpy(),
+            "source": runs["source"].to_numpy(),
+            "status": runs["status"].to_numpy(),
+            "steps": runs["steps"].to_numpy(),
+            "wall time (s)": runs["wall_time"].to_numpy(),
+        },
+        index=runs["run_id"].to_numpy(),
+    )
     for name in TABLE_METRICS:
         table[results.metric_label(name)] = final[name] if name in final else float("nan")
     return table.rename_axis("run id").reset_index()
@@ -60,14 +73,22 @@ def controls(keys: list[str]) -> None:
     with st.sidebar:
         st.header("Figure")
         st.selectbox("metric", METRICS, key=K("metric"), format_func=results.metric_label)
-        st.selectbox("x axis", list(results.X_AXES), key=K("x"),
-                     format_func=results.X_AXES.get)  # fmt: skip
+        st.selectbox("x axis", list(results.X_AXES), key=K("x"), format_func=results.X_AXES.get)
         current = [k for k in st.session_state.get(K("group"), []) if k in keys]
         st.session_state[K("group")] = current
-        st.multiselect("group by (seeds are averaged)", keys, key=K("group"),
-                       placeholder="no grouping: one group")  # fmt: skip
-        st.radio("draw", ["groups", "runs"], key=K("draw"), horizontal=True,
-                 format_func={"groups": "groups: mean ± std", "runs": "every run"}.get)
+        st.multiselect(
+            "group by (seeds are averaged)",
+            keys,
+            key=K("group"),
+            placeholder="no grouping: one group",
+        )
+        st.radio(
+            "draw",
+            ["groups", "runs"],
+            key=K("draw"),
+            horizontal=True,
+            format_func={"groups": "groups: mean ± std", "runs": "every run"}.get,
+        )
         st.slider("exponential smoothing", 0.0, 0.99, step=0.01, key=K("smooth"))
         st.checkbox("log scale", key=K("log_y"))
 
@@ -85,16 +106,18 @@ def main() -> None:
     STATE.save()
     v = STATE.values()
     if runs.empty:
-        st.info("No runs match the filters. Cached runs live in cached_runs/; launch your own "
-                "on Train.")  # fmt: skip
+        st.info(
+            "No runs match the filters. Cached runs live in cached_runs/; launch your own on Train."
+        )
         return
     metrics = runsdata.metrics_for(store, runs)
     curve = results.smooth(results.curves(metrics, v["metric"], v["x"]), v["smooth"])
     x_label, y_label = results.X_AXES[v["x"]], results.metric_label(v["metric"])
     groups = results.group_labels(runs, v["group"])
     labels = formatting.run_labels(runs)
-    st.caption(f"{len(runs)} runs from {runs['source'].nunique()} source(s); "
-               f"{groups.nunique()} group(s).")  # fmt: skip
+    st.caption(
+        f"{len(runs)} runs from {runs['source'].nunique()} source(s); {groups.nunique()} group(s)."
+    )
     if curve.empty:
         st.warning(f"None of these runs logged {y_label}.")
     elif v["draw"] == "groups":
@@ -104,23 +127,36 @@ def main() -> None:
         st.caption("Lines: mean over the runs of a group (seeds); bands: ± one sample std.")
     else:
         order = runs.sort_values(["submitted_at"])["run_id"]
-        fig = viz.run_lines_figure(curve, {r: labels[r] for r in order}, x_label, y_label,
-                                     log_y=v["log_y"])  # fmt: skip
+        fig = viz.run_lines_figure(
+            curve, {r: labels[r] for r in order}, x_label, y_label, log_y=v["log_y"]
+        )
         st.plotly_chart(fig, key="compare-curves")
 
     st.subheader("Final metrics")
     table = final_table(runs, metrics, labels, groups)
-    st.dataframe(table, hide_index=True, key="compare-table",
-                 column_config={c: st.column_config.NumberColumn(format="%.4g")
-                                for c in table.columns[7:]})  # fmt: skip
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="compare-table",
+        column_config={c: st.column_config.NumberColumn(format="%.4g") for c in table.columns[7:]},
+    )
     a, b = st.columns(2)
-    a.download_button("Download the table (CSV)", table.to_csv(index=False).encode(),
-                      "covnoise-final-metrics.csv", "text/csv", on_click="ignore",
-                      icon=":material/download:")  # fmt: skip
-    b.download_button("Download runs and metrics (Parquet)",
-                      lambda: runsdata.parquet_bytes(runs, metrics),
-                      "covnoise-runs.parquet", "application/octet-stream", on_click="ignore",
-                      icon=":material/download:")  # fmt: skip
+    a.download_button(
+        "Download the table (CSV)",
+        table.to_csv(index=False).encode(),
+        "covnoise-final-metrics.csv",
+        "text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+    b.download_button(
+        "Download runs and metrics (Parquet)",
+        lambda: runsdata.parquet_bytes(runs, metrics),
+        "covnoise-runs.parquet",
+        "application/octet-stream",
+        on_click="ignore",
+        icon=":material/download:",
+    )
 
 
 guards.guarded(main, "the Compare page")

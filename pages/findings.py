@@ -17,30 +17,43 @@ def computed(signature: tuple) -> list[results.StudyFindings]:
 
 
 def verdict_frame(found: results.StudyFindings) -> pd.DataFrame:
-    return pd.DataFrame([
-        {"claim": f"{v.claim}. {v.statement}", "verdict": v.verdict, "numbers": v.evidence}
-        for v in found.verdicts
-    ])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {"claim": f"{v.claim}. {v.statement}", "verdict": v.verdict, "numbers": v.evidence}
+            for v in found.verdicts
+        ]
+    )
 
 
 def arms_frame(arms: pd.DataFrame) -> pd.DataFrame:
     def pm(col: str, digits: int = 3) -> list[str]:
-        return [results.format_pm(m, s, digits) for m, s in zip(arms[col], arms[f"{col}_std"],
-                                                                 strict=True)]  # fmt: skip
+        return [
+            results.format_pm(m, s, digits)
+            for m, s in zip(arms[col], arms[f"{col}_std"], strict=True)
+        ]
 
-    return pd.DataFrame({
-        "arm": arms["arm"], "runs": arms["runs"], "diverged": arms["diverged"],
-        "test acc": pm("test_acc"), "gap to SB": arms["acc_gap"], "train acc": pm("train_acc"),
-        "test − train loss": pm("gen_gap"), "steps to target": pm("steps_to_target", 0),
-        "reached": [f"{r}/{f}" for r, f in zip(arms["reached"], arms["finished"], strict=True)],
-        "mean ‖Σ‖_F": arms["noise_fro"], "mean tr Σ": arms["noise_trace"],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "arm": arms["arm"],
+            "runs": arms["runs"],
+            "diverged": arms["diverged"],
+            "test acc": pm("test_acc"),
+            "gap to SB": arms["acc_gap"],
+            "train acc": pm("train_acc"),
+            "test − train loss": pm("gen_gap"),
+            "steps to target": pm("steps_to_target", 0),
+            "reached": [f"{r}/{f}" for r, f in zip(arms["reached"], arms["finished"], strict=True)],
+            "mean ‖Σ‖_F": arms["noise_fro"],
+            "mean tr Σ": arms["noise_trace"],
+        }
+    )
 
 
 def show(found: results.StudyFindings) -> None:
     s = found.study
-    st.caption(f"{s.description}. {len(found.per_run)} runs from `{s.output}`, made by "
-               f"`{s.command}`.")  # fmt: skip
+    st.caption(
+        f"{s.description}. {len(found.per_run)} runs from `{s.output}`, made by `{s.command}`."
+    )
     st.subheader("The four claims")
     st.table(verdict_frame(found).set_index("claim"))  # a static table wraps the long cells
     st.caption(
@@ -52,36 +65,80 @@ def show(found: results.StudyFindings) -> None:
     )
     sb = f"SB M={s.small_batch}"
     left, right = st.columns(2)
-    left.plotly_chart(viz.arm_metric_figure(found.arms, "test_acc", "final test accuracy",
-                                              s.small_batch, reference=sb),
-                      key=f"acc-{s.name}")  # fmt: skip
-    right.plotly_chart(viz.arm_metric_figure(found.arms, "steps_to_target",
-                                               f"steps to train loss ≤ {s.target_train_loss:g}",
-                                               s.small_batch, reference=f"LB η={s.base_lr:g}",
-                                               missing="not reached"),
-                       key=f"steps-{s.name}")  # fmt: skip
+    left.plotly_chart(
+        viz.arm_metric_figure(
+            found.arms, "test_acc", "final test accuracy", s.small_batch, reference=sb
+        ),
+        key=f"acc-{s.name}",
+    )
+    right.plotly_chart(
+        viz.arm_metric_figure(
+            found.arms,
+            "steps_to_target",
+            f"steps to train loss ≤ {s.target_train_loss:g}",
+            s.small_batch,
+            reference=f"LB η={s.base_lr:g}",
+            missing="not reached",
+        ),
+        key=f"steps-{s.name}",
+    )
     st.subheader("Every arm (mean ± std over seeds)")
-    st.dataframe(arms_frame(found.arms), hide_index=True, key=f"arms-{s.name}",
-                 column_config={c: st.column_config.NumberColumn(format="%.3g")
-                                for c in ("gap to SB", "mean ‖Σ‖_F", "mean tr Σ")})
+    st.dataframe(
+        arms_frame(found.arms),
+        hide_index=True,
+        key=f"arms-{s.name}",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3g")
+            for c in ("gap to SB", "mean ‖Σ‖_F", "mean tr Σ")
+        },
+    )
     if len(found.correlations):
         st.subheader("‖Σ‖_F and tr Σ against the test-accuracy gap to SB")
         pts = found.settings.rename(columns={"noise": "cfg_noise"})
         table = found.correlations[found.correlations["measure"] == "acc_gap"]
         st.plotly_chart(
-            viz.noise_pair_figure(pts, "acc_gap", "SB test acc − test acc", table,
-                                    labels={"noise_fro": "‖Σ‖_F", "noise_trace": "tr Σ"}),
+            viz.noise_pair_figure(
+                pts,
+                "acc_gap",
+                "SB test acc − test acc",
+                table,
+                labels={"noise_fro": "‖Σ‖_F", "noise_trace": "tr Σ"},
+            ),
             key=f"pair-{s.name}",
-        )  # fmt: skip
-        st.caption(f"One point per noisy setting at η = {s.base_lr:g} (seed means). Titles: "
-                   "Pearson r with its 95% bootstrap interval.")  # fmt: skip
+        )
+        st.caption(
+            f"One point per noisy setting at η = {s.base_lr:g} (seed means). Titles: "
+            "Pearson r with its 95% bootstrap interval."
+        )
         corr = found.correlations.assign(measure=found.correlations["measure"].map(results.GAPS))
-        st.dataframe(corr[["measure", "label", "n", "pearson", "pearson_lo", "pearson_hi",
-                           "spearman", "spearman_lo", "spearman_hi"]],
-                     hide_index=True, key=f"corr-{s.name}",
-                     column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                    for c in ("pearson", "pearson_lo", "pearson_hi", "spearman",
-                                              "spearman_lo", "spearman_hi")})  # fmt: skip
+        st.dataframe(
+            corr[
+                [
+                    "measure",
+                    "label",
+                    "n",
+                    "pearson",
+                    "pearson_lo",
+                    "pearson_hi",
+                    "spearman",
+                    "spearman_lo",
+                    "spearman_hi",
+                ]
+            ],
+            hide_index=True,
+            key=f"corr-{s.name}",
+            column_config={
+                c: st.column_config.NumberColumn(format="%.2f")
+                for c in (
+                    "pearson",
+                    "pearson_lo",
+                    "pearson_hi",
+                    "spearman",
+                    "spearman_lo",
+                    "spearman_hi",
+                )
+            },
+        )
 
 
 def main() -> None:
@@ -94,13 +151,18 @@ def main() -> None:
     folder = runsdata.cached_runs_dir()
     found = computed(runsdata.cached_signature())
     if not found:
-        st.info(f"No study runs in {folder}/. Make them with "
-                + ", ".join(f"`{s.command}`" for s in ALL_STUDIES.values()) + ".")  # fmt: skip
+        st.info(
+            f"No study runs in {folder}/. Make them with "
+            + ", ".join(f"`{s.command}`" for s in ALL_STUDIES.values())
+            + "."
+        )
         return
     missing = [s.name for s in ALL_STUDIES.values() if s.name not in {f.study.name for f in found}]
     if missing:
-        st.caption("Studies without cached runs: " + ", ".join(missing) + " (the GPU study "
-                   "needs a CUDA machine; FINDINGS.md says what is missing and why).")
+        st.caption(
+            "Studies without cached runs: " + ", ".join(missing) + " (the GPU study "
+            "needs a CUDA machine; FINDINGS.md says what is missing and why)."
+        )
     tabs = st.tabs([f.study.name for f in found])
     for tab, f in zip(tabs, found, strict=True):
         with tab:

@@ -31,8 +31,12 @@ def main() -> None:
         with col.container(border=True):
             st.markdown(f"**{preset.title}**")
             st.caption(preset.explains)
-            st.page_link("pages/train.py", label="Open in Train", icon=":material/tune:",
-                         query_params={"preset": key})  # fmt: skip
+            st.page_link(
+                "pages/train.py",
+                label="Open in Train",
+                icon=":material/tune:",
+                query_params={"preset": key},
+            )
     runs, _ = runsdata.cached_runs()
     own = resources.get_store().runs()
     st.caption(

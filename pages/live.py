@@ -39,22 +39,27 @@ def shown_runs(runs: pd.DataFrame, recent: int) -> pd.DataFrame:
 
 
 def status_table(runs: pd.DataFrame, labels: pd.Series, progress: pd.Series) -> None:
-    table = pd.DataFrame({
-        "run": runs["run_id"].map(labels),
-        "status": runs["status"],
-        "progress": runs["run_id"].map(progress).fillna(0.0),
-        "wall time (s)": runs["wall_time"],
-        "device": runs["device"],
-        "message": runs["message"].fillna(""),
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "run": runs["run_id"].map(labels),
+            "status": runs["status"],
+            "progress": runs["run_id"].map(progress).fillna(0.0),
+            "wall time (s)": runs["wall_time"],
+            "device": runs["device"],
+            "message": runs["message"].fillna(""),
+        }
+    )
     st.dataframe(
-        table, hide_index=True, key="live-table",
+        table,
+        hide_index=True,
+        key="live-table",
         column_config={
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0,
-                                                        format="percent"),
+            "progress": st.column_config.ProgressColumn(
+                "progress", min_value=0.0, max_value=1.0, format="percent"
+            ),
             "wall time (s)": st.column_config.NumberColumn(format="%.1f"),
         },
-    )  # fmt: skip
+    )
 
 
 def body() -> None:
@@ -68,8 +73,9 @@ def body() -> None:
         return
     shown = shown_runs(runs, v["recent"])
     labels = formatting.run_labels(shown)
-    cache = st.session_state.setdefault(f"live.metrics.{resources.store_path()}",
-                                        livemetrics.LiveMetrics())  # fmt: skip
+    cache = st.session_state.setdefault(
+        f"live.metrics.{resources.store_path()}", livemetrics.LiveMetrics()
+    )
     requeued = shown.loc[shown["status"] == "queued", "run_id"]
     cache.forget(requeued)
     metrics = cache.update(store, shown["run_id"])
@@ -84,9 +90,12 @@ def body() -> None:
         cols = st.columns(min(4, len(active)))
         for i, row in enumerate(active.itertuples()):
             cols[i % len(cols)].button(
-                f"Cancel {labels[row.run_id]}", key=f"cancel-{row.run_id}", on_click=cancel,
-                args=(row.run_id,), icon=":material/stop_circle:",
-            )  # fmt: skip
+                f"Cancel {labels[row.run_id]}",
+                key=f"cancel-{row.run_id}",
+                on_click=cancel,
+                args=(row.run_id,),
+                icon=":material/stop_circle:",
+            )
     for row in shown[shown["status"].isin(list(ALERTS))].itertuples():
         text = f"{labels[row.run_id]} {row.status}: {row.message or 'no message recorded'}"
         ALERTS[row.status](text)
@@ -94,9 +103,13 @@ def body() -> None:
     beta = shown["cfg_momentum"].fillna(0.0) if "cfg_momentum" in shown else [0.0] * len(shown)
     momentum = dict(zip(shown["run_id"], beta, strict=True))
     fig = viz.live_figure(
-        metrics, labels.to_dict(), x=v["x"], x_label=results.X_AXES[v["x"]],
-        momentum=momentum, log_loss=v["log_loss"],
-    )  # fmt: skip
+        metrics,
+        labels.to_dict(),
+        x=v["x"],
+        x_label=results.X_AXES[v["x"]],
+        momentum=momentum,
+        log_loss=v["log_loss"],
+    )
     st.plotly_chart(fig, key="live-curves")
     if st.session_state.get("live.was_active") and active.empty:
         st.session_state["live.was_active"] = False
@@ -111,8 +124,7 @@ def main() -> None:
     with st.sidebar:
         st.header("Live view")
         st.slider("recent finished runs shown", 1, 50, key=K("recent"))
-        st.selectbox("x axis", list(results.X_AXES), key=K("x"),
-                     format_func=results.X_AXES.get)  # fmt: skip
+        st.selectbox("x axis", list(results.X_AXES), key=K("x"), format_func=results.X_AXES.get)
         st.checkbox("log-scale loss", key=K("log_loss"))
         st.number_input("refresh every (s)", 0.5, 60.0, step=0.5, key=K("every"))
         st.button("Refresh now", icon=":material/refresh:")

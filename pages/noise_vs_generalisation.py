@@ -33,14 +33,29 @@ def correlations(points, measure: str):
 def controls() -> None:
     with st.sidebar:
         st.header("Axes")
-        st.selectbox("noise statistic (x)", list(results.NOISE_STATISTICS), key=K("stat"),
-                     format_func=results.NOISE_STATISTICS.get)  # fmt: skip
-        st.selectbox("generalisation measure (y)", list(results.GENERALISATION),
-                     key=K("measure"), format_func=results.GENERALISATION.get)
-        st.radio("noise statistic over a run", ["mean", "final"], key=K("how"),
-                 format_func={"mean": "mean over evaluations", "final": "last evaluation"}.get)
-        st.checkbox("only runs with injected noise", key=K("noisy_only"),
-                    help="Runs without injected noise have ‖Σ‖_F = tr Σ = 0.")
+        st.selectbox(
+            "noise statistic (x)",
+            list(results.NOISE_STATISTICS),
+            key=K("stat"),
+            format_func=results.NOISE_STATISTICS.get,
+        )
+        st.selectbox(
+            "generalisation measure (y)",
+            list(results.GENERALISATION),
+            key=K("measure"),
+            format_func=results.GENERALISATION.get,
+        )
+        st.radio(
+            "noise statistic over a run",
+            ["mean", "final"],
+            key=K("how"),
+            format_func={"mean": "mean over evaluations", "final": "last evaluation"}.get,
+        )
+        st.checkbox(
+            "only runs with injected noise",
+            key=K("noisy_only"),
+            help="Runs without injected noise have ‖Σ‖_F = tr Σ = 0.",
+        )
         st.checkbox("log-scale x", key=K("log_x"))
 
 
@@ -85,15 +100,18 @@ def main() -> None:
             f"({row['spearman_lo']:.2f} to {row['spearman_hi']:.2f}), n = {row['n']} settings."
         )
     else:
-        st.caption("The correlation is undefined here (fewer than three settings, or a "
-                   "constant statistic).")  # fmt: skip
+        st.caption(
+            "The correlation is undefined here (fewer than three settings, or a "
+            "constant statistic)."
+        )
 
     st.subheader("‖Σ‖_F and tr Σ side by side")
     st.plotly_chart(
-        viz.noise_pair_figure(grouped, measure, y_label, table, PAIR,
-                                labels=results.NOISE_STATISTICS),
+        viz.noise_pair_figure(
+            grouped, measure, y_label, table, PAIR, labels=results.NOISE_STATISTICS
+        ),
         key="noise-pair",
-    )  # fmt: skip
+    )
     r2 = table.set_index("statistic")["r2"]
     if np.isfinite(r2.get("noise_fro", np.nan)) and np.isfinite(r2.get("noise_trace", np.nan)):
         better = "‖Σ‖_F" if r2["noise_fro"] > r2["noise_trace"] else "tr Σ"
@@ -105,19 +123,31 @@ def main() -> None:
 
     st.subheader("Correlations with 95% bootstrap confidence intervals")
     shown = table.assign(
-        pearson_ci=[f"[{a:.2f}, {b:.2f}]" for a, b in zip(table.pearson_lo, table.pearson_hi,
-                                                         strict=True)],
-        spearman_ci=[f"[{a:.2f}, {b:.2f}]" for a, b in zip(table.spearman_lo,
-                                                          table.spearman_hi, strict=True)],
-    )[["label", "n", "pearson", "pearson_ci", "spearman", "spearman_ci", "r2"]]  # fmt: skip
+        pearson_ci=[
+            f"[{a:.2f}, {b:.2f}]" for a, b in zip(table.pearson_lo, table.pearson_hi, strict=True)
+        ],
+        spearman_ci=[
+            f"[{a:.2f}, {b:.2f}]" for a, b in zip(table.spearman_lo, table.spearman_hi, strict=True)
+        ],
+    )[["label", "n", "pearson", "pearson_ci", "spearman", "spearman_ci", "r2"]]
     st.dataframe(
-        shown.rename(columns={"label": "statistic", "pearson": "Pearson r",
-                              "pearson_ci": "95% CI", "spearman": "Spearman ρ",
-                              "spearman_ci": "95% CI ", "r2": "R²"}),
-        hide_index=True, key="noise-table",
-        column_config={c: st.column_config.NumberColumn(format="%.3f")
-                       for c in ("Pearson r", "Spearman ρ", "R²")},
-    )  # fmt: skip
+        shown.rename(
+            columns={
+                "label": "statistic",
+                "pearson": "Pearson r",
+                "pearson_ci": "95% CI",
+                "spearman": "Spearman ρ",
+                "spearman_ci": "95% CI ",
+                "r2": "R²",
+            }
+        ),
+        hide_index=True,
+        key="noise-table",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f")
+            for c in ("Pearson r", "Spearman ρ", "R²")
+        },
+    )
     st.caption(
         "Percentile bootstrap over settings (2000 resamples of the points, seed 0). With few "
         "settings the intervals are wide."

@@ -138,9 +138,7 @@ def main() -> None:
     )
 
     st.subheader("Expected loss per step")
-    st.plotly_chart(
-        viz.loss_curves_figure(rep.curves, log_y=STATE.values()["log_y"]), key="curves"
-    )
+    st.plotly_chart(viz.loss_curves_figure(rep.curves, log_y=STATE.values()["log_y"]), key="curves")
     st.caption("LB + full with s = 1 follows SGD at batch M exactly: C/L + (1/M − 1/L)C = C/M.")
 
     st.subheader("Stationary loss: Frobenius norm vs trace")

@@ -54,9 +54,13 @@ def form() -> dict[str, st.delta_generator.DeltaGenerator]:
 def _data_and_model(slot: Callable[[str], None]) -> None:
     """Data set, model, width, depth."""
     st.subheader("Data and model")
-    st.selectbox("data set", DATASETS, key=K("dataset"),
-                 help="Embedded sets need no files; mnist, fashion-mnist and cifar10 "
-                      "read files from the data folder.")  # fmt: skip
+    st.selectbox(
+        "data set",
+        DATASETS,
+        key=K("dataset"),
+        help="Embedded sets need no files; mnist, fashion-mnist and cifar10 "
+        "read files from the data folder.",
+    )
     slot("dataset")
     spec = DATASET_SPECS.get(st.session_state[K("dataset")])
     if spec is not None:
@@ -76,18 +80,25 @@ def _batch_and_noise(slot: Callable[[str], None]) -> None:
     slot("batch_size")
     st.number_input(**trainform.number_field("small_batch"), step=8, key=K("small_batch"))
     slot("small_batch")
-    st.multiselect("noise structures", NOISES, key=K("noises"),
-                   help="none: plain large-batch SGD; isotropic: (tr C/P)·I; "
-                        "diag: diag(C); full: C. All have the same trace.")  # fmt: skip
+    st.multiselect(
+        "noise structures",
+        NOISES,
+        key=K("noises"),
+        help="none: plain large-batch SGD; isotropic: (tr C/P)·I; "
+        "diag: diag(C); full: C. All have the same trace.",
+    )
     slot("noises")
-    st.text_input("multipliers s (comma-separated)", key=K("noise_scales"),
-                  help="c = s·(1/M − 1/L) scales the injected covariance.")
+    st.text_input(
+        "multipliers s (comma-separated)",
+        key=K("noise_scales"),
+        help="c = s·(1/M − 1/L) scales the injected covariance.",
+    )
     slot("noise_scales")
-    st.checkbox("also run plain SGD at the small batch M (the baseline)",
-                key=K("baseline"))  # fmt: skip
+    st.checkbox("also run plain SGD at the small batch M (the baseline)", key=K("baseline"))
     slot("baseline")
-    st.number_input(**trainform.number_field("seeds", help="Seeds 0, 1, … per setting."),
-                    key=K("seeds"))
+    st.number_input(
+        **trainform.number_field("seeds", help="Seeds 0, 1, … per setting."), key=K("seeds")
+    )
     slot("seeds")
 
 
@@ -96,24 +107,38 @@ def _optimiser_and_evaluation(slot: Callable[[str], None]) -> None:
     st.subheader("Optimiser and evaluation")
     st.number_input(**trainform.number_field("lr"), step=0.05, format="%.4g", key=K("lr"))
     slot("lr")
-    st.selectbox("learning-rate scaling (relative to M)", LR_SCALINGS, key=K("lr_scaling"),
-                 help="linear: η·L/M, sqrt: η·√(L/M) for the large batch.")
+    st.selectbox(
+        "learning-rate scaling (relative to M)",
+        LR_SCALINGS,
+        key=K("lr_scaling"),
+        help="linear: η·L/M, sqrt: η·√(L/M) for the large batch.",
+    )
     slot("lr_scaling")
     st.number_input(**trainform.number_field("momentum"), step=0.1, key=K("momentum"))
     slot("momentum")
     schedule = st.selectbox("schedule", SCHEDULES, key=K("schedule"))
     slot("schedule")
-    st.number_input(**trainform.number_field("warmup_epochs"), key=K("warmup_epochs"),
-                    disabled=schedule != "warmup_cosine")  # fmt: skip
+    st.number_input(
+        **trainform.number_field("warmup_epochs"),
+        key=K("warmup_epochs"),
+        disabled=schedule != "warmup_cosine",
+    )
     slot("warmup_epochs")
-    st.number_input(**trainform.number_field("step_every_epochs"), key=K("step_every_epochs"),
-                    disabled=schedule != "step")  # fmt: skip
+    st.number_input(
+        **trainform.number_field("step_every_epochs"),
+        key=K("step_every_epochs"),
+        disabled=schedule != "step",
+    )
     slot("step_every_epochs")
     st.number_input(**trainform.number_field("epochs"), step=10.0, key=K("epochs"))
     slot("epochs")
-    st.number_input(**trainform.number_field(
-        "eval_every", help="Steps of L between evaluations; the baseline is evaluated as "
-                           "often per epoch."), key=K("eval_every"))  # fmt: skip
+    st.number_input(
+        **trainform.number_field(
+            "eval_every",
+            help="Steps of L between evaluations; the baseline is evaluated as often per epoch.",
+        ),
+        key=K("eval_every"),
+    )
     slot("eval_every")
     st.number_input(**trainform.number_field("sharpness_every"), key=K("sharpness_every"))
     slot("sharpness_every")
@@ -129,11 +154,16 @@ def cost_panel(configs: list) -> None:
     a, b, c, d = st.columns(4)
     a.metric("runs", summary["runs"])
     b.metric("training steps", f"{summary['steps']:,}")
-    c.metric("evaluations (with λ_max)",
-             f"{summary['evaluations']:,} ({summary['sharpness_evaluations']:,})")  # fmt: skip
+    c.metric(
+        "evaluations (with λ_max)",
+        f"{summary['evaluations']:,} ({summary['sharpness_evaluations']:,})",
+    )
     d.metric("estimated time", formatting.fmt_seconds(summary["seconds"]))
-    basis = (f"calibrated on {summary['calibrated_on']} finished runs"
-             if summary["calibrated_on"] else "an assumed rate; no finished runs to calibrate on")
+    basis = (
+        f"calibrated on {summary['calibrated_on']} finished runs"
+        if summary["calibrated_on"]
+        else "an assumed rate; no finished runs to calibrate on"
+    )
     st.caption(
         f"≈ {summary['flops'] / 1e9:,.1f} GFLOP over {workers} parallel run(s) at "
         f"{summary['rate'] / 1e9:.2g} GFLOP/s ({basis}). A rough estimate."
@@ -154,8 +184,14 @@ def main() -> None:
     st.caption("Teaching presets fill the form:")
     cols = st.columns(len(presets.PRESETS))
     for col, (name, preset) in zip(cols, presets.PRESETS.items(), strict=True):
-        col.button(preset.title, key=f"preset-{name}", on_click=apply_preset, args=(name,),
-                   help=preset.explains, width="stretch")  # fmt: skip
+        col.button(
+            preset.title,
+            key=f"preset-{name}",
+            on_click=apply_preset,
+            args=(name,),
+            help=preset.explains,
+            width="stretch",
+        )
     chosen = st.session_state.get("train.preset")
     if chosen in presets.PRESETS:
         st.info(f"**{presets.PRESETS[chosen].title}.** {presets.PRESETS[chosen].explains}")
@@ -167,20 +203,37 @@ def main() -> None:
         configs = trainform.form_configs(STATE.values())
     except ConfigError as err:
         target = slots.get(err.field, general)
-        target.error(f"{trainform.short_field(err.field)}: {trainform.error_text(err)}",
-                     icon=":material/error:")  # fmt: skip
-        st.button("Launch", disabled=True, key="launch-disabled",
-                  help="Fix the highlighted setting first.")  # fmt: skip
+        target.error(
+            f"{trainform.short_field(err.field)}: {trainform.error_text(err)}",
+            icon=":material/error:",
+        )
+        st.button(
+            "Launch",
+            disabled=True,
+            key="launch-disabled",
+            help="Fix the highlighted setting first.",
+        )
         return
 
     st.subheader("Before launch")
     cost_panel(configs)
     a, b = st.columns(2)
-    a.button("Launch one run", key="launch-one", on_click=launch, args=(configs[:1], "one"),
-             icon=":material/play_arrow:", help=formatting.describe_config(configs[0]))
-    b.button(f"Launch the whole grid ({len(configs)} runs)", key="launch-grid",
-             on_click=launch, args=(configs, "grid"), type="primary",
-             icon=":material/playlist_play:")  # fmt: skip
+    a.button(
+        "Launch one run",
+        key="launch-one",
+        on_click=launch,
+        args=(configs[:1], "one"),
+        icon=":material/play_arrow:",
+        help=formatting.describe_config(configs[0]),
+    )
+    b.button(
+        f"Launch the whole grid ({len(configs)} runs)",
+        key="launch-grid",
+        on_click=launch,
+        args=(configs, "grid"),
+        type="primary",
+        icon=":material/playlist_play:",
+    )
     done = st.session_state.get("train.launched")
     if done:
         n, reused = len(done["ids"]), len(done["reused"])

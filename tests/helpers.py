@@ -47,15 +47,55 @@ def py2_batch_pickle(data: np.ndarray, labels: list[int]) -> bytes:
         return b"c" + module + b"\n" + name + b"\n"
 
     mark, tup, tup1, tup3, red, build = b"(", b"t", b"\x85", b"\x87", b"R", b"b"
-    dtype = (g(b"numpy", b"dtype") + s(b"u1") + i(0) + i(1) + tup3 + red
-             + mark + i(3) + s(b"|") + b"NNN" + i(-1) + i(-1) + i(0) + tup + build)
-    array = (g(b"numpy.core.multiarray", b"_reconstruct") + g(b"numpy", b"ndarray")
-             + i(0) + tup1 + s(b"b") + tup3 + red
-             + mark + i(1) + mark + i(data.shape[0]) + i(data.shape[1]) + tup + dtype
-             + b"\x89" + s(data.tobytes()) + tup + build)
+    dtype = (
+        g(b"numpy", b"dtype")
+        + s(b"u1")
+        + i(0)
+        + i(1)
+        + tup3
+        + red
+        + mark
+        + i(3)
+        + s(b"|")
+        + b"NNN"
+        + i(-1)
+        + i(-1)
+        + i(0)
+        + tup
+        + build
+    )
+    array = (
+        g(b"numpy.core.multiarray", b"_reconstruct")
+        + g(b"numpy", b"ndarray")
+        + i(0)
+        + tup1
+        + s(b"b")
+        + tup3
+        + red
+        + mark
+        + i(1)
+        + mark
+        + i(data.shape[0])
+        + i(data.shape[1])
+        + tup
+        + dtype
+        + b"\x89"
+        + s(data.tobytes())
+        + tup
+        + build
+    )
     label_list = b"]" + mark + b"".join(i(v) for v in labels) + b"e"
-    return (b"\x80\x02}" + mark + s(b"batch_label") + s(b"training batch 1 of 5")
-            + s(b"data") + array + s(b"labels") + label_list + b"u.")
+    return (
+        b"\x80\x02}"
+        + mark
+        + s(b"batch_label")
+        + s(b"training batch 1 of 5")
+        + s(b"data")
+        + array
+        + s(b"labels")
+        + label_list
+        + b"u."
+    )
 
 
 def make_cifar(root: Path, rng, per_batch=4, n_test=3) -> tuple[np.ndarray, ...]:
@@ -73,8 +113,15 @@ def make_cifar(root: Path, rng, per_batch=4, n_test=3) -> tuple[np.ndarray, ...]
             (folder / name).write_bytes(py2_batch_pickle(data, labels))
         else:
             with open(folder / name, "wb") as fh:
-                pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                             b"filenames": [f"img{i}.png".encode() for i in range(n)]}, fh)
+                pickle.dump(
+                    {
+                        b"batch_label": name.encode(),
+                        b"labels": labels,
+                        b"data": data,
+                        b"filenames": [f"img{i}.png".encode() for i in range(n)],
+                    },
+                    fh,
+                )
         xs.append(data)
         ys.append(labels)
     x_train, y_train = np.concatenate(xs[:5]), np.concatenate(ys[:5])
@@ -126,8 +173,9 @@ def make_cifar_bin(root: Path, x_train, y_train, x_test, y_test) -> Path:
     images split in order over data_batch_1..5.bin, the test images in test_batch.bin."""
     folder = root / "cifar-10-batches-bin"
     folder.mkdir(parents=True, exist_ok=True)
-    parts = zip(np.array_split(np.asarray(x_train), 5), np.array_split(np.asarray(y_train), 5),
-                strict=True)
+    parts = zip(
+        np.array_split(np.asarray(x_train), 5), np.array_split(np.asarray(y_train), 5), strict=True
+    )
     for b, (x, y) in enumerate(parts, start=1):
         (folder / f"data_batch_{b}.bin").write_bytes(cifar_bin_bytes(x, y))
     (folder / "test_batch.bin").write_bytes(cifar_bin_bytes(x_test, y_test))

@@ -44,8 +44,18 @@ def long_metrics(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
     return df
 
 
-BASE = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=128,
-                 small_batch=16, steps=20, epochs=None, eval_every=5, probe_size=32)  # fmt: skip
+BASE = RunConfig(
+    dataset="digits",
+    model="mlp",
+    width=16,
+    depth=2,
+    batch_size=128,
+    small_batch=16,
+    steps=20,
+    epochs=None,
+    eval_every=5,
+    probe_size=32,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,8 +115,10 @@ def test_ema_equals_the_recursive_debiased_average():
 
 
 def test_smooth_runs_each_run_separately():
-    m = long_metrics([("a", s, "test_loss", float(s)) for s in range(5)]
-                     + [("b", s, "test_loss", 100.0 - s) for s in range(5)])  # fmt: skip
+    m = long_metrics(
+        [("a", s, "test_loss", float(s)) for s in range(5)]
+        + [("b", s, "test_loss", 100.0 - s) for s in range(5)]
+    )
     c = results.curves(m, "test_loss", "step")
     sm = results.smooth(c, 0.5)
     for rid in ("a", "b"):
@@ -120,8 +132,9 @@ def test_smooth_runs_each_run_separately():
 
 
 def test_curves_picks_the_x_axis_and_sorts():
-    m = long_metrics([("a", 10, "train_loss", 1.0), ("a", 0, "train_loss", 2.0),
-                      ("a", 5, "test_loss", 9.0)])  # fmt: skip
+    m = long_metrics(
+        [("a", 10, "train_loss", 1.0), ("a", 0, "train_loss", 2.0), ("a", 5, "test_loss", 9.0)]
+    )
     for x, scale in (("step", 1), ("epoch", 0.1), ("examples_seen", 100), ("wall_time", 0.5)):
         c = results.curves(m, "train_loss", x)
         np.testing.assert_allclose(c["x"], [0, 10 * scale])
@@ -134,9 +147,10 @@ def test_aggregate_seeds_mean_and_sample_std_on_shared_steps():
     rng = np.random.default_rng(1)
     steps = [0, 5, 10, 15]
     values = rng.normal(size=(3, 4))
-    m = long_metrics([(f"r{i}", s, "test_loss", values[i, j])
-                      for i in range(3) for j, s in enumerate(steps)]
-                     + [("solo", s, "test_loss", 7.0) for s in steps])  # fmt: skip
+    m = long_metrics(
+        [(f"r{i}", s, "test_loss", values[i, j]) for i in range(3) for j, s in enumerate(steps)]
+        + [("solo", s, "test_loss", 7.0) for s in steps]
+    )
     labels = pd.Series({"r0": "g", "r1": "g", "r2": "g", "solo": "h"})
     agg = results.aggregate_seeds(results.curves(m, "test_loss"), labels)
     g = agg[agg.group == "g"]
@@ -188,9 +202,14 @@ def test_run_points_final_and_mean_values():
     rows = []
     for rid, k in ((a, 1.0), (b, 2.0)):
         for step in (0, 5, 10):
-            rows += [(rid, step, "train_loss", k / (step + 1)), (rid, step, "test_loss", k),
-                     (rid, step, "test_acc", 0.1 * step), (rid, step, "noise_fro", k * step),
-                     (rid, step, "noise_trace", 3.0), (rid, step, "noise_trace_hsigma", k)]
+            rows += [
+                (rid, step, "train_loss", k / (step + 1)),
+                (rid, step, "test_loss", k),
+                (rid, step, "test_acc", 0.1 * step),
+                (rid, step, "noise_fro", k * step),
+                (rid, step, "noise_trace", 3.0),
+                (rid, step, "noise_trace_hsigma", k),
+            ]
     m = long_metrics(rows)
     pts = results.run_points(runs, m, how="mean").set_index("run_id")
     assert pts.loc[a, "noise_fro"] == pytest.approx(np.mean([0, 5, 10]))
@@ -272,8 +291,9 @@ def test_correlation_intervals_agree_with_the_percentile_bootstrap(method):
 
 def test_correlation_difference_is_a_paired_bootstrap():
     def stat(u1, u2, v):
-        return (np.abs(results.coefficients(u1, v, "spearman"))
-                - np.abs(results.coefficients(u2, v, "spearman")))  # fmt: skip
+        return np.abs(results.coefficients(u1, v, "spearman")) - np.abs(
+            results.coefficients(u2, v, "spearman")
+        )
 
     for x, y, x2 in _bootstrap_data():
         d, lo, hi = results.correlation_difference(x, x2, y, n_boot=1000, seed=5)
@@ -341,8 +361,9 @@ def test_correlation_table_columns():
 
 
 def test_run_cost_counts_match_a_real_run():
-    cfg = BASE.replace(steps=12, eval_every=5, sharpness_every=2, lanczos_iters=4,
-                       noise_samples=2, noise="full")  # fmt: skip
+    cfg = BASE.replace(
+        steps=12, eval_every=5, sharpness_every=2, lanczos_iters=4, noise_samples=2, noise="full"
+    )
     events: list[dict] = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -368,8 +389,9 @@ def test_run_cost_counts_match_a_real_run():
 def test_forward_flops_of_an_mlp_is_two_per_weight():
     flops = results.forward_flops((1, 8, 8), 10, "mlp", width=16, depth=2)
     net = build_model("mlp", (1, 8, 8), 10, width=16, depth=2)
-    ref = sum(2 * m.in_features * m.out_features for m in net.modules()
-              if isinstance(m, torch.nn.Linear))  # fmt: skip
+    ref = sum(
+        2 * m.in_features * m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)
+    )
     assert flops == ref == 2 * (64 * 16 + 16 * 10)
 
 
@@ -383,7 +405,6 @@ def test_forward_flops_of_a_cnn_matches_torch_flop_counter(shape):
         net(torch.zeros(1, *shape))
     # torch counts the convolutions and matrix products only, as the hooks do
     assert results.forward_flops(shape, 10, "cnn", 16, 2) == counter.get_total_flops()
-
 
 
 def _hook_flops(net: torch.nn.Module, shape: tuple[int, ...]) -> float:
@@ -416,28 +437,38 @@ def _architectures():
         for model in MODELS:
             for width, depth in ((256, 3), (24, 1)):
                 try:
-                    build_model(model, spec.input_shape, spec.num_classes, width=width,
-                                depth=depth)  # fmt: skip
+                    build_model(model, spec.input_shape, spec.num_classes, width=width, depth=depth)
                 except ValueError:  # e.g. a CNN on flat inputs
                     continue
-                out.append(pytest.param(spec.input_shape, spec.num_classes, model, width, depth,
-                                        id=f"{name}-{model}-{width}x{depth}"))  # fmt: skip
+                out.append(
+                    pytest.param(
+                        spec.input_shape,
+                        spec.num_classes,
+                        model,
+                        width,
+                        depth,
+                        id=f"{name}-{model}-{width}x{depth}",
+                    )
+                )
     return out
 
 
 @pytest.mark.parametrize(("shape", "classes", "model", "width", "depth"), _architectures())
-def test_forward_flops_equal_the_hook_count_for_every_architecture(shape, classes, model, width,
-                                                                   depth):  # fmt: skip
+def test_forward_flops_equal_the_hook_count_for_every_architecture(
+    shape, classes, model, width, depth
+):
     torch.manual_seed(0)
     net = build_model(model, shape, classes, width=width, depth=depth)
     got = results.forward_flops(shape, classes, model, width, depth)
     assert isinstance(got, float)
     assert got == _hook_flops(net, shape)
 
+
 def test_run_seconds_throughput_and_grid_seconds():
     o = results.OVERHEAD_SECONDS
-    cost = results.Cost(steps=100, evaluations=11, sharpness_evaluations=11, hvps=308,
-                         examples=100 * 128, flops=4e9)  # fmt: skip
+    cost = results.Cost(
+        steps=100, evaluations=11, sharpness_evaluations=11, hvps=308, examples=100 * 128, flops=4e9
+    )
     fixed = 100 * o["step"] + 308 * o["hvp"] + 11 * o["evaluation"]
     assert cost.fixed_seconds() == pytest.approx(fixed)
     assert results.run_seconds(cost, 2e9) == pytest.approx(2.0 + fixed)

@@ -30,13 +30,28 @@ from covnoise.ui.urlstate import BadValue, ListParam, TextParam
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 DEMO = ROOT / "tests" / "data" / "demo-digits.parquet"  # made by python -m covnoise.results.demo
-PAGES = ["pages/home.py", "pages/train.py", "pages/live.py", "pages/compare.py",
-         "pages/noise_vs_generalisation.py", "pages/findings.py", "pages/quadratic.py",
-         "pages/geometry.py"]
+PAGES = [
+    "pages/home.py",
+    "pages/train.py",
+    "pages/live.py",
+    "pages/compare.py",
+    "pages/noise_vs_generalisation.py",
+    "pages/findings.py",
+    "pages/quadratic.py",
+    "pages/geometry.py",
+]
 # the tiny run the Train test launches (epochs: digits has 10 steps per epoch at L = 128)
 CACHED = "a.parquet,b.parquet"  # the source filter that keeps the cached runs only
-TINY_FORM = {"width": 16, "depth": 2, "batch_size": 128, "small_batch": 16, "epochs": 2.0,
-             "eval_every": 5, "probe_size": 32, "seeds": 1}  # fmt: skip
+TINY_FORM = {
+    "width": 16,
+    "depth": 2,
+    "batch_size": 128,
+    "small_batch": 16,
+    "epochs": 2.0,
+    "eval_every": 5,
+    "probe_size": 32,
+    "seeds": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +65,12 @@ def env(tmp_path_factory):
     cached.mkdir()
     runs, metrics = read_runs_parquet(DEMO)
     first = set(runs["run_id"][: len(runs) // 2])
-    write_runs_parquet(cached / "a.parquet", runs[runs.run_id.isin(first)],
-                       metrics[metrics.run_id.isin(first)])  # fmt: skip
-    write_runs_parquet(cached / "b.parquet", runs[~runs.run_id.isin(first)],
-                       metrics[~metrics.run_id.isin(first)])  # fmt: skip
+    write_runs_parquet(
+        cached / "a.parquet", runs[runs.run_id.isin(first)], metrics[metrics.run_id.isin(first)]
+    )
+    write_runs_parquet(
+        cached / "b.parquet", runs[~runs.run_id.isin(first)], metrics[~metrics.run_id.isin(first)]
+    )
     (cached / "c-damaged.parquet").write_bytes(b"PAR1 this is not a parquet file")
     mp.setenv("COVNOISE_CACHED_RUNS", str(cached))
     yield {"tmp": tmp, "runs": runs, "metrics": metrics}
@@ -139,10 +156,15 @@ def test_compare_reads_every_cached_file_and_draws_seed_bands(env):
     # reference: the two seeds' last test loss, straight from the file with pandas
     runs, metrics = env["runs"], env["metrics"]
     cfg = runs["config"].map(json.loads)
-    ids = runs.run_id[[c["noise"] == "full" and c["noise_scale"] == 1.0 and
-                       c["batch_size"] == 1024 for c in cfg]]  # fmt: skip
-    last = (metrics[(metrics.run_id.isin(ids)) & (metrics.name == "test_loss")]
-            .sort_values("step").groupby("run_id")["value"].last())  # fmt: skip
+    ids = runs.run_id[
+        [c["noise"] == "full" and c["noise_scale"] == 1.0 and c["batch_size"] == 1024 for c in cfg]
+    ]
+    last = (
+        metrics[(metrics.run_id.isin(ids)) & (metrics.name == "test_loss")]
+        .sort_values("step")
+        .groupby("run_id")["value"]
+        .last()
+    )
     assert len(last) == 2
     assert named[label]["y"][-1] == pytest.approx(last.mean(), rel=1e-12)
     assert named[label]["x"][-1] == pytest.approx(80.0)  # epochs
@@ -159,9 +181,17 @@ def test_compare_reads_every_cached_file_and_draws_seed_bands(env):
 
 
 def test_compare_state_from_the_link(env):
-    at = open_page("pages/compare.py", {"metric": "train_acc", "draw": "runs", "noise": "full",
-                                        "source": CACHED,
-                                        "smooth": "0.5", "log_y": "true"})  # fmt: skip
+    at = open_page(
+        "pages/compare.py",
+        {
+            "metric": "train_acc",
+            "draw": "runs",
+            "noise": "full",
+            "source": CACHED,
+            "smooth": "0.5",
+            "log_y": "true",
+        },
+    )
     assert_clean(at)
     fig = figure(at, "compare-curves")
     assert len(fig["data"]) == 4  # full noise: 2 multipliers × 2 seeds, one line each
@@ -183,11 +213,13 @@ def test_noise_vs_generalisation_numbers(env):
     runs, metrics = env["runs"], env["metrics"]
     cfg = pd.DataFrame(list(runs["config"].map(json.loads)), index=runs.run_id)
     wide = metrics.pivot_table(index=["run_id", "step"], columns="name", values="value")
-    per_run = pd.DataFrame({
-        "noise_fro": wide["noise_fro"].groupby("run_id").mean(),
-        "noise_trace": wide["noise_trace"].groupby("run_id").mean(),
-        "gap": (wide["test_loss"] - wide["train_loss"]).groupby("run_id").last(),
-    }).join(cfg[["batch_size", "noise", "noise_scale"]])  # fmt: skip
+    per_run = pd.DataFrame(
+        {
+            "noise_fro": wide["noise_fro"].groupby("run_id").mean(),
+            "noise_trace": wide["noise_trace"].groupby("run_id").mean(),
+            "gap": (wide["test_loss"] - wide["train_loss"]).groupby("run_id").last(),
+        }
+    ).join(cfg[["batch_size", "noise", "noise_scale"]])
     per_run.loc[per_run.noise == "none", "noise_scale"] = 1.0
     setting = per_run.groupby(["batch_size", "noise", "noise_scale"]).mean()
     assert len(setting) == 8
@@ -203,8 +235,7 @@ def test_noise_vs_generalisation_numbers(env):
     r_fro = sps.pearsonr(setting["noise_fro"], setting["gap"])[0]
     assert f"Pearson r = {r_fro:.2f}" in at.caption[1].value
     scatter = figure(at, "noise-scatter")
-    assert set(traces(scatter)) == {"none", "isotropic", "diag", "full",
-                                                    "least-squares fit"}  # fmt: skip
+    assert set(traces(scatter)) == {"none", "isotropic", "diag", "full", "least-squares fit"}
     pair = figure(at, "noise-pair")
     titles = [a["text"] for a in pair["layout"]["annotations"]]
     assert titles[0].startswith(f"‖Σ‖_F: r = {r_fro:.2f}")
@@ -242,8 +273,11 @@ def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):
     message = at.error[0].value
     assert message.startswith("target small batch M:") and "must be smaller" in message
     # the message sits right after the M input, in the same column
-    column = next(c for c in at.columns
-                  if "train.small_batch" in [getattr(n, "key", None) for n in c.children.values()])
+    column = next(
+        c
+        for c in at.columns
+        if "train.small_batch" in [getattr(n, "key", None) for n in c.children.values()]
+    )
     children = list(column.children.values())
     at_m = [getattr(n, "key", None) for n in children].index("train.small_batch")
     assert children[at_m + 1].type == "error"
@@ -260,7 +294,8 @@ def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):
     at.selectbox(key="train.dataset").set_value("fashion-mnist").run()
     assert len(at.error) == 1
     assert at.error[0].value.startswith(
-        f"data set: its files are not in {env['tmp'] / 'data' / 'fashion-mnist'}")
+        f"data set: its files are not in {env['tmp'] / 'data' / 'fashion-mnist'}"
+    )
     assert "python -m covnoise data download fashion-mnist" in at.error[0].value
 
 
@@ -290,9 +325,21 @@ def test_train_launches_a_real_run_and_live_draws_it(env):
     at.button(key="launch-one").click().run()
     assert_clean(at)
     assert at.success[0].value.startswith("Queued 1 run(s)")
-    expected = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=128,
-                         small_batch=16, noise="full", noise_scale=1.0, lr=0.5, epochs=2.0,
-                         eval_every=5, probe_size=32, seed=0)  # fmt: skip
+    expected = RunConfig(
+        dataset="digits",
+        model="mlp",
+        width=16,
+        depth=2,
+        batch_size=128,
+        small_batch=16,
+        noise="full",
+        noise_scale=1.0,
+        lr=0.5,
+        epochs=2.0,
+        eval_every=5,
+        probe_size=32,
+        seed=0,
+    )
     rid = expected.run_id()
     engine = resources.get_engine()
     assert engine.store.status(rid) in ("queued", "running", "finished")
@@ -303,8 +350,12 @@ def test_train_launches_a_real_run_and_live_draws_it(env):
     fig = figure(live, "live-curves")
     named = traces(fig)
     stored = engine.store.metrics([rid])
-    for metric, suffix in (("train_loss", "train loss"), ("test_acc", "test acc"),
-                           ("sharpness", "λ_max"), ("noise_fro", "‖Σ‖_F")):
+    for metric, suffix in (
+        ("train_loss", "train loss"),
+        ("test_acc", "test acc"),
+        ("sharpness", "λ_max"),
+        ("noise_fro", "‖Σ‖_F"),
+    ):
         name = next(n for n in named if n.endswith(f"· {suffix}"))
         ref = stored[stored.name == metric].sort_values("step")
         np.testing.assert_array_equal(named[name]["x"], ref["step"].to_numpy())
@@ -320,15 +371,39 @@ def test_live_cancel_button_and_failure_message(env):
     store = RunStore(env["tmp"] / "runs.sqlite")
     # a failed run recorded by some earlier engine: its message must show
     failed = RunConfig(dataset="digits", width=8, steps=3, epochs=None, seed=99, name="f")
-    frame = pd.DataFrame([{"run_id": failed.run_id(), "name": "f", "config": failed.to_json(),
-                           "status": "failed", "engine": "local", "submitted_at": time.time(),
-                           "message": "RuntimeError: out of memory on the probe batch"}])
-    store.import_frames(frame, pd.DataFrame(columns=["run_id", "step", "epoch",
-                        "examples_seen", "wall_time", "name", "value"]))  # fmt: skip
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": failed.run_id(),
+                "name": "f",
+                "config": failed.to_json(),
+                "status": "failed",
+                "engine": "local",
+                "submitted_at": time.time(),
+                "message": "RuntimeError: out of memory on the probe batch",
+            }
+        ]
+    )
+    store.import_frames(
+        frame,
+        pd.DataFrame(
+            columns=["run_id", "step", "epoch", "examples_seen", "wall_time", "name", "value"]
+        ),
+    )
     engine = resources.get_engine()
-    long = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=128,
-                     small_batch=16, steps=100_000, epochs=None, eval_every=50,
-                     sharpness_every=0, seed=7)  # fmt: skip
+    long = RunConfig(
+        dataset="digits",
+        model="mlp",
+        width=16,
+        depth=2,
+        batch_size=128,
+        small_batch=16,
+        steps=100_000,
+        epochs=None,
+        eval_every=50,
+        sharpness_every=0,
+        seed=7,
+    )
     rid = engine.submit(long)
     deadline = time.monotonic() + 120
     while store.status(rid) != "running" and time.monotonic() < deadline:
@@ -377,8 +452,9 @@ def test_parquet_download_round_trips(env):
     path.write_bytes(data)
     back_runs, back_metrics = read_runs_parquet(path)
     assert back_runs["run_id"].tolist() == runs["run_id"].tolist()
-    pd.testing.assert_frame_equal(back_metrics.reset_index(drop=True),
-                                  metrics.reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        back_metrics.reset_index(drop=True), metrics.reset_index(drop=True)
+    )
 
 
 def test_presets_name_only_train_form_parameters():
@@ -390,9 +466,13 @@ def test_presets_name_only_train_form_parameters():
 
 def test_parse_floats_and_error_texts():
     assert trainform.parse_floats("1; 4, 1", "noise_scale") == [1.0, 4.0]
-    for text, why in (("", "give at least one number"), ("1, x", "'x' is not a number"),
-                      ("-1", "'-1' is not allowed"), ("inf", "'inf' is not allowed"),
-                      (",".join(str(i) for i in range(11)), "at most 10 multipliers")):
+    for text, why in (
+        ("", "give at least one number"),
+        ("1, x", "'x' is not a number"),
+        ("-1", "'-1' is not allowed"),
+        ("inf", "'inf' is not allowed"),
+        (",".join(str(i) for i in range(11)), "at most 10 multipliers"),
+    ):
         with pytest.raises(ConfigError) as err:
             trainform.parse_floats(text, "noise_scale")
         assert err.value.field == "noise_scale"
@@ -416,10 +496,14 @@ def test_list_and_text_params():
 
 
 def test_filters_compare_values_as_text():
-    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "cfg_batch_size": [1024.0, 32.0, 1024.0],
-                         "cfg_noise": ["full", "none", "diag"]})  # fmt: skip
-    assert filters.filter_runs(runs, {"cfg_batch_size": ["1024"]})["run_id"].tolist() == [
-        "a", "c"]  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c"],
+            "cfg_batch_size": [1024.0, 32.0, 1024.0],
+            "cfg_noise": ["full", "none", "diag"],
+        }
+    )
+    assert filters.filter_runs(runs, {"cfg_batch_size": ["1024"]})["run_id"].tolist() == ["a", "c"]
     kept = filters.filter_runs(runs, {"cfg_batch_size": [1024], "cfg_noise": ["diag"]})
     assert kept["run_id"].tolist() == ["c"]
     assert len(filters.filter_runs(runs, {"cfg_noise": [], "missing": ["x"]})) == 3
@@ -431,12 +515,24 @@ def test_filters_compare_values_as_text():
 
 def test_formatting():
     assert [formatting.fmt_seconds(s) for s in (45, 192, 5400, float("nan"))] == [
-        "45 s", "3.2 min", "1.5 h", "unknown"]  # fmt: skip
+        "45 s",
+        "3.2 min",
+        "1.5 h",
+        "unknown",
+    ]
     assert formatting.short_id("0123456789abcdef") == "01234567"
-    cfg = RunConfig(dataset="digits", batch_size=1024, small_batch=32, noise="full",
-                    noise_scale=4.0, lr=0.5, seed=1)  # fmt: skip
+    cfg = RunConfig(
+        dataset="digits",
+        batch_size=1024,
+        small_batch=32,
+        noise="full",
+        noise_scale=4.0,
+        lr=0.5,
+        seed=1,
+    )
     assert formatting.describe_config(cfg) == (
-        "digits, mlp, L=1024, M=32, full noise ×4, η=0.5, seed 1")
+        "digits, mlp, L=1024, M=32, full noise ×4, η=0.5, seed 1"
+    )
     table = formatting.configs_table([cfg, cfg.replace(noise="none")])
     assert table["run id"].tolist() == [cfg.run_id(), cfg.replace(noise="none").run_id()]
     assert table["s"].isna().tolist() == [False, True]

@@ -26,15 +26,36 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # the run launched from the Train page (epochs: digits has 10 steps per epoch at L = 128)
-TRAIN_QUERY = ("width=16&depth=2&batch_size=128&small_batch=16&noises=full&noise_scales=1"
-               "&baseline=false&epochs=12.0&eval_every=1&probe_size=32&seeds=1")
-LAUNCHED = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=128,
-                     small_batch=16, noise="full", noise_scale=1.0, lr=0.5, epochs=12.0,
-                     eval_every=1, probe_size=32, seed=0)  # fmt: skip
+TRAIN_QUERY = (
+    "width=16&depth=2&batch_size=128&small_batch=16&noises=full&noise_scales=1"
+    "&baseline=false&epochs=12.0&eval_every=1&probe_size=32&seeds=1"
+)
+LAUNCHED = RunConfig(
+    dataset="digits",
+    model="mlp",
+    width=16,
+    depth=2,
+    batch_size=128,
+    small_batch=16,
+    noise="full",
+    noise_scale=1.0,
+    lr=0.5,
+    epochs=12.0,
+    eval_every=1,
+    probe_size=32,
+    seed=0,
+)
 BUSY_SELECTOR = '[data-testid="stStatusWidget"], [data-testid="stSkeleton"]'
 ERROR_SELECTOR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
@@ -52,8 +73,10 @@ def browser():
     except ImportError:
         _missing("the playwright package is missing: pip install -r requirements-dev.txt")
     if not Path(CHROMIUM).exists():
-        _missing(f"no Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` "
-                 "(the tests never download a browser)")  # fmt: skip
+        _missing(
+            f"no Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` "
+            "(the tests never download a browser)"
+        )
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
@@ -73,11 +96,26 @@ def server(tmp_path_factory):
     env = dict(os.environ, COVNOISE_STORE=str(tmp / "runs.sqlite"), COVNOISE_WORKERS="1")
     log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed in teardown
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -197,9 +235,13 @@ def test_launch_watch_compare_in_a_browser(browser, server):
     shot(page, "live-finished")
     store.close()
 
-    for path, name in (("compare", "compare"), ("noise_vs_generalisation", "noise"),
-                       ("findings", "findings"), ("quadratic", "quadratic"),
-                       ("geometry", "geometry")):
+    for path, name in (
+        ("compare", "compare"),
+        ("noise_vs_generalisation", "noise"),
+        ("findings", "findings"),
+        ("quadratic", "quadratic"),
+        ("geometry", "geometry"),
+    ):
         page.goto(f"{url}/{path}")
         page.wait_for_selector(".js-plotly-plot", timeout=60_000)
         settle(page)

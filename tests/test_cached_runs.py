@@ -21,10 +21,25 @@ from covnoise.runs import COMPLETED, read_cached_runs, read_runs_parquet
 ROOT = Path(__file__).resolve().parent.parent
 CACHED = ROOT / "cached_runs"
 FILES = sorted(CACHED.glob("*.parquet"))
-CORE = {"train_loss", "test_loss", "train_acc", "test_acc", "gen_gap", "lr", "dist_init",
-        "grad_norm"}  # fmt: skip
-CURVATURE = {"sharpness", "sharpness_residual", "sharpness_hvps", "noise_trace", "noise_fro",
-             "noise_trace_hsigma", "noise_trace_hsigma_se"}  # fmt: skip
+CORE = {
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "gen_gap",
+    "lr",
+    "dist_init",
+    "grad_norm",
+}
+CURVATURE = {
+    "sharpness",
+    "sharpness_residual",
+    "sharpness_hvps",
+    "noise_trace",
+    "noise_fro",
+    "noise_trace_hsigma",
+    "noise_trace_hsigma_se",
+}
 MAX_BYTES = 30 * 2**20  # the repository keeps cached runs to tens of MB
 
 
@@ -48,8 +63,9 @@ def test_every_cached_run_loads_with_complete_metrics(path):
         assert row.device and json.loads(row.versions)["torch"]
         m = by_run[row.run_id]
         steps = sorted(m["step"].unique())
-        expected = sorted({0, row.total_steps, *range(cfg.eval_every, row.total_steps + 1,
-                                                      cfg.eval_every)})  # fmt: skip
+        expected = sorted(
+            {0, row.total_steps, *range(cfg.eval_every, row.total_steps + 1, cfg.eval_every)}
+        )
         if row.status == "finished":
             assert steps == expected, row.run_id
         else:  # diverged: stops early, on an evaluation point

@@ -21,8 +21,9 @@ def test_one_parser_holds_every_subcommand():
 
 
 def test_python_dash_m_and_the_console_script_run_the_same_main():
-    done = subprocess.run([sys.executable, "-m", "covnoise", "--help"], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "covnoise", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0
     for name in NAMES:
         assert name in done.stdout
@@ -33,13 +34,16 @@ def test_python_dash_m_and_the_console_script_run_the_same_main():
     assert ours[0].value == "covnoise.cli.main:main" and ours[0].load() is main
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--noise", "loud"],
-    ["train", "--batch-size", "0"],
-    ["sweep", "--seeds", "a,b", "--dry-run"],
-    ["study", "show", "imagenet"],
-    ["runs", "ls", "--status", "sleeping", "--store", "STORE"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--noise", "loud"],
+        ["train", "--batch-size", "0"],
+        ["sweep", "--seeds", "a,b", "--dry-run"],
+        ["study", "show", "imagenet"],
+        ["runs", "ls", "--status", "sleeping", "--store", "STORE"],
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, tmp_path, capsys):
     argv = [str(tmp_path / "s.sqlite") if a == "STORE" else a for a in argv]
     try:

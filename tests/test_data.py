@@ -283,6 +283,7 @@ def test_teacher_label_noise_fraction_and_split_seed():
 
 # ----------------------------------------------------------------------------------------- IDX
 
+
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_idx_datasets_load_the_written_values(tmp_path, name):
     arrays = make_idx_set(tmp_path / name, np.random.default_rng(1))
@@ -295,8 +296,9 @@ def test_idx_datasets_load_the_written_values(tmp_path, name):
     assert norm["mean"][0] == pytest.approx(train.mean() / 255, rel=1e-12)
     assert norm["std"][0] == pytest.approx(train.std() / 255, rel=1e-12)
     assert np.allclose(_unstandardise(ds, ds.x_train)[:, 0], train, atol=2e-4)
-    assert np.allclose(_unstandardise(ds, ds.x_test)[:, 0],
-                       arrays["t10k-images-idx3-ubyte"], atol=2e-4)
+    assert np.allclose(
+        _unstandardise(ds, ds.x_test)[:, 0], arrays["t10k-images-idx3-ubyte"], atol=2e-4
+    )
     assert ds.info["split"].startswith("official")
 
 
@@ -340,8 +342,10 @@ def test_idx_label_problems_are_refused(tmp_path):
         load_dataset("mnist", data_dir=tmp_path)
 
 
-@pytest.mark.parametrize("name, folder", [("mnist", "mnist"), ("fashion-mnist", "fashion-mnist"),
-                                          ("cifar10", "cifar-10-batches-py")])
+@pytest.mark.parametrize(
+    "name, folder",
+    [("mnist", "mnist"), ("fashion-mnist", "fashion-mnist"), ("cifar10", "cifar-10-batches-py")],
+)
 def test_missing_files_name_the_path_and_the_download_command(tmp_path, name, folder):
     with pytest.raises(DatasetError) as err:
         load_dataset(name, data_dir=tmp_path)
@@ -398,8 +402,12 @@ class _Plain:
 
 
 def test_restricted_pickle_round_trips_plain_data():
-    obj = {"a": [1, 2.5, True, None, "s", b"b", (3, (4,))], b"k": np.eye(3),
-           "u8": np.arange(5, dtype=np.uint8), "nested": {"x": [np.float32(1.5).item()]}}
+    obj = {
+        "a": [1, 2.5, True, None, "s", b"b", (3, (4,))],
+        b"k": np.eye(3),
+        "u8": np.arange(5, dtype=np.uint8),
+        "nested": {"x": [np.float32(1.5).item()]},
+    }
     got = restricted_pickle.loads(pickle.dumps(obj, protocol=4))
     assert got.keys() == obj.keys() and got["a"] == obj["a"] and got["nested"] == obj["nested"]
     assert np.array_equal(got[b"k"], obj[b"k"]) and np.array_equal(got["u8"], obj["u8"])
@@ -407,8 +415,10 @@ def test_restricted_pickle_round_trips_plain_data():
 
 def test_cifar_batch_with_code_is_refused_and_does_not_run(tmp_path):
     marker = tmp_path / "payload-ran"
-    blob = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0],
-                         b"extra": _OpenFile(str(marker))}, protocol=4)
+    blob = pickle.dumps(
+        {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"extra": _OpenFile(str(marker))},
+        protocol=4,
+    )
     # control: the unrestricted loader really runs the payload
     pickle.loads(blob)
     assert marker.exists()
@@ -455,8 +465,7 @@ def test_cifar_batch_with_wrong_structure_is_refused(tmp_path):
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """A local HTTP server over a folder; yields (folder, base_url, list of request paths)."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     served = tmp_path / "served"
     served.mkdir()
@@ -533,14 +542,21 @@ def test_download_cifar_extracts_archive(server, tmp_path):
     served, base, _ = server
     src = tmp_path / "src"
     _, y_train, _, _ = make_cifar(src, np.random.default_rng(7))
-    members = {f"cifar-10-batches-py/{f.name}": f.read_bytes()
-               for f in sorted((src / "cifar-10-batches-py").iterdir())}
+    members = {
+        f"cifar-10-batches-py/{f.name}": f.read_bytes()
+        for f in sorted((src / "cifar-10-batches-py").iterdir())
+    }
     archive = _tar_gz(members)
     (served / "mirror").mkdir()
     (served / "mirror" / "cifar-10-python.tar.gz").write_bytes(archive)
     data_dir = tmp_path / "data"
-    paths = download("cifar10", data_dir, base_url=base + "/", progress=False,
-                     checksums={"cifar-10-python.tar.gz": _md5(archive)})
+    paths = download(
+        "cifar10",
+        data_dir,
+        base_url=base + "/",
+        progress=False,
+        checksums={"cifar-10-python.tar.gz": _md5(archive)},
+    )
     assert {p.name for p in paths} == {f"data_batch_{i}" for i in range(1, 6)} | {"test_batch"}
     assert np.array_equal(load_dataset("cifar10", data_dir=data_dir).y_train.numpy(), y_train)
 
@@ -549,27 +565,37 @@ def test_download_cifar_binary_variant(server, tmp_path):
     assert REMOTE_SOURCES["cifar10"].files[0].filename == "cifar-10-python.tar.gz"  # default
     binary = REMOTE_VARIANTS["cifar10"]["binary"]
     assert binary.base_url == "https://www.cs.toronto.edu/~kriz/"
-    assert binary.files == (RemoteFile("cifar-10-binary.tar.gz",
-                                       "md5:c32a1d4ab5d03f1284b67883e8d87530"),)
+    assert binary.files == (
+        RemoteFile("cifar-10-binary.tar.gz", "md5:c32a1d4ab5d03f1284b67883e8d87530"),
+    )
     served, base, _ = server
     src = tmp_path / "src"
     arrays = make_cifar(src, np.random.default_rng(8))
     folder = make_cifar_bin(src, *arrays)
-    archive = _tar_gz({f"cifar-10-batches-bin/{f.name}": f.read_bytes()
-                       for f in sorted(folder.iterdir())})
+    archive = _tar_gz(
+        {f"cifar-10-batches-bin/{f.name}": f.read_bytes() for f in sorted(folder.iterdir())}
+    )
     (served / "mirror").mkdir()
     (served / "mirror" / "cifar-10-binary.tar.gz").write_bytes(archive)
     data_dir = tmp_path / "data"
-    paths = download("cifar10", data_dir, base_url=base, progress=False, variant="binary",
-                     checksums={"cifar-10-binary.tar.gz": _md5(archive)})
+    paths = download(
+        "cifar10",
+        data_dir,
+        base_url=base,
+        progress=False,
+        variant="binary",
+        checksums={"cifar-10-binary.tar.gz": _md5(archive)},
+    )
     assert {p.name for p in paths} == {f"data_batch_{i}.bin" for i in range(1, 6)} | {
-        "test_batch.bin"}
+        "test_batch.bin"
+    }
     assert all(p.parent == data_dir / "cifar-10-batches-bin" for p in paths)
     ds = load_dataset("cifar10", data_dir=data_dir)
     assert ds.info["source"].startswith("CIFAR-10 binary batches")
     assert np.array_equal(ds.y_train.numpy(), arrays[1])
-    with pytest.raises(DatasetError, match="variant: cifar10 has no variant 'png'; allowed: "
-                                           "'binary'"):
+    with pytest.raises(
+        DatasetError, match="variant: cifar10 has no variant 'png'; allowed: 'binary'"
+    ):
         download("cifar10", data_dir, variant="png")
     with pytest.raises(DatasetError, match="variant: mnist has no variant 'binary'"):
         download("mnist", data_dir, variant="binary")
@@ -582,8 +608,13 @@ def test_download_refuses_archive_escaping_its_folder(server, tmp_path):
     (served / "mirror" / "cifar-10-python.tar.gz").write_bytes(archive)
     data_dir = tmp_path / "data"
     with pytest.raises(DatasetError, match="'../escaped'.*refusing to extract"):
-        download("cifar10", data_dir, base_url=base, progress=False,
-                 checksums={"cifar-10-python.tar.gz": _md5(archive)})
+        download(
+            "cifar10",
+            data_dir,
+            base_url=base,
+            progress=False,
+            checksums={"cifar-10-python.tar.gz": _md5(archive)},
+        )
     assert not (tmp_path / "escaped").exists()
     assert not (data_dir / "cifar-10-batches-py" / "test_batch").exists()
 

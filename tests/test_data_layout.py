@@ -48,10 +48,18 @@ def test_registry_sizes_of_file_backed_sets():
     for name in ("mnist", "fashion-mnist"):
         spec = DATASETS[name]
         assert (spec.n_train, spec.n_test, spec.input_shape, spec.num_classes) == (
-            60000, 10000, (1, 28, 28), 10)
+            60000,
+            10000,
+            (1, 28, 28),
+            10,
+        )
     spec = DATASETS["cifar10"]
     assert (spec.n_train, spec.n_test, spec.input_shape, spec.num_classes) == (
-        50000, 10000, (3, 32, 32), 10)
+        50000,
+        10000,
+        (3, 32, 32),
+        10,
+    )
 
 
 # ------------------------------------------------------------------------------- missing files
@@ -115,12 +123,13 @@ def _both_versions(tmp_path):
 def test_binary_batches_read_as_written_and_as_the_python_batches(tmp_path):
     x_train, y_train, x_test, y_test = _both_versions(tmp_path)
     py, bin_ = tmp_path / "py" / "cifar-10-batches-py", tmp_path / "bin" / "cifar-10-batches-bin"
-    for i, (py_name, bin_name) in enumerate(zip(CIFAR10_TRAIN_BATCHES, CIFAR10_BIN_TRAIN_BATCHES,
-                                                strict=True)):
+    for i, (py_name, bin_name) in enumerate(
+        zip(CIFAR10_TRAIN_BATCHES, CIFAR10_BIN_TRAIN_BATCHES, strict=True)
+    ):
         x, y = read_cifar_bin(bin_ / bin_name)
         assert x.dtype == np.uint8 and x.shape == (4, 3, 32, 32) and y.dtype == np.int64
-        assert np.array_equal(x.reshape(4, 3072), x_train[4 * i: 4 * i + 4])
-        assert np.array_equal(y, y_train[4 * i: 4 * i + 4])
+        assert np.array_equal(x.reshape(4, 3072), x_train[4 * i : 4 * i + 4])
+        assert np.array_equal(y, y_train[4 * i : 4 * i + 4])
         x_py, y_py = read_cifar_batch(py / py_name)
         assert np.array_equal(x, x_py) and np.array_equal(y, y_py)
     x, y = read_cifar_bin(bin_ / CIFAR10_BIN_TEST_BATCH)
@@ -157,8 +166,10 @@ def test_truncated_or_mislabelled_binary_batch_is_refused(tmp_path):
     good = path.read_bytes()
     assert len(good) == 4 * 3073
     path.write_bytes(good[:-1])
-    refused = (r"data_batch_2\.bin holds 12291 bytes, which is not a whole number of "
-               r"3073-byte records")
+    refused = (
+        r"data_batch_2\.bin holds 12291 bytes, which is not a whole number of "
+        r"3073-byte records"
+    )
     with pytest.raises(DatasetError, match=refused) as err:
         load_dataset("cifar10", data_dir=tmp_path / "bin")
     assert str(path) in str(err.value)

@@ -26,16 +26,34 @@ from covnoise.runs.engine.monitor import pid_alive
 from covnoise.runs.engine.process import is_worker_of, kill_worker_of, spawn_worker
 from tests.helpers import wait_for as _wait_for
 
-TINY = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=64, small_batch=16,
-                 steps=30, epochs=None, eval_every=5, sharpness_every=0)  # fmt: skip
+TINY = RunConfig(
+    dataset="digits",
+    model="mlp",
+    width=16,
+    depth=2,
+    batch_size=64,
+    small_batch=16,
+    steps=30,
+    epochs=None,
+    eval_every=5,
+    sharpness_every=0,
+)
 LONG = TINY.replace(steps=200_000, eval_every=20)
 
 
 def stubborn_run(config, emit, should_stop=None, progress=False):
     """A run function that never looks at should_stop (for the engine's kill path); it
     reports whether the worker imported streamlit and how many torch threads it has."""
-    emit({"event": "metric", "step": 0, "metrics": {
-        "streamlit": float("streamlit" in sys.modules), "threads": torch.get_num_threads()}})
+    emit(
+        {
+            "event": "metric",
+            "step": 0,
+            "metrics": {
+                "streamlit": float("streamlit" in sys.modules),
+                "threads": torch.get_num_threads(),
+            },
+        }
+    )
     time.sleep(600)
     return {"status": "finished"}
 
@@ -90,8 +108,9 @@ def test_eight_parallel_runs_store_every_metric_row(store):
         ]
         np.testing.assert_allclose(got["epoch"].to_numpy(), [w[1] for w in want], rtol=1e-12)
         # same computation and thread count: only last-bit differences are allowed
-        np.testing.assert_allclose(got["value"].to_numpy(), [w[4] for w in want], rtol=1e-6,
-                                   atol=1e-9)  # fmt: skip
+        np.testing.assert_allclose(
+            got["value"].to_numpy(), [w[4] for w in want], rtol=1e-6, atol=1e-9
+        )
     # a finished config is returned as is, not run again
     with LocalEngine(store, workers=1, spares=0) as engine:
         n = store.count_metrics(ids[0])
@@ -235,8 +254,13 @@ def test_a_worker_is_recognised_by_its_store(tmp_path):
 
 def test_sweep_grid_expansion():
     base = TINY.replace(small_batch=8)
-    grid = dict(batch_sizes=[32, 64], noises=["none", "diag", "full"], noise_scales=[0.5, 1.0],
-                lrs=[0.1, 0.2], seeds=[0, 1, 2])  # fmt: skip
+    grid = dict(
+        batch_sizes=[32, 64],
+        noises=["none", "diag", "full"],
+        noise_scales=[0.5, 1.0],
+        lrs=[0.1, 0.2],
+        seeds=[0, 1, 2],
+    )
     configs = expand_grid(base, **grid)
     # noise "none" ignores the multiplier: 2 bs × (1 + 2·2) noise/scale × 2 lr × 3 seeds
     assert len(configs) == 2 * (1 + 2 * 2) * 2 * 3
@@ -260,11 +284,37 @@ def test_sweep_command_runs_the_grid_and_exports_it(tmp_path, capsys):
     from covnoise.runs import read_runs_parquet
 
     db, out = str(tmp_path / "runs.sqlite"), tmp_path / "cached_runs" / "grid.parquet"
-    flags = ["--dataset", "digits", "--width", "16", "--depth", "2", "--batch-size", "64",
-             "--small-batch", "16", "--steps", "20", "--eval-every", "10",
-             "--sharpness-every", "0"]  # fmt: skip
-    argv = ["sweep", *flags, "--noises", "none,full", "--workers", "2",
-            "--store", db, "--export", str(out), "--no-progress"]  # fmt: skip
+    flags = [
+        "--dataset",
+        "digits",
+        "--width",
+        "16",
+        "--depth",
+        "2",
+        "--batch-size",
+        "64",
+        "--small-batch",
+        "16",
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--sharpness-every",
+        "0",
+    ]
+    argv = [
+        "sweep",
+        *flags,
+        "--noises",
+        "none,full",
+        "--workers",
+        "2",
+        "--store",
+        db,
+        "--export",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "2 runs: 2 finished" in capsys.readouterr().out
     runs, metrics = read_runs_parquet(out)
@@ -273,9 +323,11 @@ def test_sweep_command_runs_the_grid_and_exports_it(tmp_path, capsys):
     with RunStore(db) as s:
         assert len(metrics) == s.count_metrics() > 0
     # bad grid values: exit 2, one line naming the field, nothing queued
-    for bad, field in [(["--batch-sizes", "64,x"], "batch_sizes"),
-                       (["--noises", "none,iso"], "noises"),
-                       (["--batch-sizes", "8", "--noises", "full"], "small_batch")]:  # fmt: skip
+    for bad, field in [
+        (["--batch-sizes", "64,x"], "batch_sizes"),
+        (["--noises", "none,iso"], "noises"),
+        (["--batch-sizes", "8", "--noises", "full"], "small_batch"),
+    ]:
         assert main(["sweep", *flags, *bad, "--store", db, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {field}"), err

@@ -18,29 +18,63 @@ from covnoise import results
 from covnoise.results.study import Study
 
 STUDY = Study(
-    name="t", dataset="digits", small_batch=32, large_batch=1024, base_lr=0.4,
-    tuned_lrs=(0.8,), epochs=10, target_train_loss=0.1, common=(), small_eval_every=10,
-    large_eval_every=10, description="synthetic",
-)  # fmt: skip
+    name="t",
+    dataset="digits",
+    small_batch=32,
+    large_batch=1024,
+    base_lr=0.4,
+    tuned_lrs=(0.8,),
+    epochs=10,
+    target_train_loss=0.1,
+    common=(),
+    small_eval_every=10,
+    large_eval_every=10,
+    description="synthetic",
+)
 
 
-def _arm_runs(batch, noise, scale, lr, accs, cross_step, fro=0.0, trace=0.0, gap=0.5,
-              status="finished"):  # fmt: skip
+def _arm_runs(
+    batch, noise, scale, lr, accs, cross_step, fro=0.0, trace=0.0, gap=0.5, status="finished"
+):
     """Runs of one arm (one per value in accs) and their long metrics."""
     runs, rows = [], []
     for seed, acc in enumerate(accs):
         rid = f"{batch}-{noise}-{scale}-{lr}-{seed}"
         st = status if isinstance(status, str) else status[seed]
-        runs.append({"run_id": rid, "status": st, "cfg_batch_size": batch,
-                     "cfg_noise": noise, "cfg_noise_scale": scale, "cfg_lr": lr,
-                     "cfg_seed": seed, "name": f"study t ({STUDY.command}); sweep: x"})
+        runs.append(
+            {
+                "run_id": rid,
+                "status": st,
+                "cfg_batch_size": batch,
+                "cfg_noise": noise,
+                "cfg_noise_scale": scale,
+                "cfg_lr": lr,
+                "cfg_seed": seed,
+                "name": f"study t ({STUDY.command}); sweep: x",
+            }
+        )
         for step in range(0, 101, 10):
             loss = 1.0 if (cross_step is None or step < cross_step) else 0.05
-            values = {"train_loss": loss, "test_loss": loss + gap, "train_acc": 1.0,
-                      "test_acc": acc, "noise_fro": fro, "noise_trace": trace}  # fmt: skip
-            rows += [{"run_id": rid, "step": step, "epoch": step / 10.0,
-                      "examples_seen": step * batch, "wall_time": step / 100.0, "name": k,
-                      "value": v} for k, v in values.items()]  # fmt: skip
+            values = {
+                "train_loss": loss,
+                "test_loss": loss + gap,
+                "train_acc": 1.0,
+                "test_acc": acc,
+                "noise_fro": fro,
+                "noise_trace": trace,
+            }
+            rows += [
+                {
+                    "run_id": rid,
+                    "step": step,
+                    "epoch": step / 10.0,
+                    "examples_seen": step * batch,
+                    "wall_time": step / 100.0,
+                    "name": k,
+                    "value": v,
+                }
+                for k, v in values.items()
+            ]
     return runs, rows
 
 
@@ -57,36 +91,46 @@ def _paper_like():
     """SB beats every LB; diag s=1 recovers most of it at LB speed; full recovers it slowly;
     the generalisation gap falls with ‖Σ‖_F while tr Σ only follows the multiplier."""
     arms = [
-        dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.72, 0.725, 0.73],
-             cross_step=80),
-        dict(batch=1024, noise="none", scale=1.0, lr=0.4, accs=[0.66, 0.665, 0.67],
-             cross_step=30),
-        dict(batch=1024, noise="none", scale=1.0, lr=0.8, accs=[0.675, 0.68, 0.685],
-             cross_step=20),
+        dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.72, 0.725, 0.73], cross_step=80),
+        dict(batch=1024, noise="none", scale=1.0, lr=0.4, accs=[0.66, 0.665, 0.67], cross_step=30),
+        dict(batch=1024, noise="none", scale=1.0, lr=0.8, accs=[0.675, 0.68, 0.685], cross_step=20),
     ]
     fro = {"isotropic": 1.0, "diag": 3.0, "full": 6.0}
     for i, scale in enumerate((0.25, 0.5, 1.0, 2.0)):
         for noise, f in fro.items():
             acc = 0.66 + 0.004 * f * scale
-            arms.append(dict(batch=1024, noise=noise, scale=scale, lr=0.4,
-                             accs=[acc - 0.003, acc, acc + 0.003],
-                             cross_step={"full": 70}.get(noise, 30),
-                             fro=f * scale, trace=scale * (1 + 0.01 * i),
-                             gap=0.5 - 0.02 * f * scale))  # fmt: skip
+            arms.append(
+                dict(
+                    batch=1024,
+                    noise=noise,
+                    scale=scale,
+                    lr=0.4,
+                    accs=[acc - 0.003, acc, acc + 0.003],
+                    cross_step={"full": 70}.get(noise, 30),
+                    fro=f * scale,
+                    trace=scale * (1 + 0.01 * i),
+                    gap=0.5 - 0.02 * f * scale,
+                )
+            )
     return _study(arms)
 
 
 def test_steps_to_target_is_the_first_crossing():
-    m = pd.DataFrame({"run_id": ["a"] * 5 + ["b"] * 2, "step": [0, 10, 20, 30, 40, 0, 10],
-                      "name": "train_loss", "value": [1.0, 0.5, 0.09, 0.2, 0.05, 1.0, 0.7]})
+    m = pd.DataFrame(
+        {
+            "run_id": ["a"] * 5 + ["b"] * 2,
+            "step": [0, 10, 20, 30, 40, 0, 10],
+            "name": "train_loss",
+            "value": [1.0, 0.5, 0.09, 0.2, 0.05, 1.0, 0.7],
+        }
+    )
     got = results.steps_to_target(m, 0.1)
     assert got["a"] == 20 and math.isnan(got["b"])
 
 
 def test_difference_matches_welch():
     a, b = [0.71, 0.73, 0.72, 0.74], [0.66, 0.70, 0.64]
-    runs = pd.DataFrame({"arm": ["A"] * 4 + ["B"] * 3, "status": "finished",
-                         "test_acc": a + b})
+    runs = pd.DataFrame({"arm": ["A"] * 4 + ["B"] * 3, "status": "finished", "test_acc": a + b})
     d = results.difference(runs, "A", "B")
     t = sps.ttest_ind(a, b, equal_var=False).statistic
     assert d.diff == pytest.approx(np.mean(a) - np.mean(b))
@@ -108,11 +152,20 @@ def test_correlation_difference_point_and_interval():
 
 
 def test_arm_table_averages_finished_runs_and_counts_the_rest():
-    runs, metrics = _study([
-        dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.7, 0.8], cross_step=50),
-        dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.6, 0.5, 0.1], cross_step=None,
-             status=["finished", "finished", "diverged"]),
-    ])  # fmt: skip
+    runs, metrics = _study(
+        [
+            dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.7, 0.8], cross_step=50),
+            dict(
+                batch=1024,
+                noise="diag",
+                scale=1.0,
+                lr=0.4,
+                accs=[0.6, 0.5, 0.1],
+                cross_step=None,
+                status=["finished", "finished", "diverged"],
+            ),
+        ]
+    )
     per_run = results.run_table(runs, metrics, STUDY)
     arms = results.arm_table(per_run).set_index("arm")
     sb, diag = arms.loc["SB M=32"], arms.loc["LB + diag s=1"]
@@ -150,18 +203,22 @@ def test_each_claim_is_judged_by_its_own_function():
     assert [v.claim for v in judged] == list(results.CLAIMS)
     assert [v.statement for v in judged] == list(results.CLAIMS.values())
 
+
 def test_verdicts_without_a_gap():
-    runs, metrics = _study([
-        dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.70, 0.72, 0.71], cross_step=80),
-        dict(batch=1024, noise="none", scale=1.0, lr=0.4, accs=[0.71, 0.72, 0.73],
-             cross_step=30),
-        dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.71, 0.72, 0.73],
-             cross_step=90),
-    ])  # fmt: skip
+    runs, metrics = _study(
+        [
+            dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.70, 0.72, 0.71], cross_step=80),
+            dict(
+                batch=1024, noise="none", scale=1.0, lr=0.4, accs=[0.71, 0.72, 0.73], cross_step=30
+            ),
+            dict(
+                batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.71, 0.72, 0.73], cross_step=90
+            ),
+        ]
+    )
     found = results.study_findings(runs, metrics, STUDY)
     got = {v.claim: v.verdict for v in found.verdicts}
-    assert got == {1: "not reproduced", 2: "not testable", 3: "not testable",
-                   4: "not testable"}  # fmt: skip
+    assert got == {1: "not reproduced", 2: "not testable", 3: "not testable", 4: "not testable"}
     assert "no clear gap" in found.verdicts[1].evidence
 
 
@@ -178,9 +235,11 @@ def test_render_and_the_generated_block(tmp_path):
 
 
 def test_verdicts_without_baselines_are_not_testable():
-    runs, metrics = _study([
-        dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.71, 0.72], cross_step=90),
-    ])  # fmt: skip
+    runs, metrics = _study(
+        [
+            dict(batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.71, 0.72], cross_step=90),
+        ]
+    )
     found = results.study_findings(runs, metrics, STUDY)
     assert {v.verdict for v in found.verdicts} == {"not testable"}
 
@@ -188,17 +247,20 @@ def test_verdicts_without_baselines_are_not_testable():
 def test_arm_figure_draws_each_arm_its_spread_and_the_reference():
     from covnoise import viz
 
-    runs, metrics = _study([
-        dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.7, 0.8], cross_step=50),
-        dict(batch=1024, noise="full", scale=1.0, lr=0.4, accs=[0.6, 0.62], cross_step=None),
-    ])  # fmt: skip
+    runs, metrics = _study(
+        [
+            dict(batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.7, 0.8], cross_step=50),
+            dict(batch=1024, noise="full", scale=1.0, lr=0.4, accs=[0.6, 0.62], cross_step=None),
+        ]
+    )
     arms = results.arm_table(results.run_table(runs, metrics, STUDY))
     fig = viz.arm_metric_figure(arms, "test_acc", "acc", 32, reference="SB M=32")
     bars = fig.data[0]
     assert list(bars.y) == ["LB + full s=1", "SB M=32"]  # drawn bottom-up
     assert np.allclose(bars.x, [0.61, 0.75])
-    assert np.allclose(bars.error_x.array, [np.std([0.6, 0.62], ddof=1), np.std([0.7, 0.8],
-                                                                                ddof=1)])
+    assert np.allclose(
+        bars.error_x.array, [np.std([0.6, 0.62], ddof=1), np.std([0.7, 0.8], ddof=1)]
+    )
     assert fig.layout.shapes[0].x0 == pytest.approx(0.75)
     steps = viz.arm_metric_figure(arms, "steps_to_target", "steps", 32, missing="not reached")
     assert list(steps.data[1].y) == ["LB + full s=1"]

@@ -47,8 +47,14 @@ def _fake_tree(tmp_path: Path, bad_import: tuple[str, str]) -> Path:
 
 def test_the_contracts_catch_an_upward_import_a_cli_import_and_streamlit(tmp_path):
     """Each kind of violation breaks the contract (so the first test can fail)."""
-    for i, bad in enumerate([("core", "covnoise.runs.mod"), ("results", "covnoise.cli.mod"),
-                             ("viz", "streamlit"), ("data", "covnoise.core.mod")]):  # fmt: skip
+    for i, bad in enumerate(
+        [
+            ("core", "covnoise.runs.mod"),
+            ("results", "covnoise.cli.mod"),
+            ("viz", "streamlit"),
+            ("data", "covnoise.core.mod"),
+        ]
+    ):
         tree = _fake_tree(tmp_path / str(i), bad)
         done = _lint(tree, tree)
         assert done.returncode == 1, (bad, done.stdout[-2000:])
@@ -62,10 +68,13 @@ def test_the_library_imports_without_streamlit():
         for p in (ROOT / "covnoise").rglob("*.py")
         if "ui" not in p.relative_to(ROOT / "covnoise").parts and p.name != "__main__.py"
     )
-    code = ("import sys; sys.modules['streamlit'] = None\n"
-            f"import importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
-            "print('ok', len(sys.modules))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    code = (
+        "import sys; sys.modules['streamlit'] = None\n"
+        f"import importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
+        "print('ok', len(sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-3000:]
     assert len(modules) > 30

@@ -26,8 +26,9 @@ def global_rng_restored():
     random.setstate(py_state)
 
 
-@pytest.mark.parametrize(("num_samples", "seed", "shuffle_seq"),
-                         [(1000, 42, False), (5000, 42, False), (2000, 7, True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("num_samples", "seed", "shuffle_seq"), [(1000, 42, False), (5000, 42, False), (2000, 7, True)]
+)
 def test_the_generator_reproduces_the_published_package(
     num_samples, seed, shuffle_seq, global_rng_restored
 ):

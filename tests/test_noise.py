@@ -13,6 +13,7 @@ from torch.func import functional_call
 
 from covnoise.core.noise import STRUCTURES, make_structure, noise_statistics
 from covnoise.core.pergrad import DiagStatsRecorder, per_example_grads
+from covnoise.theory import noise_covariance
 from tests.helpers import ce
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,17 +37,11 @@ def flat_grads(model, x, y):
 
 
 def dense_sigma(name: str, c: float, G: torch.Tensor) -> torch.Tensor:
-    """c·K from per-example gradients G (B×P)."""
-    Gc = G - G.mean(0)
+    """c·K from per-example gradients G (B×P), by the covariance table of covnoise.theory
+    (numpy, dense): the definition the sampled noise must meet."""
+    Gc = (G - G.mean(0)).double().numpy()
     C = Gc.T @ Gc / G.shape[0]
-    P = C.shape[0]
-    K = {
-        "none": torch.zeros_like(C),
-        "isotropic": C.trace() / P * torch.eye(P, dtype=C.dtype),
-        "diag": torch.diag(C.diagonal()),
-        "full": C,
-    }[name]
-    return c * K
+    return torch.from_numpy(noise_covariance(C, name, c)).to(G.dtype)
 
 
 def cov_z_scores(xi: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -84,8 +79,9 @@ def sample_noise(name, c, model, x, y, S, stats_rows=None, seed=0):
             cache[rows] = stats_of(torch.tensor(rows))
     state = s.init(params)
     draws, weights = [], []
-    clean_list = [g.view_as(p) for g, p in zip(clean.split([p.numel() for p in params]), params,
-                                               strict=True)]  # fmt: skip
+    clean_list = [
+        g.view_as(p) for g, p in zip(clean.split([p.numel() for p in params]), params, strict=True)
+    ]
     for _ in range(S):
         rows = s.stats_rows(B, gen) if s.needs_stats(state) else None
         weights.append(s.loss_weights(B, state, gen, dtype=torch.float64))
@@ -233,8 +229,10 @@ def dense_hessian(model, x, y) -> torch.Tensor:
 def dense_hvp(H, params):
     def hvp(vs):
         out = H @ torch.cat([v.flatten() for v in vs])
-        return [t.view_as(p) for t, p in zip(out.split([p.numel() for p in params]), params,
-                                              strict=True)]  # fmt: skip
+        return [
+            t.view_as(p)
+            for t, p in zip(out.split([p.numel() for p in params]), params, strict=True)
+        ]
 
     return hvp
 
@@ -359,8 +357,10 @@ def test_noise_statistics_uses_the_structures_own_sampler(probe):
                 k = int(torch.randint(P, (1,), generator=gen))
                 flat = torch.zeros(P, dtype=torch.float64)
                 flat[k] = math.sqrt(P)
-                return [t.view_as(p) for t, p in zip(flat.split([p.numel() for p in params]),
-                                                     params, strict=True)]  # fmt: skip
+                return [
+                    t.view_as(p)
+                    for t, p in zip(flat.split([p.numel() for p in params]), params, strict=True)
+                ]
 
             return ProbeNoise(trace=float(P), fro=math.sqrt(P), draw=draw)
 

@@ -115,8 +115,9 @@ def test_subbatch_variance_is_unbiased():
     B, b, draws = 16, 4, 2000
     g = torch.Generator().manual_seed(6)
     x, y = torch.randn(B, 3, generator=g), torch.randint(0, 2, (B,), generator=g)
-    pop = torch.cat([t.double().var(0, unbiased=False).flatten()
-                     for t in per_example_grads(model, ce, x, y)])  # fmt: skip
+    pop = torch.cat(
+        [t.double().var(0, unbiased=False).flatten() for t in per_example_grads(model, ce, x, y)]
+    )
     est = []
     for _ in range(draws):
         rows = torch.randperm(B, generator=g)[:b]

@@ -16,16 +16,23 @@ def long_metrics(spec: dict[str, dict[str, list[float]]], steps: list[int]) -> p
     for rid, metrics in spec.items():
         for name, values in metrics.items():
             for step, v in zip(steps, values, strict=True):
-                rows.append({"run_id": rid, "step": step, "epoch": step / 4, "name": name,
-                             "value": v})  # fmt: skip
+                rows.append(
+                    {"run_id": rid, "step": step, "epoch": step / 4, "name": name, "value": v}
+                )
     return pd.DataFrame(rows)
 
 
 def test_run_lines_figure_one_trace_per_run_in_label_order():
-    curves = pd.DataFrame({"run_id": ["a", "a", "b", "b", "b"], "x": [0, 1, 0, 1, 2],
-                           "value": [3.0, 2.0, 5.0, 4.0, 1.0]})  # fmt: skip
-    fig = viz.run_lines_figure(curves, {"b": "run B", "a": "run A", "c": "no data"},
-                                 "steps", "loss", log_y=True)  # fmt: skip
+    curves = pd.DataFrame(
+        {
+            "run_id": ["a", "a", "b", "b", "b"],
+            "x": [0, 1, 0, 1, 2],
+            "value": [3.0, 2.0, 5.0, 4.0, 1.0],
+        }
+    )
+    fig = viz.run_lines_figure(
+        curves, {"b": "run B", "a": "run A", "c": "no data"}, "steps", "loss", log_y=True
+    )
     assert [t.name for t in fig.data] == ["run B", "run A"]
     np.testing.assert_array_equal(fig.data[0].y, [5.0, 4.0, 1.0])
     np.testing.assert_array_equal(fig.data[1].x, [0, 1])
@@ -36,10 +43,14 @@ def test_run_lines_figure_one_trace_per_run_in_label_order():
 def test_group_bands_figure_draws_mean_and_std_band():
     rng = np.random.default_rng(0)
     vals = rng.normal(size=(3, 5)) + 5
-    curves = pd.DataFrame({"run_id": np.repeat(["r0", "r1", "r2"], 5),
-                           "x": np.tile(np.arange(5.0), 3), "value": vals.ravel()})
-    curves = pd.concat([curves, pd.DataFrame({"run_id": "s", "x": np.arange(5.0),
-                                              "value": 1.0})])  # fmt: skip
+    curves = pd.DataFrame(
+        {
+            "run_id": np.repeat(["r0", "r1", "r2"], 5),
+            "x": np.tile(np.arange(5.0), 3),
+            "value": vals.ravel(),
+        }
+    )
+    curves = pd.concat([curves, pd.DataFrame({"run_id": "s", "x": np.arange(5.0), "value": 1.0})])
     labels = pd.Series({"r0": "diag", "r1": "diag", "r2": "diag", "s": "none"})
     agg = results.aggregate_seeds(curves, labels)
     fig = viz.group_bands_figure(agg, "steps", "test loss")
@@ -59,18 +70,34 @@ def test_group_bands_figure_draws_mean_and_std_band():
 def test_live_figure_panels_and_stability_line():
     steps = [0, 5, 10]
     spec = {
-        rid: {"train_loss": [2, 1, 0.5], "test_loss": [2.1, 1.2, 0.7], "train_acc": [0.1, .5, .8],
-              "test_acc": [0.1, .4, .7], "sharpness": [1.0, 2.0, 3.0], "lr": lr,
-              "noise_fro": [0, 0.1, 0.2], "noise_trace": [0, 1, 2],
-              "noise_trace_hsigma": [0, .3, .6]}
+        rid: {
+            "train_loss": [2, 1, 0.5],
+            "test_loss": [2.1, 1.2, 0.7],
+            "train_acc": [0.1, 0.5, 0.8],
+            "test_acc": [0.1, 0.4, 0.7],
+            "sharpness": [1.0, 2.0, 3.0],
+            "lr": lr,
+            "noise_fro": [0, 0.1, 0.2],
+            "noise_trace": [0, 1, 2],
+            "noise_trace_hsigma": [0, 0.3, 0.6],
+        }
         for rid, lr in (("a", [0.5, 0.5, 0.25]), ("b", [0.1, 0.1, 0.1]))
-    }  # fmt: skip
+    }
     m = long_metrics(spec, steps)
     fig = viz.live_figure(m, {"a": "A", "b": "B"}, x="step", momentum={"a": 0.9})
     by_name = {t.name: t for t in fig.data}
     for label in ("A", "B"):
-        for suffix in ("train loss", "test loss", "train acc", "test acc", "λ_max", "‖Σ‖_F",
-                       "tr Σ", "Tr(HΣ)", "2(1+β)/η"):
+        for suffix in (
+            "train loss",
+            "test loss",
+            "train acc",
+            "test acc",
+            "λ_max",
+            "‖Σ‖_F",
+            "tr Σ",
+            "Tr(HΣ)",
+            "2(1+β)/η",
+        ):
             assert f"{label} · {suffix}" in by_name
     np.testing.assert_allclose(by_name["A · 2(1+β)/η"].y, 2 * 1.9 / np.array([0.5, 0.5, 0.25]))
     np.testing.assert_allclose(by_name["B · 2(1+β)/η"].y, 2 / 0.1)
@@ -95,19 +122,26 @@ def test_live_figure_thins_long_traces_keeping_the_ends():
 
 
 def test_live_figure_with_a_run_without_rows():
-    fig = viz.live_figure(long_metrics({"a": {"train_loss": [1.0]}}, [0]),
-                            {"a": "A", "queued": "Q"})  # fmt: skip
+    fig = viz.live_figure(
+        long_metrics({"a": {"train_loss": [1.0]}}, [0]), {"a": "A", "queued": "Q"}
+    )
     assert [t.name for t in fig.data] == ["A · train loss"]
 
 
 def grouped_points() -> pd.DataFrame:
-    return pd.DataFrame({
-        "group": ["iso", "diag", "full", "none"], "n": [2, 2, 2, 2],
-        "cfg_noise": ["isotropic", "diag", "full", "none"],
-        "noise_fro": [0.01, 0.02, 0.15, 0.0], "noise_fro_std": [0.001] * 4,
-        "noise_trace": [0.5, 0.5, 0.55, 0.0], "noise_trace_std": [0.01] * 4,
-        "gen_gap": [0.045, 0.048, 0.04, 0.044], "gen_gap_std": [0.002] * 4,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "group": ["iso", "diag", "full", "none"],
+            "n": [2, 2, 2, 2],
+            "cfg_noise": ["isotropic", "diag", "full", "none"],
+            "noise_fro": [0.01, 0.02, 0.15, 0.0],
+            "noise_fro_std": [0.001] * 4,
+            "noise_trace": [0.5, 0.5, 0.55, 0.0],
+            "noise_trace_std": [0.01] * 4,
+            "gen_gap": [0.045, 0.048, 0.04, 0.044],
+            "gen_gap_std": [0.002] * 4,
+        }
+    )
 
 
 def test_noise_scatter_figure_points_errors_and_fit():
@@ -132,8 +166,7 @@ def test_noise_scatter_figure_points_errors_and_fit():
 def test_noise_pair_figure_titles_carry_the_table():
     pts = grouped_points()
     table = results.correlation_table(pts, ["noise_fro", "noise_trace"], "gen_gap", n_boot=200)
-    fig = viz.noise_pair_figure(pts, "gen_gap", "gap", table,
-                                  labels=results.NOISE_STATISTICS)  # fmt: skip
+    fig = viz.noise_pair_figure(pts, "gen_gap", "gap", table, labels=results.NOISE_STATISTICS)
     titles = [a.text for a in fig.layout.annotations]
     r = table.set_index("statistic").loc["noise_fro"]
     assert titles[0].startswith(f"‖Σ‖_F: r = {r.pearson:.2f} [{r.pearson_lo:.2f}, ")
@@ -148,8 +181,10 @@ def test_noise_pair_figure_with_undefined_correlation():
     pts = grouped_points().iloc[:2]
     table = results.correlation_table(pts, ["noise_fro", "noise_trace"], "gen_gap", n_boot=50)
     fig = viz.noise_pair_figure(pts, "gen_gap", "gap", table)
-    assert [a.text for a in fig.layout.annotations] == ["noise_fro: r undefined",
-                                                       "noise_trace: r undefined"]
+    assert [a.text for a in fig.layout.annotations] == [
+        "noise_fro: r undefined",
+        "noise_trace: r undefined",
+    ]
 
 
 @pytest.mark.parametrize("n", [1, 17])

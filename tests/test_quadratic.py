@@ -88,7 +88,7 @@ def test_structures_equal_trace_frobenius_order_and_identity():
     np.testing.assert_allclose(traces, c * np.trace(C), rtol=1e-12)
     fro = {k: np.linalg.norm(S[k], "fro") for k in cv.NOISY_STRUCTURES}
     assert fro["isotropic"] < fro["diag"] < fro["full"]
-    # tr(AΣ) = ‖Σ‖_F²/(cσ²), and the closed forms of DESIGN.md
+    # tr(AΣ) = ‖Σ‖_F²/(cσ²), and the closed forms of docs/design.md
     closed = {
         "full": c * sigma**2 * np.sum(A * A),
         "diag": c * sigma**2 * np.sum(np.diag(A) ** 2),

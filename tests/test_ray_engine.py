@@ -17,8 +17,18 @@ ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.ray
 
-TINY = RunConfig(dataset="digits", model="mlp", width=16, depth=2, batch_size=64, small_batch=16,
-                 steps=30, epochs=None, eval_every=5, sharpness_every=0)  # fmt: skip
+TINY = RunConfig(
+    dataset="digits",
+    model="mlp",
+    width=16,
+    depth=2,
+    batch_size=64,
+    small_batch=16,
+    steps=30,
+    epochs=None,
+    eval_every=5,
+    sharpness_every=0,
+)
 LONG = TINY.replace(steps=200_000, eval_every=20)
 
 
@@ -53,8 +63,9 @@ def _reference_rows(config: RunConfig) -> list[tuple]:
         run(config, emit=events.append)
     finally:
         torch.set_num_threads(before)
-    return [(e["step"], k, v) for e in events if e["event"] == "metric"
-            for k, v in e["metrics"].items()]  # fmt: skip
+    return [
+        (e["step"], k, v) for e in events if e["event"] == "metric" for k, v in e["metrics"].items()
+    ]
 
 
 def test_sweep_of_four_runs_stores_every_metric(cluster, store):
@@ -69,8 +80,9 @@ def test_sweep_of_four_runs_stores_every_metric(cluster, store):
         assert engine.last_error is None
     finally:
         engine.close()
-    for rid, cfg in zip(ids, [TINY.replace(noise=n, seed=s) for n in ("none", "full")
-                              for s in (0, 1)], strict=True):  # fmt: skip
+    for rid, cfg in zip(
+        ids, [TINY.replace(noise=n, seed=s) for n in ("none", "full") for s in (0, 1)], strict=True
+    ):
         assert cfg.run_id() == rid
         rec = store.get_run(rid)
         assert rec["message"] is None and rec["device"].startswith("cpu")
@@ -79,8 +91,9 @@ def test_sweep_of_four_runs_stores_every_metric(cluster, store):
         want = _reference_rows(cfg)
         assert len(got) == len(want) > 0
         assert list(zip(got["step"], got["name"], strict=True)) == [(s, k) for s, k, _ in want]
-        np.testing.assert_allclose(got["value"].to_numpy(), [w[2] for w in want], rtol=1e-6,
-                                   atol=1e-9)  # fmt: skip
+        np.testing.assert_allclose(
+            got["value"].to_numpy(), [w[2] for w in want], rtol=1e-6, atol=1e-9
+        )
 
 
 def test_metrics_stream_while_running_and_cancel_stops_the_run(cluster, store):
@@ -110,8 +123,9 @@ def test_metrics_stream_while_running_and_cancel_stops_the_run(cluster, store):
 def test_a_task_that_ignores_cancel_is_stopped_by_force(cluster, store):
     from covnoise.runs.engine.ray_engine import RayEngine
 
-    engine = RayEngine(store, run_fn="tests.test_ray_engine:stubborn_run", cancel_grace=1.0,
-                       poll_interval=0.05)  # fmt: skip
+    engine = RayEngine(
+        store, run_fn="tests.test_ray_engine:stubborn_run", cancel_grace=1.0, poll_interval=0.05
+    )
     try:
         rid = engine.submit(TINY.replace(seed=4))
         _wait_for(lambda: store.count_metrics(rid) > 0, 120)

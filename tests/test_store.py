@@ -38,15 +38,29 @@ from covnoise.runs import (
 from covnoise.runs.parquet import parquet_schema
 from covnoise.runs.schema import METRIC_TABLE, RUN_TABLE
 
-BASE = RunConfig(dataset="digits", model="mlp", width=8, depth=2, batch_size=64, small_batch=16,
-                 steps=10, epochs=None, eval_every=5, sharpness_every=0)  # fmt: skip
+BASE = RunConfig(
+    dataset="digits",
+    model="mlp",
+    width=8,
+    depth=2,
+    batch_size=64,
+    small_batch=16,
+    steps=10,
+    epochs=None,
+    eval_every=5,
+    sharpness_every=0,
+)
 
 
 def _event(step: int, rng: np.random.Generator, names=("train_loss", "test_acc")) -> dict:
     return {
-        "event": "metric", "step": step, "epoch": step / 7, "examples_seen": 64 * step,
-        "wall_time": 0.01 * step, "metrics": {n: float(rng.normal()) for n in names},
-    }  # fmt: skip
+        "event": "metric",
+        "step": step,
+        "epoch": step / 7,
+        "examples_seen": 64 * step,
+        "wall_time": 0.01 * step,
+        "metrics": {n: float(rng.normal()) for n in names},
+    }
 
 
 def _expected_rows(run_id: str, events: list[dict]) -> pd.DataFrame:
@@ -75,8 +89,16 @@ def _populate(store: RunStore) -> dict[str, list[dict]]:
         cfg = BASE.replace(seed=seed, name=f"run{seed}")
         rid, _ = store.submit(cfg)
         assert store.claim_next("local", "test-owner") == (rid, json.loads(cfg.to_json()))
-        store.record_start(rid, {"device": "cpu (test)", "versions": {"python": "3"},
-                                 "code_revision": "abc", "total_steps": 10, "probe_size": 32})
+        store.record_start(
+            rid,
+            {
+                "device": "cpu (test)",
+                "versions": {"python": "3"},
+                "code_revision": "abc",
+                "total_steps": 10,
+                "probe_size": 32,
+            },
+        )
         events = [_event(s, rng) for s in range(0, 11, 5)]
         if status == "diverged":
             events[-1]["metrics"]["train_loss"] = float("inf")
@@ -84,8 +106,12 @@ def _populate(store: RunStore) -> dict[str, list[dict]]:
         for e in events:
             store.add_metric_event(rid, e)
         emitted[rid] = events
-        summary = {"steps": 10, "examples_seen": 640, "wall_time": 1.5,
-                   "final": {"train_loss": 0.25}}  # fmt: skip
+        summary = {
+            "steps": 10,
+            "examples_seen": 640,
+            "wall_time": 1.5,
+            "final": {"train_loss": 0.25},
+        }
         message = "ValueError: boom" if status == "failed" else None
         assert store.finish(rid, status, message=message, summary=summary)
     return emitted
@@ -228,8 +254,9 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
     ctx = mp.get_context("spawn")
     n_proc, n_events = 4, 150
     barrier = ctx.Barrier(n_proc)
-    procs = [ctx.Process(target=_writer, args=(path, 100 + i, n_events, barrier))
-             for i in range(n_proc)]  # fmt: skip
+    procs = [
+        ctx.Process(target=_writer, args=(path, 100 + i, n_events, barrier)) for i in range(n_proc)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -289,11 +316,16 @@ def test_bad_cached_files_are_skipped_with_a_warning(store, tmp_path):
     pq.write_table(pa.table({"x": [1, 2]}), folder / "foreign.parquet")
     table = pq.read_table(folder / "good.parquet")
     meta = dict(table.schema.metadata)
-    pq.write_table(table.replace_schema_metadata({**meta, b"covnoise.schema_version": b"99"}),
-                   folder / "future.parquet")  # fmt: skip
-    pq.write_table(table.set_column(table.schema.get_field_index("steps"), "steps",
-                                    pa.array(["a", "b", "c"])).replace_schema_metadata(meta),
-                   folder / "wrongtype.parquet")  # fmt: skip
+    pq.write_table(
+        table.replace_schema_metadata({**meta, b"covnoise.schema_version": b"99"}),
+        folder / "future.parquet",
+    )
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("steps"), "steps", pa.array(["a", "b", "c"])
+        ).replace_schema_metadata(meta),
+        folder / "wrongtype.parquet",
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs, metrics = read_cached_runs(folder)

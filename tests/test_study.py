@@ -68,13 +68,29 @@ def test_a_study_runs_through_the_engine_and_exports_what_it_ran(tmp_path):
     from covnoise.runs import read_runs_parquet
 
     tiny = results.Study(
-        name="tiny", dataset="digits", small_batch=8, large_batch=64, base_lr=0.1,
-        tuned_lrs=(), epochs=0.05, target_train_loss=1.0,
-        common={"dataset": "digits", "model": "mlp", "width": 8, "depth": 1, "sharpness_every": 0,
-                "probe_size": 16, "device": "cpu"},
-        small_eval_every=4, large_eval_every=1, seeds=(0,), scales=(1.0,),
+        name="tiny",
+        dataset="digits",
+        small_batch=8,
+        large_batch=64,
+        base_lr=0.1,
+        tuned_lrs=(),
+        epochs=0.05,
+        target_train_loss=1.0,
+        common={
+            "dataset": "digits",
+            "model": "mlp",
+            "width": 8,
+            "depth": 1,
+            "sharpness_every": 0,
+            "probe_size": 16,
+            "device": "cpu",
+        },
+        small_eval_every=4,
+        large_eval_every=1,
+        seeds=(0,),
+        scales=(1.0,),
         description="a tiny study for the test",
-    )  # fmt: skip
+    )
     out = tmp_path / "tiny.parquet"
     lines: list[str] = []
     n = results.run_study(tiny, out, workers=1, report=lines.append)
@@ -95,10 +111,19 @@ def test_the_gpu_study_trains_on_the_cpu_on_tiny_cifar_files(tmp_path, one_threa
             continue
         seen.add(key)
         small = cfg.replace(
-            device="cpu", data_dir=str(tmp_path), width=16, epochs=None, steps=2, eval_every=1,
-            batch_size=16 if cfg.batch_size == s.large_batch else 4, small_batch=4,
-            probe_size=8, lanczos_iters=3, noise_samples=2, warmup_epochs=0.1,
-        )  # fmt: skip
+            device="cpu",
+            data_dir=str(tmp_path),
+            width=16,
+            epochs=None,
+            steps=2,
+            eval_every=1,
+            batch_size=16 if cfg.batch_size == s.large_batch else 4,
+            small_batch=4,
+            probe_size=8,
+            lanczos_iters=3,
+            noise_samples=2,
+            warmup_epochs=0.1,
+        )
         events = []
         summary = run(small, emit=events.append)
         assert summary["status"] == "finished", summary["message"]
@@ -106,5 +131,8 @@ def test_the_gpu_study_trains_on_the_cpu_on_tiny_cifar_files(tmp_path, one_threa
         assert math.isfinite(first["sharpness"]) and first["sharpness_hvps"] >= 1
         if cfg.noise != "none":
             assert first["noise_fro"] > 0 and first["noise_trace"] > 0
-    assert seen == {(s.small_batch, "none"), (s.large_batch, "none"),
-                    *((s.large_batch, n) for n in results.NOISY)}
+    assert seen == {
+        (s.small_batch, "none"),
+        (s.large_batch, "none"),
+        *((s.large_batch, n) for n in results.NOISY),
+    }

@@ -10,8 +10,20 @@ import torch
 from covnoise.config import RunConfig
 from covnoise.core.train import learning_rate, run
 
-TINY = dict(dataset="digits", model="mlp", width=32, depth=2, batch_size=256, small_batch=16,
-            lr=0.2, steps=12, eval_every=4, probe_size=64, lanczos_iters=10, noise_samples=2)
+TINY = dict(
+    dataset="digits",
+    model="mlp",
+    width=32,
+    depth=2,
+    batch_size=256,
+    small_batch=16,
+    lr=0.2,
+    steps=12,
+    eval_every=4,
+    probe_size=64,
+    lanczos_iters=10,
+    noise_samples=2,
+)
 
 
 def _events(config):
@@ -28,9 +40,20 @@ def test_run_emits_start_metrics_summary(noise):
     metrics = [e for e in events if e["event"] == "metric"]
     assert [e["step"] for e in metrics] == [0, 4, 8, 12]
     m = metrics[-1]["metrics"]
-    for key in ("train_loss", "test_loss", "train_acc", "test_acc", "sharpness",
-                "sharpness_residual", "noise_trace", "noise_fro", "noise_trace_hsigma",
-                "grad_norm", "dist_init", "lr"):
+    for key in (
+        "train_loss",
+        "test_loss",
+        "train_acc",
+        "test_acc",
+        "sharpness",
+        "sharpness_residual",
+        "noise_trace",
+        "noise_fro",
+        "noise_trace_hsigma",
+        "grad_norm",
+        "dist_init",
+        "lr",
+    ):
         assert key in m, key
     assert summary["status"] == "finished" and summary["steps"] == 12
     assert summary["examples_seen"] == 12 * 256
@@ -86,8 +109,9 @@ def test_schedules():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "covnoise", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "covnoise", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize(
@@ -109,18 +133,49 @@ def test_cli_bad_config_exits_2_with_one_line(args, field):
 
 
 def test_cli_json_events_and_diverged_exit_code():
-    out = _cli("train", "--steps", "4", "--eval-every", "2", "--width", "16", "--depth", "2",
-               "--batch-size", "128", "--noise", "full", "--probe-size", "32", "--json")
+    out = _cli(
+        "train",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--width",
+        "16",
+        "--depth",
+        "2",
+        "--batch-size",
+        "128",
+        "--noise",
+        "full",
+        "--probe-size",
+        "32",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     events = [json.loads(line) for line in out.stdout.splitlines()]
     assert [e["event"] for e in events] == ["start", "metric", "metric", "metric", "summary"]
     s = events[-1]
     for key in ("final", "steps", "examples_seen", "wall_time", "device", "versions"):
         assert key in s
-    assert {"train_loss", "test_loss", "train_acc", "test_acc", "sharpness",
-            "noise_fro"} <= set(s["final"])
-    bad = _cli("train", "--steps", "20", "--lr", "1e8", "--width", "16", "--depth", "2",
-               "--batch-size", "128", "--sharpness-every", "0", "--json")
+    assert {"train_loss", "test_loss", "train_acc", "test_acc", "sharpness", "noise_fro"} <= set(
+        s["final"]
+    )
+    bad = _cli(
+        "train",
+        "--steps",
+        "20",
+        "--lr",
+        "1e8",
+        "--width",
+        "16",
+        "--depth",
+        "2",
+        "--batch-size",
+        "128",
+        "--sharpness-every",
+        "0",
+        "--json",
+    )
     assert bad.returncode == 3
     assert json.loads(bad.stdout.splitlines()[-1])["status"] == "diverged"
 
@@ -154,8 +209,9 @@ def test_training_step_injects_the_target_covariance(noise, stats_rows):
     for _ in range(S):
         _, state = noisy_step(model, params, opt, structure, state, x, y, gen)
         with torch.no_grad():
-            steps.append(torch.cat([(p0 - p).flatten() for p, p0 in zip(params, start,
-                                                                       strict=True)]))
+            steps.append(
+                torch.cat([(p0 - p).flatten() for p, p0 in zip(params, start, strict=True)])
+            )
             for p, p0 in zip(params, start, strict=True):
                 p.copy_(p0)
     xi = torch.stack(steps) - mean_grad

@@ -42,7 +42,9 @@ def guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespa
 def store_argument(parser: argparse.ArgumentParser) -> None:
     """The --store flag of every command that reads or writes the run store."""
     parser.add_argument(
-        "--store", default=None, metavar="PATH",
+        "--store",
+        default=None,
+        metavar="PATH",
         help="run store file (default: $COVNOISE_STORE, else runs.sqlite in the user data "
-             "folder, e.g. ~/.local/share/covnoise/)",
-    )  # fmt: skip
+        "folder, e.g. ~/.local/share/covnoise/)",
+    )

@@ -34,10 +34,17 @@ def add_parser(sub: Any) -> None:
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     dl = data_sub.add_parser("download", help="download a file-backed data set (needs internet)")
     dl.add_argument("name", help="mnist, fashion-mnist or cifar10 (mnist1d: writes its cache)")
-    dl.add_argument("--data-dir", default=str(default_data_dir()),
-                    help="where to put it (default: $COVNOISE_DATA_DIR or ~/.cache/covnoise)")
-    dl.add_argument("--variant", default=None, metavar="NAME",
-                    help="another published form of the files, e.g. binary for cifar10 "
-                         "(fixed-size records, read without pickle)")  # fmt: skip
+    dl.add_argument(
+        "--data-dir",
+        default=str(default_data_dir()),
+        help="where to put it (default: $COVNOISE_DATA_DIR or ~/.cache/covnoise)",
+    )
+    dl.add_argument(
+        "--variant",
+        default=None,
+        metavar="NAME",
+        help="another published form of the files, e.g. binary for cifar10 "
+        "(fixed-size records, read without pickle)",
+    )
     dl.set_defaults(func=_cmd_data_download)
     data_sub.add_parser("ls", help="list the data sets").set_defaults(func=_cmd_data_ls)

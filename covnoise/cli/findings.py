@@ -24,8 +24,11 @@ def _cmd_findings(args: argparse.Namespace) -> int:
     new = replace_block(text, block)
     if args.check:
         if new != text:
-            print(f"{target}: the generated findings differ from the cached runs; run "
-                  f"covnoise findings --write {target}", file=sys.stderr)  # fmt: skip
+            print(
+                f"{target}: the generated findings differ from the cached runs; run "
+                f"covnoise findings --write {target}",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
         return EXIT_OK
     Path(target).write_text(new)
@@ -35,9 +38,12 @@ def _cmd_findings(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register `findings`."""
-    p = sub.add_parser("findings", help="the claims' verdicts computed from the cached runs",
-                       description="Print the findings tables, or rewrite / check the "
-                                   "generated part of FINDINGS.md.")  # fmt: skip
+    p = sub.add_parser(
+        "findings",
+        help="the claims' verdicts computed from the cached runs",
+        description="Print the findings tables, or rewrite / check the "
+        "generated part of FINDINGS.md.",
+    )
     p.add_argument("--runs", default="cached_runs", help="folder of cached runs")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="PATH", help="rewrite the generated part of PATH")

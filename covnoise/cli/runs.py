@@ -40,9 +40,13 @@ def _filter_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="STATUS",
         help=f"keep runs with this status ({', '.join(STATUSES)}); repeatable",
     )
-    parser.add_argument("--where", action="append", default=None, metavar="FIELD=VALUE",
-                        help="keep runs whose config field has this value, e.g. noise=full; "
-                             "repeatable")  # fmt: skip
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=None,
+        metavar="FIELD=VALUE",
+        help="keep runs whose config field has this value, e.g. noise=full; repeatable",
+    )
 
 
 def _open_store(args: argparse.Namespace) -> RunStore:
@@ -94,8 +98,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     finals = [json.loads(f) if isinstance(f, str) else {} for f in runs["final"]]
     table["test_acc"] = [f.get("test_acc") for f in finals]
     print(table.to_string(index=False, na_rep="-"))
-    print(f"{len(runs)} runs: " + ", ".join(
-        f"{n} {s}" for s, n in Counter(runs["status"]).most_common()))  # fmt: skip
+    print(
+        f"{len(runs)} runs: "
+        + ", ".join(f"{n} {s}" for s, n in Counter(runs["status"]).most_common())
+    )
     return EXIT_OK
 
 
@@ -105,8 +111,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
         rec = store.get_run(run_id)
         metrics = store.metrics([run_id])
     assert rec is not None
-    for key in ("run_id", "name", "status", "message", "engine", "device", "code_revision",
-                "total_steps", "steps", "examples_seen", "wall_time", "host", "pid"):  # fmt: skip
+    for key in (
+        "run_id",
+        "name",
+        "status",
+        "message",
+        "engine",
+        "device",
+        "code_revision",
+        "total_steps",
+        "steps",
+        "examples_seen",
+        "wall_time",
+        "host",
+        "pid",
+    ):
         if rec.get(key) is not None:
             print(f"{key:>14s}: {rec[key]}")
     for key in ("submitted_at", "started_at", "ended_at"):
@@ -203,8 +222,12 @@ def add_parser(subparsers: Any) -> None:
     cancel.set_defaults(func=guard(_cmd_cancel))
 
     export = sub.add_parser("export", help="write runs and their metrics to a Parquet file")
-    export.add_argument("--to", required=True, metavar="PATH",
-                        help="the Parquet file, e.g. cached_runs/NAME.parquet")  # fmt: skip
+    export.add_argument(
+        "--to",
+        required=True,
+        metavar="PATH",
+        help="the Parquet file, e.g. cached_runs/NAME.parquet",
+    )
     export.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="only these runs")
     store_argument(export)
     _filter_arguments(export)

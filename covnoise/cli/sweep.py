@@ -87,8 +87,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         engine = make_engine(args.engine, store, workers=args.workers, address=args.address)
     except ImportError as exc:
         store.close()
-        return bad(f"engine: {args.engine} needs an optional package ({exc}); "
-                    "pip install -r requirements-ray.txt")  # fmt: skip
+        return bad(
+            f"engine: {args.engine} needs an optional package ({exc}); "
+            "pip install -r requirements-ray.txt"
+        )
     ids: list[str] = []
     try:
         ids = engine.submit_many(configs, rerun=args.rerun)
@@ -96,8 +98,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         engine.close(cancel_running=True)
         queued = sum(s == "queued" for s in store.statuses(ids).values())
-        print(f"interrupted: running runs were cancelled, {queued} stay queued "
-              "(run the same sweep again to go on)", file=sys.stderr)  # fmt: skip
+        print(
+            f"interrupted: running runs were cancelled, {queued} stay queued "
+            "(run the same sweep again to go on)",
+            file=sys.stderr,
+        )
         store.close()
         return EXIT_INTERRUPTED
     engine.close(cancel_running=True)
@@ -140,32 +145,49 @@ def _follow(store: RunStore, ids: list[str], progress: bool) -> dict[str, str | 
 def add_parser(subparsers: Any) -> None:
     """Register `sweep` (training flags + grid flags + engine flags) on a subparsers object."""
     sweep = subparsers.add_parser(
-        "sweep", help="run a grid of configs through an engine, with a progress bar",
+        "sweep",
+        help="run a grid of configs through an engine, with a progress bar",
         description="Expand batch sizes × noises × noise scales × lrs × seeds around the "
-                    "training flags and run every combination.",
-    )  # fmt: skip
+        "training flags and run every combination.",
+    )
     add_train_arguments(sweep)
-    grid = sweep.add_argument_group("grid (comma-separated values; a flag left out keeps the "
-                                    "single value of the training flags)")  # fmt: skip
+    grid = sweep.add_argument_group(
+        "grid (comma-separated values; a flag left out keeps the "
+        "single value of the training flags)"
+    )
     grid.add_argument("--batch-sizes", metavar="L,L,…", help="large batch sizes, e.g. 256,1024")
     grid.add_argument("--noises", metavar="N,N,…", help="structures, e.g. none,diag,full")
     grid.add_argument("--noise-scales", metavar="S,S,…", help="multipliers s, e.g. 0.5,1")
     grid.add_argument("--lrs", metavar="LR,LR,…", help="learning rates, e.g. 0.1,0.4")
     grid.add_argument("--seeds", metavar="SEED,…", help="seeds, e.g. 0,1,2")
     run = sweep.add_argument_group("where and how")
-    run.add_argument("--engine", choices=("local", "ray"), default="local",
-                     help="local process pool (default) or a Ray cluster")  # fmt: skip
-    run.add_argument("--address", default=None,
-                     help="Ray cluster address, e.g. auto (default: $RAY_ADDRESS, else a new "
-                          "local Ray)")  # fmt: skip
-    run.add_argument("--workers", type=int, default=None,
-                     help="runs at a time (default: one per GPU, else one per two CPU cores; "
-                          "Ray: as many as the cluster fits)")  # fmt: skip
+    run.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local process pool (default) or a Ray cluster",
+    )
+    run.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address, e.g. auto (default: $RAY_ADDRESS, else a new local Ray)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="runs at a time (default: one per GPU, else one per two CPU cores; "
+        "Ray: as many as the cluster fits)",
+    )
     store_argument(run)
     run.add_argument("--rerun", action="store_true", help="run finished configs again")
-    run.add_argument("--export", metavar="PATH", default=None,
-                     help="write the sweep's runs to this Parquet file when it ends, e.g. "
-                          "cached_runs/NAME.parquet")  # fmt: skip
+    run.add_argument(
+        "--export",
+        metavar="PATH",
+        default=None,
+        help="write the sweep's runs to this Parquet file when it ends, e.g. "
+        "cached_runs/NAME.parquet",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--dry-run", action="store_true", help="print the runs and exit")
     sweep.set_defaults(func=_cmd_sweep)

@@ -39,18 +39,26 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "dataset_options":
             parser.add_argument(
-                "--dataset-option", dest="dataset_options", action="append", type=_option,
-                default=None, metavar="KEY=VALUE", help=field_info(f.name).help,
-            )  # fmt: skip
+                "--dataset-option",
+                dest="dataset_options",
+                action="append",
+                type=_option,
+                default=None,
+                metavar="KEY=VALUE",
+                help=field_info(f.name).help,
+            )
             continue
         kind = _field_type(f.name)
         default = getattr(defaults, f.name)
         info = field_info(f.name)
         help_text = info.help + (f": {', '.join(info.choices)}" if info.choices else "")
         parser.add_argument(
-            flag, dest=f.name, type=kind, default=None,
+            flag,
+            dest=f.name,
+            type=kind,
+            default=None,
             help=f"{help_text} (default: {default})",
-        )  # fmt: skip
+        )
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
@@ -87,8 +95,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _print_summary(summary: dict[str, Any]) -> None:
     note = f" ({summary['message']})" if summary["message"] else ""
     print(f"status: {summary['status']}{note}")
-    print(f"steps: {summary['steps']}  examples seen: {summary['examples_seen']}  "
-          f"wall time: {summary['wall_time']:.1f} s  device: {summary['device']}")
+    print(
+        f"steps: {summary['steps']}  examples seen: {summary['examples_seen']}  "
+        f"wall time: {summary['wall_time']:.1f} s  device: {summary['device']}"
+    )
     for key, value in summary["final"].items():
         print(f"  {key:>24s}  {value:.6g}")
 

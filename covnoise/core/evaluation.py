@@ -91,8 +91,14 @@ class Evaluator:
             "sharpness_hvps": float(eig.n_matvecs),
         }
         stats = noise_statistics(
-            self.structure, self.model, per_example_loss, self.probe_x, self.probe_y,
-            op.hvp_list, cfg.noise_samples, self.gen,
-        )  # fmt: skip
+            self.structure,
+            self.model,
+            per_example_loss,
+            self.probe_x,
+            self.probe_y,
+            op.hvp_list,
+            cfg.noise_samples,
+            self.gen,
+        )
         m.update({k: float(v) for k, v in stats.items()})
         return m

@@ -11,5 +11,5 @@ from torch import Tensor
 
 
 def per_example_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Cross-entropy of each example (reduction none): the l_n of DESIGN.md."""
+    """Cross-entropy of each example (reduction none): the l_n of docs/design.md."""
     return F.cross_entropy(logits, y, reduction="none")

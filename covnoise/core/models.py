@@ -72,12 +72,18 @@ class CNN2d(nn.Sequential):
         c1, c2 = 32, 64
         flat = c2 * (h // 2) * (w // 2)
         super().__init__(
-            nn.Conv2d(c, c1, 3, padding=1), _norm(c1, ghost_bn), nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, padding=1), _norm(c2, ghost_bn), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(flat, width), nn.ReLU(),
+            nn.Conv2d(c, c1, 3, padding=1),
+            _norm(c1, ghost_bn),
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, 3, padding=1),
+            _norm(c2, ghost_bn),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(flat, width),
+            nn.ReLU(),
             nn.Linear(width, num_classes),
-        )  # fmt: skip
+        )
 
 
 class CNN1d(nn.Sequential):
@@ -88,11 +94,18 @@ class CNN1d(nn.Sequential):
         ch = 32
         out_len = math.ceil(math.ceil(length / 2) / 2)
         super().__init__(
-            nn.Conv1d(c, ch, 5, padding=2), _norm(ch, ghost_bn), nn.ReLU(),
-            nn.Conv1d(ch, ch, 3, padding=1, stride=2), _norm(ch, ghost_bn), nn.ReLU(),
-            nn.Conv1d(ch, ch, 3, padding=1, stride=2), _norm(ch, ghost_bn), nn.ReLU(),
-            nn.Flatten(), nn.Linear(ch * out_len, num_classes),
-        )  # fmt: skip
+            nn.Conv1d(c, ch, 5, padding=2),
+            _norm(ch, ghost_bn),
+            nn.ReLU(),
+            nn.Conv1d(ch, ch, 3, padding=1, stride=2),
+            _norm(ch, ghost_bn),
+            nn.ReLU(),
+            nn.Conv1d(ch, ch, 3, padding=1, stride=2),
+            _norm(ch, ghost_bn),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(ch * out_len, num_classes),
+        )
 
 
 class VGG(nn.Sequential):
@@ -138,8 +151,11 @@ class ResNet(nn.Module):
     def __init__(self, shape: tuple[int, ...], num_classes: int, base: int, ghost_bn: int):
         super().__init__()
         c = shape[0]
-        layers: list[nn.Module] = [nn.Conv2d(c, base, 3, padding=1), _norm(base, ghost_bn),
-                                   nn.ReLU()]
+        layers: list[nn.Module] = [
+            nn.Conv2d(c, base, 3, padding=1),
+            _norm(base, ghost_bn),
+            nn.ReLU(),
+        ]
         ch = base
         for i, mult in enumerate((1, 2, 4)):
             out = base * mult

@@ -42,8 +42,11 @@ def code_revision() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=5,
-        ).stdout.strip()  # fmt: skip
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (rev + ("-dirty" if dirty else "")) if rev else "unknown"
@@ -51,5 +54,8 @@ def code_revision() -> str:
 
 def provenance(device: torch.device) -> dict[str, object]:
     """The device, versions and code revision, as a run's events record them."""
-    return {"device": describe_device(device), "versions": versions(),
-            "code_revision": code_revision()}  # fmt: skip
+    return {
+        "device": describe_device(device),
+        "versions": versions(),
+        "code_revision": code_revision(),
+    }

@@ -54,8 +54,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "cuda was asked for but no CUDA GPU is available; "
-                          "use auto or cpu")
+        raise ConfigError(
+            "device", "cuda was asked for but no CUDA GPU is available; use auto or cpu"
+        )
     return torch.device(name)
 
 
@@ -84,29 +85,40 @@ class _Training:
         self.config, self.emit, self.t0 = config, emit, t0
         self.device = device = resolve_device(config.device)
         self.data = load_dataset(
-            config.dataset, data_dir=config.data_dir, split_seed=config.split_seed,
-            device=device, options=config.dataset_options,
-        )  # fmt: skip
+            config.dataset,
+            data_dir=config.data_dir,
+            split_seed=config.split_seed,
+            device=device,
+            options=config.dataset_options,
+        )
         n_train = len(self.data.x_train)
         config.validate(n_train=n_train)
         self.per_epoch, self.n_steps = total_steps(config, n_train)
 
         torch.manual_seed(config.seed)
         self.model = build_model(
-            config.model, self.data.input_shape, self.data.num_classes,
-            width=config.width, depth=config.depth, ghost_bn=config.ghost_bn,
-        ).to(device)  # fmt: skip
+            config.model,
+            self.data.input_shape,
+            self.data.num_classes,
+            width=config.width,
+            depth=config.depth,
+            ghost_bn=config.ghost_bn,
+        ).to(device)
         self.model.train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.structure = make_structure(
-            config.noise, config.noise_c, stats_rows=config.stats_rows,
+            config.noise,
+            config.noise_c,
+            stats_rows=config.stats_rows,
             stats_every=config.stats_every,
-        )  # fmt: skip
+        )
         self.state = self.structure.init(self.params)
         self.opt = torch.optim.SGD(
-            self.params, lr=config.effective_lr, momentum=config.momentum,
+            self.params,
+            lr=config.effective_lr,
+            momentum=config.momentum,
             weight_decay=config.weight_decay,
-        )  # fmt: skip
+        )
         self.batches = _Batches(n_train, config.batch_size, config.seed, device)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.evaluator = Evaluator(config, self.model, self.data, self.structure, device)
@@ -119,13 +131,20 @@ class _Training:
         """The `start` event: what runs, where, and how long it will be."""
         cfg, data = self.config, self.data
         return {
-            "event": "start", "run_id": cfg.run_id(), "config": cfg.to_dict(), **info,
-            "total_steps": self.n_steps, "steps_per_epoch": self.per_epoch,
-            "probe_size": len(self.evaluator.probe_x), "n_train": len(data.x_train),
-            "n_test": len(data.x_test), "dataset_info": data.info,
-            "n_params": sum(p.numel() for p in self.params), "noise_c": cfg.noise_c,
+            "event": "start",
+            "run_id": cfg.run_id(),
+            "config": cfg.to_dict(),
+            **info,
+            "total_steps": self.n_steps,
+            "steps_per_epoch": self.per_epoch,
+            "probe_size": len(self.evaluator.probe_x),
+            "n_train": len(data.x_train),
+            "n_test": len(data.x_test),
+            "dataset_info": data.info,
+            "n_params": sum(p.numel() for p in self.params),
+            "noise_c": cfg.noise_c,
             "time": time.time(),
-        }  # fmt: skip
+        }
 
     def evaluation(self, lr: float, extra: dict[str, float]) -> None:
         """Evaluate now and emit the `metric` event."""
@@ -133,20 +152,30 @@ class _Training:
         m.update(extra)
         self.last = m
         B = self.config.batch_size
-        self.emit({
-            "event": "metric", "step": self.step, "epoch": self.step / self.per_epoch,
-            "examples_seen": self.step * B, "wall_time": time.perf_counter() - self.t0,
-            "metrics": m,
-        })  # fmt: skip
+        self.emit(
+            {
+                "event": "metric",
+                "step": self.step,
+                "epoch": self.step / self.per_epoch,
+                "examples_seen": self.step * B,
+                "wall_time": time.perf_counter() - self.t0,
+                "metrics": m,
+            }
+        )
 
     def summary_event(self, status: str, message: str | None, info: dict[str, Any]) -> dict:
         """The `summary` event: how the run ended and its last metrics."""
         return {
-            "event": "summary", "run_id": self.config.run_id(), "status": status,
-            "message": message, "steps": self.step,
+            "event": "summary",
+            "run_id": self.config.run_id(),
+            "status": status,
+            "message": message,
+            "steps": self.step,
             "examples_seen": self.step * self.config.batch_size,
-            "wall_time": time.perf_counter() - self.t0, **info, "final": self.last,
-        }  # fmt: skip
+            "wall_time": time.perf_counter() - self.t0,
+            **info,
+            "final": self.last,
+        }
 
     # -- the loop
     def train_step(self) -> tuple[float, float]:
@@ -188,8 +217,9 @@ class _Training:
 def _progress_bar(config: RunConfig, n_steps: int) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=n_steps, unit="step", desc=f"{config.noise} L={config.batch_size}",
-                leave=True)  # fmt: skip
+    return tqdm(
+        total=n_steps, unit="step", desc=f"{config.noise} L={config.batch_size}", leave=True
+    )
 
 
 def run(

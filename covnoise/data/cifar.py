@@ -29,7 +29,16 @@ from covnoise.data.normalise import standardise_uint8
 from covnoise.data.prepared import Prepared
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 CIFAR10_IMAGE_SHAPE = (3, 32, 32)
 #: Bytes per record of the binary version: one label byte, then the 3x32x32 pixels.
@@ -72,8 +81,12 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         data, labels = _get(obj, "data"), _get(obj, "labels")
     except KeyError as exc:
         raise DatasetError(f"cifar10: {path} has no {exc.args[0]!r} entry") from None
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3 * 32 * 32:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+    ):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DatasetError(f"cifar10: {path}: 'data' must be a uint8 array (N, 3072), got {got}")
     y = np.asarray(labels)
@@ -119,10 +132,16 @@ class _Version(NamedTuple):
     train_text: str  # how messages and records name the train batches
 
 
-_PYTHON = _Version("python", read_cifar_batch, CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH,
-                   "data_batch_1..5")
-_BINARY = _Version("binary", read_cifar_bin, CIFAR10_BIN_TRAIN_BATCHES, CIFAR10_BIN_TEST_BATCH,
-                   "data_batch_1..5.bin")
+_PYTHON = _Version(
+    "python", read_cifar_batch, CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH, "data_batch_1..5"
+)
+_BINARY = _Version(
+    "binary",
+    read_cifar_bin,
+    CIFAR10_BIN_TRAIN_BATCHES,
+    CIFAR10_BIN_TEST_BATCH,
+    "data_batch_1..5.bin",
+)
 
 
 def prepare_cifar10(root: Path, split_seed: int, o: dict) -> Prepared:
@@ -143,11 +162,16 @@ def prepare_cifar10(root: Path, split_seed: int, o: dict) -> Prepared:
     del train
     xtr, xte, norm = standardise_uint8(x_train, x_test)
     return Prepared(
-        xtr, y_train, xte, y_test, 10, CIFAR10_IMAGE_SHAPE,
+        xtr,
+        y_train,
+        xte,
+        y_test,
+        10,
+        CIFAR10_IMAGE_SHAPE,
         {
             "source": f"CIFAR-10 {version.kind} batches in {folder}",
             "split": f"official ({version.train_text} for training, {version.test} for test); "
-                     "split_seed is not used",
+            "split_seed is not used",
             "classes": list(CIFAR10_CLASSES),
             "normalisation": norm,
         },

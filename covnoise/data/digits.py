@@ -32,10 +32,15 @@ def prepare_digits(root: Path, split_seed: int, o: dict) -> Prepared:
         ) from exc
     xtr, xte, norm = standardise_float(images[train_idx], images[test_idx], scale=1.0 / 16.0)
     return Prepared(
-        xtr, labels[train_idx], xte, labels[test_idx], 10, (1, 8, 8),
+        xtr,
+        labels[train_idx],
+        xte,
+        labels[test_idx],
+        10,
+        (1, 8, 8),
         {
             "source": "sklearn.datasets.load_digits (UCI optical recognition of handwritten "
-                      "digits, 8x8, pixel values 0..16)",
+            "digits, 8x8, pixel values 0..16)",
             "split": "stratified random (sklearn train_test_split)",
             "split_hash": split_hash(test_idx),
             "normalisation": norm,

@@ -98,8 +98,11 @@ def _parse_checksum(spec: str, where: str) -> tuple[str, str]:
         algo, digest = {32: "md5", 64: "sha256"}.get(len(spec), ""), spec
     algo, digest = algo.lower(), digest.lower()
     lengths = {"md5": 32, "sha256": 64}
-    if algo not in lengths or len(digest) != lengths[algo] \
-            or any(c not in "0123456789abcdef" for c in digest):
+    if (
+        algo not in lengths
+        or len(digest) != lengths[algo]
+        or any(c not in "0123456789abcdef" for c in digest)
+    ):
         raise DatasetError(
             f"checksums[{where!r}]: expected 'md5:<32 hex>' or 'sha256:<64 hex>', got {spec!r}"
         )
@@ -124,9 +127,14 @@ def _fetch(url: str, dest: Path, algo: str, digest: str, progress: bool) -> None
     try:
         with atomic_write(dest) as out, urllib.request.urlopen(request, timeout=60) as resp:
             total = resp.headers.get("Content-Length")
-            with tqdm(total=int(total) if total and total.isdigit() else None, unit="B",
-                      unit_scale=True, desc=dest.name, disable=not progress,
-                      file=sys.stderr) as bar:
+            with tqdm(
+                total=int(total) if total and total.isdigit() else None,
+                unit="B",
+                unit_scale=True,
+                desc=dest.name,
+                disable=not progress,
+                file=sys.stderr,
+            ) as bar:
                 for block in iter(lambda: resp.read(_CHUNK), b""):
                     out.write(block)
                     h.update(block)
@@ -156,8 +164,12 @@ def _extract_tar(archive: Path, root: Path, top: str) -> list[Path]:
             for m in members:
                 parts = PurePosixPath(m.name).parts
                 bad_name = (
-                    m.name.startswith(("/", "\\")) or ".." in parts or not parts
-                    or parts[0] != top or "\\" in m.name or ":" in m.name
+                    m.name.startswith(("/", "\\"))
+                    or ".." in parts
+                    or not parts
+                    or parts[0] != top
+                    or "\\" in m.name
+                    or ":" in m.name
                 )
                 if bad_name or not (m.isfile() or m.isdir()):
                     raise DatasetError(
@@ -207,8 +219,9 @@ def download(
     key = canonical_name(name)
     root = Path(data_dir).expanduser()
     if variant is not None:
-        return _fetch_source(key, _variant_source(key, variant), root, base_url, progress,
-                             checksums)
+        return _fetch_source(
+            key, _variant_source(key, variant), root, base_url, progress, checksums
+        )
     if key == "mnist1d":
         _, path, _ = mnist1d_arrays(root)
         return [path] if path.exists() else []
@@ -226,7 +239,11 @@ def _variant_source(key: str, variant: str) -> RemoteSource:
 
 
 def _fetch_source(
-    key: str, source: RemoteSource, root: Path, base_url: str | None, progress: bool,
+    key: str,
+    source: RemoteSource,
+    root: Path,
+    base_url: str | None,
+    progress: bool,
     checksums: Mapping[str, str] | None,
 ) -> list[Path]:
     """Fetch, verify and (for archives) extract the files of ``source`` under ``root``."""
@@ -245,8 +262,9 @@ def _fetch_source(
     folder = root / source.subdir if source.subdir else root
     written: list[Path] = []
     for remote in source.files:
-        algo, digest = _parse_checksum(overrides.get(remote.filename, remote.checksum),
-                                       remote.filename)
+        algo, digest = _parse_checksum(
+            overrides.get(remote.filename, remote.checksum), remote.filename
+        )
         dest = folder / remote.filename
         if not (dest.is_file() and _file_digest(dest, algo) == digest):
             _fetch(base + remote.filename, dest, algo, digest, progress)

@@ -115,13 +115,17 @@ def prepare_idx(name: str, root: Path) -> Prepared:
     )
     h, w = arrays["train_images"].shape[1:]
     return Prepared(
-        xtr, arrays["train_labels"].astype(np.int64), xte, arrays["test_labels"].astype(np.int64),
-        10, (1, int(h), int(w)),
+        xtr,
+        arrays["train_labels"].astype(np.int64),
+        xte,
+        arrays["test_labels"].astype(np.int64),
+        10,
+        (1, int(h), int(w)),
         {
             "source": f"IDX files in {folder}",
             "files": {k: str(p) for k, p in paths.items()},
             "split": "official (train-* files for training, t10k-* files for test); "
-                     "split_seed is not used",
+            "split_seed is not used",
             "normalisation": norm,
         },
     )

@@ -82,5 +82,6 @@ def missing_files(name: str, root: str | Path | None = None) -> str | None:
     missing = [n for n, p in found.items() if p is None]
     if not missing:
         return None
-    return (f"its files are not in {folder} (missing {', '.join(missing)}); "
-            f"{download_hint(key, base)}")
+    return (
+        f"its files are not in {folder} (missing {', '.join(missing)}); {download_hint(key, base)}"
+    )

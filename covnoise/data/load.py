@@ -51,8 +51,11 @@ def load_dataset(
     """
     key = canonical_name(name)
     opts = resolve_options(key, options)
-    if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) \
-            or split_seed < 0:
+    if (
+        isinstance(split_seed, bool)
+        or not isinstance(split_seed, (int, np.integer))
+        or split_seed < 0
+    ):
         raise DatasetError(f"split_seed: needs an integer >= 0, got {split_seed!r}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     try:

@@ -142,8 +142,9 @@ def _read_mnist1d_cache(path: Path, o: dict) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def mnist1d_arrays(root: str | Path, options: Mapping[str, Any] | None = None
-                   ) -> tuple[dict[str, np.ndarray], Path, bool]:
+def mnist1d_arrays(
+    root: str | Path, options: Mapping[str, Any] | None = None
+) -> tuple[dict[str, np.ndarray], Path, bool]:
     """MNIST-1D arrays from the cache under ``root``, generating and caching them if needed.
 
     Returns ``(arrays, cache_path, was_cached)``. A cache that cannot be written (read-only
@@ -170,13 +171,17 @@ def prepare_mnist1d(root: Path, split_seed: int, o: dict) -> Prepared:
     arrays, path, was_cached = mnist1d_arrays(root, o)
     xtr, xte, norm = standardise_float(arrays["x"][:, None, :], arrays["x_test"][:, None, :])
     return Prepared(
-        xtr, arrays["y"].astype(np.int64), xte, arrays["y_test"].astype(np.int64), 10,
+        xtr,
+        arrays["y"].astype(np.int64),
+        xte,
+        arrays["y_test"].astype(np.int64),
+        10,
         (1, o["final_seq_length"]),
         {
             "source": "MNIST-1D recipe (Greydanus 2020, 'Scaling down deep learning'), "
-                      "generated locally",
+            "generated locally",
             "split": "recipe (shuffled with the recipe seed; first train_split fraction is "
-                     "train); split_seed is not used",
+            "train); split_seed is not used",
             "cache": str(path),
             "cache_hit": was_cached,
             "generator_version": MNIST1D_GENERATOR_VERSION,

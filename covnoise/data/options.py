@@ -24,7 +24,13 @@ def _int_opt(ds: str, key: str, value: Any, minimum: int | None = None) -> int:
 
 
 def _float_opt(
-    ds: str, key: str, value: Any, lo: float, hi: float, *, lo_open: bool = False,
+    ds: str,
+    key: str,
+    value: Any,
+    lo: float,
+    hi: float,
+    *,
+    lo_open: bool = False,
     hi_open: bool = False,
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -44,8 +50,11 @@ def _bool_opt(ds: str, key: str, value: Any) -> bool:
 
 
 def _validate_digits(o: dict) -> dict:
-    return {"test_fraction": _float_opt("digits", "test_fraction", o["test_fraction"], 0.0, 1.0,
-                                        lo_open=True, hi_open=True)}
+    return {
+        "test_fraction": _float_opt(
+            "digits", "test_fraction", o["test_fraction"], 0.0, 1.0, lo_open=True, hi_open=True
+        )
+    }
 
 
 def _validate_mnist1d(o: dict) -> dict:
@@ -57,8 +66,9 @@ def _validate_mnist1d(o: dict) -> dict:
     high = _int_opt(ds, "padding[1]", pad[1], low)
     out = {
         "num_samples": _int_opt(ds, "num_samples", o["num_samples"], 20),
-        "train_split": _float_opt(ds, "train_split", o["train_split"], 0.0, 1.0,
-                                  lo_open=True, hi_open=True),
+        "train_split": _float_opt(
+            ds, "train_split", o["train_split"], 0.0, 1.0, lo_open=True, hi_open=True
+        ),
         "template_len": _int_opt(ds, "template_len", o["template_len"], 2),
         "padding": [low, high],
         "scale_coeff": _float_opt(ds, "scale_coeff", o["scale_coeff"], 0.0, 1.99),

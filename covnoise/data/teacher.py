@@ -59,7 +59,7 @@ def prepare_teacher(root: Path, split_seed: int, o: dict) -> Prepared:
     x = np.random.default_rng(data_seq).standard_normal((n_total, o["dim"])).astype(np.float32)
     y = teacher_logits(x, net).argmax(axis=1).astype(np.int64)
     order = np.random.default_rng(split_seed).permutation(n_total)
-    train_idx, test_idx = order[: o["n_train"]], order[o["n_train"]:]
+    train_idx, test_idx = order[: o["n_train"]], order[o["n_train"] :]
     y_train = y[train_idx].copy()
     rng = np.random.default_rng(noise_seq)
     n_noisy = int(round(o["label_noise"] * o["n_train"]))
@@ -67,15 +67,22 @@ def prepare_teacher(root: Path, split_seed: int, o: dict) -> Prepared:
     # a uniformly random *different* class, so exactly n_noisy labels disagree with the teacher
     y_train[noisy] = (y_train[noisy] + rng.integers(1, o["classes"], size=n_noisy)) % o["classes"]
     return Prepared(
-        torch.from_numpy(x[train_idx]), y_train, torch.from_numpy(x[test_idx]), y[test_idx],
-        o["classes"], (o["dim"],),
+        torch.from_numpy(x[train_idx]),
+        y_train,
+        torch.from_numpy(x[test_idx]),
+        y[test_idx],
+        o["classes"],
+        (o["dim"],),
         {
             "source": "synthetic: x ~ N(0, I_dim); y = argmax of a fixed random tanh-MLP "
-                      "teacher (covnoise.data.teacher_network)",
+            "teacher (covnoise.data.teacher_network)",
             "split": "random permutation of one i.i.d. pool by split_seed",
             "split_hash": split_hash(test_idx),
-            "label_noise": {"fraction": o["label_noise"], "n_flipped": n_noisy,
-                            "applied_to": "train"},
+            "label_noise": {
+                "fraction": o["label_noise"],
+                "n_flipped": n_noisy,
+                "applied_to": "train",
+            },
             "normalisation": {"formula": "none (inputs are standard normal by construction)"},
         },
     )

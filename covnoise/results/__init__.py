@@ -1,6 +1,13 @@
 """DataFrame → DataFrame: curves, smoothing, seed aggregation, statistics with intervals,
 the cost model, the studies as data and their findings. Import from here (``results.curves``);
-the modules behind these names may move."""
+the modules behind these names may move.
+
+Behind this face: ``labels`` (readable names of metrics, axes and config keys),
+``trajectories`` (curves, smoothing, seed bands), ``summaries`` (final and mean values per
+run and per seed group), ``correlations`` (Pearson/Spearman with bootstrap intervals),
+``cost`` (the cost model: FLOPs, evaluations, wall time), ``study`` (the studies as data and
+their runner), ``tables``, ``claims``, ``markdown`` and ``findings`` (what the cached runs say
+about the paper's claims), and ``demo`` (the app tests' fixture runs)."""
 
 from covnoise.results.claims import (  # noqa: F401
     CLAIMS,

@@ -55,8 +55,7 @@ class Difference:
     @property
     def clear(self) -> bool:
         """Larger than twice its standard error and than the seeds' spread."""
-        return bool(np.isfinite(self.diff) and self.diff > 2 * self.se
-                    and self.diff > self.spread)  # fmt: skip
+        return bool(np.isfinite(self.diff) and self.diff > 2 * self.se and self.diff > self.spread)
 
     def text(self) -> str:
         return f"{self.diff:+.3f} ± {self.se:.3f} (se)"
@@ -92,8 +91,10 @@ def _speed(arms: pd.DataFrame, arm: str, base: str) -> tuple[float, str]:
     if a["reached"] < a["finished"] or a["finished"] == 0:
         return math.inf, f"{a['reached']}/{a['finished']} of its runs reach the target"
     ratio = a["steps_to_target"] / b["steps_to_target"]
-    return float(ratio), (f"{a['steps_to_target']:.0f} vs {b['steps_to_target']:.0f} steps to "
-                          f"the target ({ratio:.2f}×)")  # fmt: skip
+    return float(ratio), (
+        f"{a['steps_to_target']:.0f} vs {b['steps_to_target']:.0f} steps to "
+        f"the target ({ratio:.2f}×)"
+    )
 
 
 def _untestable(arms: pd.DataFrame, study: Study) -> str | None:
@@ -120,14 +121,19 @@ def large_batch_gap(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> 
         v = "partly"
     else:
         v = "not reproduced"
-    return Verdict(1, CLAIMS[1], v,
+    return Verdict(
+        1,
+        CLAIMS[1],
+        v,
         f"test accuracy SB − best LB ({tuned}): {d_tuned.text()}, clear: "
         f"{_yes(d_tuned.clear)}; SB − {base}: {d_base.text()}, clear: "
-        f"{_yes(d_base.clear)}")  # fmt: skip
+        f"{_yes(d_base.clear)}",
+    )
 
 
-def _noise_evidence(per_run: pd.DataFrame, arms: pd.DataFrame, structure: str, base: str,
-                    gap: Difference) -> tuple[bool, float, str]:
+def _noise_evidence(
+    per_run: pd.DataFrame, arms: pd.DataFrame, structure: str, base: str, gap: Difference
+) -> tuple[bool, float, str]:
     """Whether LB + `structure` at s = 1 clearly beats `base`, its steps-to-target ratio to
     `base`, and the evidence text."""
     arm = f"LB + {structure} s=1"
@@ -135,15 +141,23 @@ def _noise_evidence(per_run: pd.DataFrame, arms: pd.DataFrame, structure: str, b
     ratio, speed_text = _speed(arms, arm, base)
     share = gain.diff / gap.diff if gap.clear else math.nan
     best = arms[arms["noise"] == structure].sort_values("test_acc").iloc[-1]
-    evidence = (f"test accuracy {arm} − {base}: {gain.text()} (clear: {_yes(gain.clear)}"
-                + (f"; {share:.0%} of the SB − {base} gap" if np.isfinite(share) else "")
-                + f"); {speed_text}; best multiplier s={best['noise_scale']:g} at "
-                f"{best['test_acc']:.3f}")  # fmt: skip
+    evidence = (
+        f"test accuracy {arm} − {base}: {gain.text()} (clear: {_yes(gain.clear)}"
+        + (f"; {share:.0%} of the SB − {base} gap" if np.isfinite(share) else "")
+        + f"); {speed_text}; best multiplier s={best['noise_scale']:g} at "
+        f"{best['test_acc']:.3f}"
+    )
     return gain.clear, ratio, evidence
 
 
-def _noise_claim(claim: int, structure: str, want_fast: bool, per_run: pd.DataFrame,
-                 arms: pd.DataFrame, study: Study) -> Verdict:
+def _noise_claim(
+    claim: int,
+    structure: str,
+    want_fast: bool,
+    per_run: pd.DataFrame,
+    arms: pd.DataFrame,
+    study: Study,
+) -> Verdict:
     """Claims 2 and 3: LB + `structure` at s = 1 narrows the SB − LB gap, at large-batch speed
     (`want_fast`) or more slowly."""
     arm, base = f"LB + {structure} s=1", _base(study)
@@ -156,10 +170,19 @@ def _noise_claim(claim: int, structure: str, want_fast: bool, per_run: pd.DataFr
     fast = ratio <= SPEED_TOLERANCE
     speed_ok = fast if want_fast else not fast
     if not gap.clear:  # nothing to narrow: the speed half alone cannot carry the claim
-        return Verdict(claim, CLAIMS[claim], "not testable",
-                       f"no clear gap between SB and {base} to narrow; " + evidence)
-    v = ("reproduced" if narrows and speed_ok else
-         "partly" if narrows or speed_ok else "not reproduced")  # fmt: skip
+        return Verdict(
+            claim,
+            CLAIMS[claim],
+            "not testable",
+            f"no clear gap between SB and {base} to narrow; " + evidence,
+        )
+    v = (
+        "reproduced"
+        if narrows and speed_ok
+        else "partly"
+        if narrows or speed_ok
+        else "not reproduced"
+    )
     return Verdict(claim, CLAIMS[claim], v, evidence)
 
 
@@ -181,19 +204,24 @@ def frobenius_tracks(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) ->
     if len(settings) < 3:
         return Verdict(4, CLAIMS[4], "not testable", "fewer than three noisy settings")
     table = claim4_table(settings).set_index(["measure", "statistic"])
-    d, lo, hi = correlation_difference(settings["noise_fro"], settings["noise_trace"],
-                                       settings["acc_gap"])  # fmt: skip
+    d, lo, hi = correlation_difference(
+        settings["noise_fro"], settings["noise_trace"], settings["acc_gap"]
+    )
     rf = table.loc[("acc_gap", "noise_fro")]
     rt = table.loc[("acc_gap", "noise_trace")]
     v = "reproduced" if lo > 0 else "partly" if d > 0 else "not reproduced"
     lead, base = "", _base(study)
     if not difference(per_run, _sb(study), base).clear:
         v, lead = "not testable", f"no clear gap between SB and {base} to explain; "
-    return Verdict(4, CLAIMS[4], v, lead +
-        f"Spearman ρ with the test-acc gap to SB over {len(settings)} settings: ‖Σ‖_F "
+    return Verdict(
+        4,
+        CLAIMS[4],
+        v,
+        lead + f"Spearman ρ with the test-acc gap to SB over {len(settings)} settings: ‖Σ‖_F "
         f"{rf['spearman']:+.2f} [{rf['spearman_lo']:+.2f}, {rf['spearman_hi']:+.2f}], tr Σ "
         f"{rt['spearman']:+.2f} [{rt['spearman_lo']:+.2f}, {rt['spearman_hi']:+.2f}]; "
-        f"|ρ_F| − |ρ_tr| = {d:+.2f} [{lo:+.2f}, {hi:+.2f}]")  # fmt: skip
+        f"|ρ_F| − |ρ_tr| = {d:+.2f} [{lo:+.2f}, {hi:+.2f}]",
+    )
 
 
 #: The judge of each claim, in the order of CLAIMS.

@@ -76,10 +76,15 @@ def _interval(
     with warnings.catch_warnings():  # scipy warns when a resample's statistic is NaN
         warnings.simplefilter("ignore", sps.DegenerateDataWarning)
         res = sps.bootstrap(
-            tuple(samples), lambda *cols, axis=-1: statistic(*cols), n_resamples=n_boot,
-            paired=True, vectorized=True, confidence_level=level, method="percentile",
+            tuple(samples),
+            lambda *cols, axis=-1: statistic(*cols),
+            n_resamples=n_boot,
+            paired=True,
+            vectorized=True,
+            confidence_level=level,
+            method="percentile",
             rng=np.random.default_rng(seed),
-        )  # fmt: skip
+        )
     boot = res.bootstrap_distribution
     finite = np.isfinite(boot)
     if finite.sum() < max(10, n_boot // 10):
@@ -118,8 +123,13 @@ def correlation(
 
 
 def correlation_difference(
-    x1: np.ndarray, x2: np.ndarray, y: np.ndarray, method: str = "spearman",
-    n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+    x1: np.ndarray,
+    x2: np.ndarray,
+    y: np.ndarray,
+    method: str = "spearman",
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float, float]:
     """|r(x1, y)| − |r(x2, y)| with a paired percentile-bootstrap CI (same resampled points
     for both coefficients)."""
@@ -152,9 +162,18 @@ def correlation_table(
     for stat in statistics:
         p = correlation(points[stat], points[measure], "pearson", n_boot, level, seed)
         s = correlation(points[stat], points[measure], "spearman", n_boot, level, seed)
-        rows.append({
-            "statistic": stat, "label": NOISE_STATISTICS.get(stat, metric_label(stat)),
-            "n": p.n, "pearson": p.r, "pearson_lo": p.lo, "pearson_hi": p.hi,
-            "spearman": s.r, "spearman_lo": s.lo, "spearman_hi": s.hi, "r2": p.r**2,
-        })  # fmt: skip
+        rows.append(
+            {
+                "statistic": stat,
+                "label": NOISE_STATISTICS.get(stat, metric_label(stat)),
+                "n": p.n,
+                "pearson": p.r,
+                "pearson_lo": p.lo,
+                "pearson_hi": p.hi,
+                "spearman": s.r,
+                "spearman_lo": s.lo,
+                "spearman_hi": s.hi,
+                "r2": p.r**2,
+            }
+        )
     return pd.DataFrame(rows)

@@ -90,8 +90,9 @@ def grid_seconds(run_secs: Sequence[float], workers: int, overhead: float = 2.0)
     return max(lanes) if per_run else 0.0
 
 
-def forward_flops(dataset_shape: Sequence[int], num_classes: int, model: str, width: int,
-                  depth: int) -> float:
+def forward_flops(
+    dataset_shape: Sequence[int], num_classes: int, model: str, width: int, depth: int
+) -> float:
     """FLOPs (2 per multiply-add) of one example's forward pass, as torch's FlopCounterMode
     counts them on the built model: the matrix products and convolutions. Activations,
     pooling and normalisation are left out (a few percent)."""

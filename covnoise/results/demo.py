@@ -20,9 +20,18 @@ NAME = f"demo-digits ({COMMAND})"
 
 #: The large-batch runs' shared settings; the baseline differs in batch size and eval cadence.
 DEMO_BASE = RunConfig(
-    dataset="digits", model="mlp", width=64, depth=2, batch_size=1024, small_batch=32,
-    lr=0.5, epochs=80.0, eval_every=8, probe_size=256, name=NAME,
-)  # fmt: skip
+    dataset="digits",
+    model="mlp",
+    width=64,
+    depth=2,
+    batch_size=1024,
+    small_batch=32,
+    lr=0.5,
+    epochs=80.0,
+    eval_every=8,
+    probe_size=256,
+    name=NAME,
+)
 DEMO_NOISES = ("none", "isotropic", "diag", "full")
 DEMO_SCALES = (1.0, 4.0)
 DEMO_SEEDS = (0, 1)
@@ -34,10 +43,14 @@ def demo_configs() -> list[RunConfig]:
     """Every config of the demo grid (large-batch grid first, then the small-batch baseline)."""
     grid = expand_grid(DEMO_BASE, noises=DEMO_NOISES, noise_scales=DEMO_SCALES, seeds=DEMO_SEEDS)
     baseline = [
-        DEMO_BASE.replace(batch_size=DEMO_BASE.small_batch, noise="none", seed=seed,
-                          eval_every=BASELINE_EVAL_EVERY)
+        DEMO_BASE.replace(
+            batch_size=DEMO_BASE.small_batch,
+            noise="none",
+            seed=seed,
+            eval_every=BASELINE_EVAL_EVERY,
+        )
         for seed in DEMO_SEEDS
-    ]  # fmt: skip
+    ]
     return grid + baseline
 
 

@@ -62,11 +62,15 @@ GENERALISATION: dict[str, str] = {
 NON_EXPERIMENT_FIELDS = ("seed", "name", "device", "data_dir")
 #: Config fields that change what is measured, not the training trajectory; left out of
 #: automatic labels.
-MEASUREMENT_FIELDS = ("eval_every", "sharpness_every", "probe_size", "lanczos_iters",
-                      "noise_samples")  # fmt: skip
+MEASUREMENT_FIELDS = (
+    "eval_every",
+    "sharpness_every",
+    "probe_size",
+    "lanczos_iters",
+    "noise_samples",
+)
 #: Short names of config fields in labels.
-KEY_NAMES: dict[str, str] = {"batch_size": "L", "small_batch": "M", "noise_scale": "s",
-                             "lr": "η"}  # fmt: skip
+KEY_NAMES: dict[str, str] = {"batch_size": "L", "small_batch": "M", "noise_scale": "s", "lr": "η"}
 
 
 def metric_label(name: str) -> str:

@@ -32,8 +32,13 @@ SEEDS = (0, 1, 2)
 NOISY = ("isotropic", "diag", "full")
 
 #: Grid axes of a sweep and the RunConfig field each one varies.
-GRID_AXES = {"batch_sizes": "batch_size", "noises": "noise", "noise_scales": "noise_scale",
-             "lrs": "lr", "seeds": "seed"}  # fmt: skip
+GRID_AXES = {
+    "batch_sizes": "batch_size",
+    "noises": "noise",
+    "noise_scales": "noise_scale",
+    "lrs": "lr",
+    "seeds": "seed",
+}
 
 
 def _flag(name: str) -> str:
@@ -97,20 +102,40 @@ class Study:
 
     def sweeps(self) -> list[Sweep]:
         """The study's sweeps, in the order they are run."""
-        shared = {**self.common, "small_batch": self.small_batch, "epochs": float(self.epochs),
-                  "lr": self.base_lr}  # fmt: skip
+        shared = {
+            **self.common,
+            "small_batch": self.small_batch,
+            "epochs": float(self.epochs),
+            "lr": self.base_lr,
+        }
         seeds = tuple(self.seeds)
         large = {**shared, "eval_every": self.large_eval_every}
         return [
-            Sweep("small batch", {**shared, "eval_every": self.small_eval_every},
-                  {"batch_sizes": (self.small_batch,), "seeds": seeds}),
-            Sweep("large batch, learning rates", large,
-                  {"batch_sizes": (self.large_batch,), "lrs": (self.base_lr, *self.tuned_lrs),
-                   "seeds": seeds}),
-            Sweep("large batch + noise", large,
-                  {"batch_sizes": (self.large_batch,), "noises": NOISY,
-                   "noise_scales": tuple(self.scales), "seeds": seeds}),
-        ]  # fmt: skip
+            Sweep(
+                "small batch",
+                {**shared, "eval_every": self.small_eval_every},
+                {"batch_sizes": (self.small_batch,), "seeds": seeds},
+            ),
+            Sweep(
+                "large batch, learning rates",
+                large,
+                {
+                    "batch_sizes": (self.large_batch,),
+                    "lrs": (self.base_lr, *self.tuned_lrs),
+                    "seeds": seeds,
+                },
+            ),
+            Sweep(
+                "large batch + noise",
+                large,
+                {
+                    "batch_sizes": (self.large_batch,),
+                    "noises": NOISY,
+                    "noise_scales": tuple(self.scales),
+                    "seeds": seeds,
+                },
+            ),
+        ]
 
     def configs(self) -> list[RunConfig]:
         """Every RunConfig of the study, labelled with how it was made."""
@@ -118,9 +143,13 @@ class Study:
 
     def commands(self) -> list[tuple[str, str]]:
         """(label, shell command) of each sweep: what ``covnoise study run`` is equivalent to."""
-        return [(sw.label, shlex.join(["covnoise", "sweep", *sw.argv(), "--name",
-                                       self.run_name(sw.label)]))
-                for sw in self.sweeps()]  # fmt: skip
+        return [
+            (
+                sw.label,
+                shlex.join(["covnoise", "sweep", *sw.argv(), "--name", self.run_name(sw.label)]),
+            )
+            for sw in self.sweeps()
+        ]
 
     def run_name(self, label: str) -> str:
         """The `name` recorded in each run of one sweep: how the run was produced."""
@@ -140,25 +169,40 @@ _MEASURE = {"sharpness_every": 10, "probe_size": 256}
 
 STUDIES: dict[str, Study] = {
     "mnist1d": Study(
-        name="mnist1d", dataset="mnist1d", small_batch=32, large_batch=1024, base_lr=0.4,
-        tuned_lrs=(0.8, 1.6), epochs=600, target_train_loss=0.1,
+        name="mnist1d",
+        dataset="mnist1d",
+        small_batch=32,
+        large_batch=1024,
+        base_lr=0.4,
+        tuned_lrs=(0.8, 1.6),
+        epochs=600,
+        target_train_loss=0.1,
         common={"dataset": "mnist1d", **_MLP, **_MEASURE},
-        small_eval_every=250, large_eval_every=6, seeds=(0, 1, 2, 3, 4),
+        small_eval_every=250,
+        large_eval_every=6,
+        seeds=(0, 1, 2, 3, 4),
         made_by="python -m covnoise.study run mnist1d",
         description="MNIST-1D (4000 train / 1000 test), MLP 256×3, plain SGD at a constant "
-                    "learning rate, 600 epochs, five seeds; M = 32, L = 1024; evaluations every "
-                    "2 epochs, sharpness and noise statistics every 20 epochs",
-    ),  # fmt: skip
+        "learning rate, 600 epochs, five seeds; M = 32, L = 1024; evaluations every "
+        "2 epochs, sharpness and noise statistics every 20 epochs",
+    ),
     "digits": Study(
-        name="digits", dataset="digits", small_batch=32, large_batch=1024, base_lr=0.4,
-        tuned_lrs=(0.2, 0.8), epochs=400, target_train_loss=0.02,
+        name="digits",
+        dataset="digits",
+        small_batch=32,
+        large_batch=1024,
+        base_lr=0.4,
+        tuned_lrs=(0.2, 0.8),
+        epochs=400,
+        target_train_loss=0.02,
         common={"dataset": "digits", **_MLP, **_MEASURE},
-        small_eval_every=84, large_eval_every=2,
+        small_eval_every=84,
+        large_eval_every=2,
         made_by="python -m covnoise.study run digits",
         description="digits (1347 train / 450 test), MLP 256×3, plain SGD at a constant "
-                    "learning rate, 400 epochs, three seeds; M = 32, L = 1024; evaluations every "
-                    "2 epochs, sharpness and noise statistics every 20 epochs",
-    ),  # fmt: skip
+        "learning rate, 400 epochs, three seeds; M = 32, L = 1024; evaluations every "
+        "2 epochs, sharpness and noise statistics every 20 epochs",
+    ),
 }
 
 
@@ -166,16 +210,34 @@ STUDIES: dict[str, Study] = {
 #: with ``covnoise study run NAME`` after putting the data under $COVNOISE_DATA_DIR.
 GPU_STUDIES: dict[str, Study] = {
     "cifar10": Study(
-        name="cifar10", dataset="cifar10", small_batch=128, large_batch=4096, base_lr=0.1,
-        tuned_lrs=(0.4, 0.8), epochs=40, target_train_loss=0.5,
-        common={"dataset": "cifar10", "model": "vgg", "width": 256, "momentum": 0.9,
-                "weight_decay": 5e-4, "schedule": "warmup_cosine", "warmup_epochs": 2.0,
-                "sharpness_every": 10, "probe_size": 256, "device": "cuda"},
-        small_eval_every=390, large_eval_every=12, seeds=(0, 1), scales=(1.0,),
+        name="cifar10",
+        dataset="cifar10",
+        small_batch=128,
+        large_batch=4096,
+        base_lr=0.1,
+        tuned_lrs=(0.4, 0.8),
+        epochs=40,
+        target_train_loss=0.5,
+        common={
+            "dataset": "cifar10",
+            "model": "vgg",
+            "width": 256,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "schedule": "warmup_cosine",
+            "warmup_epochs": 2.0,
+            "sharpness_every": 10,
+            "probe_size": 256,
+            "device": "cuda",
+        },
+        small_eval_every=390,
+        large_eval_every=12,
+        seeds=(0, 1),
+        scales=(1.0,),
         description="CIFAR-10 (50000 train / 10000 test), VGG with 64 base channels, SGD with "
-                    "momentum 0.9, weight decay 5e-4, warm-up + cosine, 40 epochs; M = 128, "
-                    "L = 4096; evaluations every epoch",
-    ),  # fmt: skip
+        "momentum 0.9, weight decay 5e-4, warm-up + cosine, 40 epochs; M = 128, "
+        "L = 4096; evaluations every epoch",
+    ),
 }
 ALL_STUDIES: dict[str, Study] = {**STUDIES, **GPU_STUDIES}
 
@@ -191,8 +253,10 @@ def run_study(
 
     Returns the number of runs written to `output`; see :func:`run_parts`.
     """
-    parts = [(f"[{study.name}] {sw.label}", sw.configs(study.run_name(sw.label)))
-             for sw in study.sweeps()]  # fmt: skip
+    parts = [
+        (f"[{study.name}] {sw.label}", sw.configs(study.run_name(sw.label)))
+        for sw in study.sweeps()
+    ]
     return run_parts(parts, output, workers=workers, store=store, report=report)
 
 

@@ -58,23 +58,26 @@ def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.Dat
     if runs.empty:
         return pd.DataFrame()
     metrics = metrics[metrics["run_id"].isin(set(runs["run_id"]))]
-    final = final_values(metrics, ["train_loss", "test_loss", "train_acc", "test_acc",
-                                   "sharpness"])  # fmt: skip
+    final = final_values(metrics, ["train_loss", "test_loss", "train_acc", "test_acc", "sharpness"])
     noise = mean_values(metrics, ["noise_fro", "noise_trace", "noise_trace_hsigma"])
     steps = steps_to_target(metrics, study.target_train_loss)
     last_step = metrics.groupby("run_id")["step"].max()
-    out = pd.DataFrame({
-        "run_id": runs["run_id"].to_numpy(),
-        "status": runs["status"].to_numpy(),
-        "batch_size": runs["cfg_batch_size"].astype(int).to_numpy(),
-        "noise": runs["cfg_noise"].astype(str).to_numpy(),
-        "noise_scale": runs["cfg_noise_scale"].astype(float).to_numpy(),
-        "lr": runs["cfg_lr"].astype(float).to_numpy(),
-        "seed": runs["cfg_seed"].astype(int).to_numpy(),
-    })  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "run_id": runs["run_id"].to_numpy(),
+            "status": runs["status"].to_numpy(),
+            "batch_size": runs["cfg_batch_size"].astype(int).to_numpy(),
+            "noise": runs["cfg_noise"].astype(str).to_numpy(),
+            "noise_scale": runs["cfg_noise_scale"].astype(float).to_numpy(),
+            "lr": runs["cfg_lr"].astype(float).to_numpy(),
+            "seed": runs["cfg_seed"].astype(int).to_numpy(),
+        }
+    )
     out["noise_scale"] = np.where(out["noise"] == "none", 0.0, out["noise_scale"])
-    out["arm"] = [arm_label(b, study.small_batch, n, s, lr) for b, n, s, lr in
-                  zip(out.batch_size, out.noise, out.noise_scale, out.lr, strict=True)]  # fmt: skip
+    out["arm"] = [
+        arm_label(b, study.small_batch, n, s, lr)
+        for b, n, s, lr in zip(out.batch_size, out.noise, out.noise_scale, out.lr, strict=True)
+    ]
     ids = out["run_id"]
     for name in ("train_loss", "test_loss", "train_acc", "test_acc", "sharpness"):
         out[name] = ids.map(final[name]) if name in final else np.nan
@@ -85,8 +88,9 @@ def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.Dat
     out["gen_gap"] = out["test_loss"] - out["train_loss"]
     out["steps_to_target"] = ids.map(steps)
     out["steps"] = ids.map(last_step)
-    return out.sort_values(["batch_size", "noise", "noise_scale", "lr", "seed"],
-                           key=_sort_key).reset_index(drop=True)  # fmt: skip
+    return out.sort_values(
+        ["batch_size", "noise", "noise_scale", "lr", "seed"], key=_sort_key
+    ).reset_index(drop=True)
 
 
 def _sort_key(col: pd.Series) -> pd.Series:
@@ -108,11 +112,24 @@ def arm_table(per_run: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for arm, g in per_run.groupby("arm", sort=False):
         ok = g[g["status"] == "finished"]
-        row = {"arm": arm, "noise": g["noise"].iloc[0], "noise_scale": g["noise_scale"].iloc[0],
-               "lr": g["lr"].iloc[0], "batch_size": g["batch_size"].iloc[0], "runs": len(g),
-               "diverged": int((g["status"] == "diverged").sum())}  # fmt: skip
-        for name in ("test_acc", "train_acc", "train_loss", "gen_gap", "noise_fro",
-                     "noise_trace", "sharpness"):
+        row = {
+            "arm": arm,
+            "noise": g["noise"].iloc[0],
+            "noise_scale": g["noise_scale"].iloc[0],
+            "lr": g["lr"].iloc[0],
+            "batch_size": g["batch_size"].iloc[0],
+            "runs": len(g),
+            "diverged": int((g["status"] == "diverged").sum()),
+        }
+        for name in (
+            "test_acc",
+            "train_acc",
+            "train_loss",
+            "gen_gap",
+            "noise_fro",
+            "noise_trace",
+            "sharpness",
+        ):
             row[name], row[f"{name}_std"] = _mean_std(ok[name])
         row["steps_to_target"], row["steps_to_target_std"] = _mean_std(ok["steps_to_target"])
         row["reached"] = int(ok["steps_to_target"].notna().sum())

@@ -4,7 +4,8 @@ metrics to the store. Import the store's names from here; the modules behind the
 
 Behind this face: ``schema`` (statuses and columns), ``paths`` (where the store lives),
 ``database`` (SQLite access), ``queries`` and ``store`` (reading and changing runs),
-``parquet`` (runs files), ``frames`` (pandas helpers) and ``atomic`` (atomic file writes).
+``parquet`` (runs files) and ``frames`` (pandas helpers); files are written through
+``covnoise.files`` (atomic writes).
 """
 
 from covnoise.runs.frames import expand_runs

@@ -14,7 +14,7 @@ cloud for each method:
 
 Each cloud's exact covariance is α² Σ_total with Σ_total = f_B C / B + Σ, where
 f_B = (N − B)/(N − 1) is the finite-population factor of sampling without replacement.
-See DESIGN.md, "Two-dimensional geometry".
+See docs/design.md, "Two-dimensional geometry".
 """
 
 from __future__ import annotations

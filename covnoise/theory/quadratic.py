@@ -10,7 +10,7 @@ is linear and its mean and covariance evolve in closed form. Large-batch runs us
 is B = M with no ξ. This module builds the problem (spectra, rotations), gives each method
 its noise, and computes the exact mean, covariance and expected loss, transient and
 stationary; montecarlo.py simulates the same process and quadratic_report.py tabulates both.
-See DESIGN.md, "The convex quadratic".
+See docs/design.md, "The convex quadratic".
 """
 
 from __future__ import annotations

@@ -29,9 +29,15 @@ FILTER_COLUMNS: dict[str, str] = {
 
 #: URL parameter of each filter column.
 FILTER_PARAM: dict[str, str] = {
-    "source": "source", "status": "status", "cfg_dataset": "dataset", "cfg_model": "model",
-    "cfg_batch_size": "L", "cfg_noise": "noise", "cfg_noise_scale": "s", "cfg_lr": "lr",
-}  # fmt: skip
+    "source": "source",
+    "status": "status",
+    "cfg_dataset": "dataset",
+    "cfg_model": "model",
+    "cfg_batch_size": "L",
+    "cfg_noise": "noise",
+    "cfg_noise_scale": "s",
+    "cfg_lr": "lr",
+}
 
 
 def _as_text(value: Any) -> str:
@@ -87,6 +93,5 @@ def run_filter_widgets(state: UrlState, runs: pd.DataFrame) -> pd.DataFrame:
             st.session_state[key] = current
             if len(options[column]) <= 1 and not current:
                 continue  # nothing to choose between
-            chosen[column] = st.multiselect(label, options[column], key=key,
-                                            placeholder="all")  # fmt: skip
+            chosen[column] = st.multiselect(label, options[column], key=key, placeholder="all")
     return filter_runs(runs, chosen)

@@ -41,21 +41,35 @@ def run_labels(runs: pd.DataFrame) -> pd.Series:
     ids = runs["run_id"].map(short_id).to_numpy()
     if not keys:
         return pd.Series(ids, index=labels.index)
-    return pd.Series([f"{lab} [{i}]" for lab, i in zip(labels, ids, strict=True)],
-                     index=labels.index)  # fmt: skip
+    return pd.Series(
+        [f"{lab} [{i}]" for lab, i in zip(labels, ids, strict=True)], index=labels.index
+    )
 
 
 def describe_config(cfg: RunConfig) -> str:
     """One line naming a run's main settings."""
     noise = "no noise" if cfg.noise == "none" else f"{cfg.noise} noise ×{cfg.noise_scale:g}"
-    return (f"{cfg.dataset}, {cfg.model}, L={cfg.batch_size}, M={cfg.small_batch}, {noise}, "
-            f"η={cfg.effective_lr:g}, seed {cfg.seed}")  # fmt: skip
+    return (
+        f"{cfg.dataset}, {cfg.model}, L={cfg.batch_size}, M={cfg.small_batch}, {noise}, "
+        f"η={cfg.effective_lr:g}, seed {cfg.seed}"
+    )
 
 
 def configs_table(configs: Sequence[RunConfig]) -> pd.DataFrame:
     """The grid as a table: id and the fields that matter for the comparison."""
-    return pd.DataFrame([{
-        "run id": c.run_id(), "L": c.batch_size, "M": c.small_batch, "noise": c.noise,
-        "s": c.noise_scale if c.noise != "none" else None, "η": c.effective_lr,
-        "epochs": c.epochs, "eval every": c.eval_every, "seed": c.seed,
-    } for c in configs])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "run id": c.run_id(),
+                "L": c.batch_size,
+                "M": c.small_batch,
+                "noise": c.noise,
+                "s": c.noise_scale if c.noise != "none" else None,
+                "η": c.effective_lr,
+                "epochs": c.epochs,
+                "eval every": c.eval_every,
+                "seed": c.seed,
+            }
+            for c in configs
+        ]
+    )

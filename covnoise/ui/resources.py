@@ -74,8 +74,7 @@ def engine_info(engine: Any) -> dict[str, Any]:
 def engine_description(engine: Any, info: dict[str, Any] | None = None) -> str:
     """A short line naming the engine and its parallelism."""
     info = engine_info(engine) if info is None else info
-    workers = (info.get("workers") or info.get("max_in_flight")
-               or getattr(engine, "workers", None))  # fmt: skip
+    workers = info.get("workers") or info.get("max_in_flight") or getattr(engine, "workers", None)
     kind = info.get("kind", getattr(engine, "kind", type(engine).__name__))
     return f"{kind} ({workers} parallel runs)" if workers else str(kind)
 

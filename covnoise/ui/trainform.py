@@ -31,8 +31,12 @@ def _choice(name: str, default: str) -> ChoiceParam:
 
 def _int(name: str, default: int) -> IntParam:
     info = field_info(name)
-    return IntParam(name, default, None if info.low is None else int(info.low),
-                    None if info.high is None else int(info.high))  # fmt: skip
+    return IntParam(
+        name,
+        default,
+        None if info.low is None else int(info.low),
+        None if info.high is None else int(info.high),
+    )
 
 
 def _float(name: str, default: float, lo: float | None = None) -> FloatParam:
@@ -70,24 +74,33 @@ _FIELDS = frozenset(RunConfig.__dataclass_fields__)
 
 #: Train-form parameter that shows the error of each RunConfig field.
 FIELD_TO_PARAM: dict[str, str] = {
-    "noise": "noises", "noise_scale": "noise_scales", "seed": "seeds", "steps": "epochs",
+    "noise": "noises",
+    "noise_scale": "noise_scales",
+    "seed": "seeds",
+    "steps": "epochs",
     "step_gamma": "step_every_epochs",
-}  # fmt: skip
+}
 
 #: Train-form parameter → the label people see (config fields: their metadata's label).
 PARAM_LABELS: dict[str, str] = {
     **{p.name: field_info(p.name).label for p in TRAIN_PARAMS if p.name in _FIELDS},
-    "noises": "noise structures", "noise_scales": "multipliers s", "baseline": "baseline",
+    "noises": "noise structures",
+    "noise_scales": "multipliers s",
+    "baseline": "baseline",
     "seeds": "seeds",
-}  # fmt: skip
+}
 
 
 def number_field(name: str, help: str | None = None) -> dict[str, Any]:
     """label, min_value, max_value and help of a numeric form parameter, for st.number_input."""
     param = _PARAMS[name]
     info = field_info(name) if name in _FIELDS else None
-    return {"label": PARAM_LABELS[name], "min_value": param.lo, "max_value": param.hi,
-            "help": help or (info.help if info is not None else None)}  # fmt: skip
+    return {
+        "label": PARAM_LABELS[name],
+        "min_value": param.lo,
+        "max_value": param.hi,
+        "help": help or (info.help if info is not None else None),
+    }
 
 
 def parse_floats(text: str, field_name: str) -> list[float]:
@@ -138,17 +151,26 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
         warmup = values["schedule"] == "warmup_cosine"
         stepped = values["schedule"] == "step"
         base = RunConfig(
-            dataset=values["dataset"], model=values["model"], width=int(values["width"]),
-            depth=int(values["depth"]), batch_size=int(values["batch_size"]),
-            small_batch=int(values["small_batch"]), noise=noises[0] if noises else "none",
-            noise_scale=scales[0], lr=float(values["lr"]), lr_scaling=values["lr_scaling"],
-            momentum=float(values["momentum"]), schedule=values["schedule"],
+            dataset=values["dataset"],
+            model=values["model"],
+            width=int(values["width"]),
+            depth=int(values["depth"]),
+            batch_size=int(values["batch_size"]),
+            small_batch=int(values["small_batch"]),
+            noise=noises[0] if noises else "none",
+            noise_scale=scales[0],
+            lr=float(values["lr"]),
+            lr_scaling=values["lr_scaling"],
+            momentum=float(values["momentum"]),
+            schedule=values["schedule"],
             warmup_epochs=float(values["warmup_epochs"]) if warmup else 0.0,
             step_every_epochs=float(values["step_every_epochs"]) if stepped else 0.0,
-            epochs=float(values["epochs"]), eval_every=int(values["eval_every"]),
+            epochs=float(values["epochs"]),
+            eval_every=int(values["eval_every"]),
             sharpness_every=int(values["sharpness_every"]),
-            probe_size=int(values["probe_size"]), name="app",
-        )  # fmt: skip
+            probe_size=int(values["probe_size"]),
+            name="app",
+        )
         seeds = range(int(values["seeds"]))
         configs = []
         if noises:
@@ -158,8 +180,13 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
             per_l = max(1, (n_train or base.batch_size) // base.batch_size)
             per_m = max(1, (n_train or base.small_batch) // base.small_batch)
             every = max(1, round(base.eval_every * per_m / per_l))
-            sb = base.replace(batch_size=base.small_batch, noise="none", noise_scale=1.0,
-                              lr_scaling="none", eval_every=every)  # fmt: skip
+            sb = base.replace(
+                batch_size=base.small_batch,
+                noise="none",
+                noise_scale=1.0,
+                lr_scaling="none",
+                eval_every=every,
+            )
             sb.validate(n_train=n_train)
             configs += [sb.replace(seed=s) for s in seeds]
         for cfg in configs:

@@ -1,5 +1,9 @@
 """DataFrame → Plotly figure: pure functions, testable without a browser. Import from here
-(``viz.live_figure``); the modules behind these names may move."""
+(``viz.live_figure``); the modules behind these names may move.
+
+Behind this face: ``style`` (colours and palettes), ``runs`` (run curves, seed bands, the
+Live panels), ``noise`` (noise statistics against generalisation), ``findings`` (the study's
+arms) and ``theory`` (the quadratic and geometry pages)."""
 
 from covnoise.viz.findings import arm_metric_figure  # noqa: F401
 from covnoise.viz.noise import noise_pair_figure, noise_scatter_figure  # noqa: F401

@@ -19,8 +19,10 @@ def _by_structure(points: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
     """(structure, its rows, its colour) in order of appearance; without a cfg_noise column
     every point is in one group, "runs"."""
     noise = points["cfg_noise"] if "cfg_noise" in points else pd.Series("runs", index=points.index)
-    return [(str(structure), df, structure_color(str(structure), RUN_PALETTE[i % len(RUN_PALETTE)]))
-            for i, (structure, df) in enumerate(points.groupby(noise, sort=False))]  # fmt: skip
+    return [
+        (str(structure), df, structure_color(str(structure), RUN_PALETTE[i % len(RUN_PALETTE)]))
+        for i, (structure, df) in enumerate(points.groupby(noise, sort=False))
+    ]
 
 
 def noise_scatter_figure(
@@ -42,16 +44,27 @@ def noise_scatter_figure(
     for structure, df, color in _by_structure(points):
         fig.add_trace(
             go.Scatter(
-                x=df[x], y=df[y], mode="markers", name=structure,
+                x=df[x],
+                y=df[y],
+                mode="markers",
+                name=structure,
                 marker={"color": color, "size": 10, "line": {"width": 1, "color": "white"}},
-                error_x={"type": "data", "array": df.get(f"{x}_std"), "visible": True,
-                         "thickness": 1},
-                error_y={"type": "data", "array": df.get(f"{y}_std"), "visible": True,
-                         "thickness": 1},
+                error_x={
+                    "type": "data",
+                    "array": df.get(f"{x}_std"),
+                    "visible": True,
+                    "thickness": 1,
+                },
+                error_y={
+                    "type": "data",
+                    "array": df.get(f"{y}_std"),
+                    "visible": True,
+                    "thickness": 1,
+                },
                 text=[f"{g} (n={n})" for g, n in zip(df["group"], df["n"], strict=True)],
                 hovertemplate="%{text}<br>x=%{x:.4g}<br>y=%{y:.4g}<extra></extra>",
             )
-        )  # fmt: skip
+        )
     if fit:
         xs, ys = points[x].to_numpy(float), points[y].to_numpy(float)
         keep = np.isfinite(xs) & np.isfinite(ys) & ((xs > 0) if log_x else True)
@@ -62,14 +75,19 @@ def noise_scatter_figure(
             grid = np.linspace(u.min(), u.max(), 50)
             fig.add_trace(
                 go.Scatter(
-                    x=10**grid if log_x else grid, y=slope * grid + intercept, mode="lines",
-                    name="least-squares fit", line={"color": "#444444", "dash": "dash"},
+                    x=10**grid if log_x else grid,
+                    y=slope * grid + intercept,
+                    mode="lines",
+                    name="least-squares fit",
+                    line={"color": "#444444", "dash": "dash"},
                 )
-            )  # fmt: skip
+            )
     fig.update_layout(
-        xaxis_title=x_label, yaxis_title=y_label, xaxis_type=axis_type(log_x),
+        xaxis_title=x_label,
+        yaxis_title=y_label,
+        xaxis_type=axis_type(log_x),
         margin={"l": 60, "r": 20, "t": 30, "b": 50},
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -99,23 +117,37 @@ def noise_pair_figure(
             )
         else:
             titles.append(f"{name}: r undefined")
-    fig = make_subplots(rows=1, cols=len(stats), subplot_titles=titles, shared_yaxes=True,
-                        horizontal_spacing=0.06)  # fmt: skip
+    fig = make_subplots(
+        rows=1, cols=len(stats), subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.06
+    )
     groups = _by_structure(points)
     for col, s in enumerate(stats, start=1):
         for structure, df, color in groups:
             fig.add_trace(
                 go.Scatter(
-                    x=df[s], y=df[y], mode="markers", name=structure,
-                    legendgroup=structure, showlegend=(col == 1),
+                    x=df[s],
+                    y=df[y],
+                    mode="markers",
+                    name=structure,
+                    legendgroup=structure,
+                    showlegend=(col == 1),
                     marker={"color": color, "size": 9},
-                    error_x={"type": "data", "array": df.get(f"{s}_std"), "visible": True,
-                             "thickness": 1},
-                    error_y={"type": "data", "array": df.get(f"{y}_std"), "visible": True,
-                             "thickness": 1},
+                    error_x={
+                        "type": "data",
+                        "array": df.get(f"{s}_std"),
+                        "visible": True,
+                        "thickness": 1,
+                    },
+                    error_y={
+                        "type": "data",
+                        "array": df.get(f"{y}_std"),
+                        "visible": True,
+                        "thickness": 1,
+                    },
                 ),
-                row=1, col=col,
-            )  # fmt: skip
+                row=1,
+                col=col,
+            )
         fig.update_xaxes(title_text=labels.get(s, s), row=1, col=col)
     fig.update_yaxes(title_text=y_label, row=1, col=1)
     fig.update_layout(height=420, margin={"l": 60, "r": 20, "t": 50, "b": 50})

@@ -35,15 +35,22 @@ def run_lines_figure(
             continue
         fig.add_trace(
             go.Scatter(
-                x=df["x"].to_numpy(), y=df["value"].to_numpy(), mode="lines+markers", name=label,
-                line={"color": colors[label], "width": 2}, marker={"size": 4},
+                x=df["x"].to_numpy(),
+                y=df["value"].to_numpy(),
+                mode="lines+markers",
+                name=label,
+                line={"color": colors[label], "width": 2},
+                marker={"size": 4},
             )
-        )  # fmt: skip
+        )
     fig.update_layout(
-        xaxis_title=x_label, yaxis_title=y_label, yaxis_type=axis_type(log_y),
-        margin={"l": 60, "r": 20, "t": 30, "b": 50}, legend={"font": {"size": 11}},
+        xaxis_title=x_label,
+        yaxis_title=y_label,
+        yaxis_type=axis_type(log_y),
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+        legend={"font": {"size": 11}},
         hovermode="x unified",
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -69,10 +76,14 @@ def group_bands_figure(
         x = df["x"].to_numpy()
         fig.add_trace(
             go.Scatter(
-                x=x, y=df["mean"].to_numpy(), mode="lines", name=f"{group} (n={n})",
-                legendgroup=group, line={"color": color, "width": 2},
+                x=x,
+                y=df["mean"].to_numpy(),
+                mode="lines",
+                name=f"{group} (n={n})",
+                legendgroup=group,
+                line={"color": color, "width": 2},
             )
-        )  # fmt: skip
+        )
         if n > 1 and df["std"].notna().any():
             upper = df["mean"] + df["std"]
             lower = df["mean"] - df["std"]
@@ -82,35 +93,55 @@ def group_bands_figure(
                 lower = lower.clip(lower=floor)
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=upper.to_numpy(), mode="lines", line={"width": 0}, showlegend=False,
-                    legendgroup=group, hoverinfo="skip", name="",
+                    x=x,
+                    y=upper.to_numpy(),
+                    mode="lines",
+                    line={"width": 0},
+                    showlegend=False,
+                    legendgroup=group,
+                    hoverinfo="skip",
+                    name="",
                 )
-            )  # fmt: skip
+            )
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=lower.to_numpy(), mode="lines", line={"width": 0}, fill="tonexty",
-                    fillcolor=rgba(color, 0.2), name=f"{group} ± std", legendgroup=group,
-                    showlegend=False, hoverinfo="skip",
+                    x=x,
+                    y=lower.to_numpy(),
+                    mode="lines",
+                    line={"width": 0},
+                    fill="tonexty",
+                    fillcolor=rgba(color, 0.2),
+                    name=f"{group} ± std",
+                    legendgroup=group,
+                    showlegend=False,
+                    hoverinfo="skip",
                 )
-            )  # fmt: skip
+            )
     fig.update_layout(
-        xaxis_title=x_label, yaxis_title=y_label, yaxis_type=axis_type(log_y),
-        margin={"l": 60, "r": 20, "t": 30, "b": 50}, legend={"font": {"size": 11}},
-    )  # fmt: skip
+        xaxis_title=x_label,
+        yaxis_title=y_label,
+        yaxis_type=axis_type(log_y),
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+        legend={"font": {"size": 11}},
+    )
     return fig
 
 
 #: Panels of the live figure: (title, [(metric, suffix, dash)]).
 LIVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
-    ("loss (solid train, dashed test)", (("train_loss", "train loss", "solid"),
-                                         ("test_loss", "test loss", "dash"))),
-    ("accuracy (solid train, dashed test)", (("train_acc", "train acc", "solid"),
-                                             ("test_acc", "test acc", "dash"))),
+    (
+        "loss (solid train, dashed test)",
+        (("train_loss", "train loss", "solid"), ("test_loss", "test loss", "dash")),
+    ),
+    (
+        "accuracy (solid train, dashed test)",
+        (("train_acc", "train acc", "solid"), ("test_acc", "test acc", "dash")),
+    ),
     ("λ_max(H) and the 2/η stability line (dotted)", (("sharpness", "λ_max", "solid"),)),
     ("‖Σ‖_F", (("noise_fro", "‖Σ‖_F", "solid"),)),
     ("tr Σ", (("noise_trace", "tr Σ", "solid"),)),
     ("Tr(HΣ)", (("noise_trace_hsigma", "Tr(HΣ)", "solid"),)),
-)  # fmt: skip
+)
 
 
 def live_figure(
@@ -134,9 +165,12 @@ def live_figure(
     largest curvature gradient descent with heavy-ball momentum is stable on).
     """
     fig = make_subplots(
-        rows=2, cols=3, subplot_titles=[p[0] for p in LIVE_PANELS],
-        horizontal_spacing=0.07, vertical_spacing=0.14,
-    )  # fmt: skip
+        rows=2,
+        cols=3,
+        subplot_titles=[p[0] for p in LIVE_PANELS],
+        horizontal_spacing=0.07,
+        vertical_spacing=0.14,
+    )
     colors = palette(list(labels.values()))
     momentum = momentum or {}
     wanted = {name for _, series in LIVE_PANELS for name, _, _ in series} | {"lr"}
@@ -159,22 +193,35 @@ def live_figure(
                 xy = series_of(rid, name)
                 if xy is None:
                     continue
-                traces.append(go.Scatter(
-                    x=xy[0], y=xy[1], mode="lines+markers", name=f"{label} · {suffix}",
-                    legendgroup=rid, showlegend=(i == 0 and dash == "solid"),
-                    line={"color": color, "dash": dash, "width": 2}, marker={"size": 4},
-                ))  # fmt: skip
+                traces.append(
+                    go.Scatter(
+                        x=xy[0],
+                        y=xy[1],
+                        mode="lines+markers",
+                        name=f"{label} · {suffix}",
+                        legendgroup=rid,
+                        showlegend=(i == 0 and dash == "solid"),
+                        line={"color": color, "dash": dash, "width": 2},
+                        marker={"size": 4},
+                    )
+                )
                 rows.append(row + 1)
                 cols.append(col + 1)
         lr = series_of(rid, "lr")
         if lr is not None and (rid, "sharpness") in groups:
             keep = lr[1] > 0
             beta = float(momentum.get(rid, 0.0))
-            traces.append(go.Scatter(
-                x=lr[0][keep], y=2.0 * (1.0 + beta) / lr[1][keep], mode="lines",
-                name=f"{label} · 2(1+β)/η", legendgroup=rid, showlegend=False,
-                line={"color": color, "dash": "dot", "width": 1.5},
-            ))  # fmt: skip
+            traces.append(
+                go.Scatter(
+                    x=lr[0][keep],
+                    y=2.0 * (1.0 + beta) / lr[1][keep],
+                    mode="lines",
+                    name=f"{label} · 2(1+β)/η",
+                    legendgroup=rid,
+                    showlegend=False,
+                    line={"color": color, "dash": "dot", "width": 1.5},
+                )
+            )
             rows.append(1)
             cols.append(3)
     if traces:
@@ -183,9 +230,10 @@ def live_figure(
     if log_loss:
         fig.update_yaxes(type="log", row=1, col=1)
     fig.update_layout(
-        height=620, margin={"l": 50, "r": 20, "t": 40, "b": 50},
+        height=620,
+        margin={"l": 50, "r": 20, "t": 40, "b": 50},
         legend={"orientation": "h", "y": -0.15, "font": {"size": 11}},
-    )  # fmt: skip
+    )
     return fig
 
 

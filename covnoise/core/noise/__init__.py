@@ -1,7 +1,7 @@
 """Noise structures as gradient transformations, and the noise statistics logged at evaluation.
 
 Each step trains on the large-batch gradient ḡ plus ξ with Cov(ξ) = c·K, c = s(1/M − 1/L),
-C the covariance of the batch's per-example gradients (DESIGN.md, "Noise structures"):
+C the covariance of the batch's per-example gradients (docs/design.md, "Noise structures"):
 
 - none:      K = 0.
 - isotropic: K = (tr C / P) I;   ξ = √(c·tr C/P) z.

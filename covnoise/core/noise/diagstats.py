@@ -41,10 +41,12 @@ def gaussian_draw(scale: list[Tensor], device: torch.device) -> Draw:
 
     def draw(generator: torch.Generator) -> list[Tensor]:
         return [
-            s * torch.randn(s.shape, generator=generator, device=generator.device,
-                            dtype=s.dtype).to(device)
+            s
+            * torch.randn(s.shape, generator=generator, device=generator.device, dtype=s.dtype).to(
+                device
+            )
             for s in scale
-        ]  # fmt: skip
+        ]
 
     return draw
 
@@ -93,8 +95,9 @@ class DiagStatsNoise(Structure):
             sum(g.numel() for g in grads), generator=generator, device=like.device, dtype=like.dtype
         )
         z.mul_(new_state.scale.to(like.dtype))
-        noise = [t.view(g.shape) for t, g in zip(z.split([g.numel() for g in grads]), grads,
-                                                 strict=True)]  # fmt: skip
+        noise = [
+            t.view(g.shape) for t, g in zip(z.split([g.numel() for g in grads]), grads, strict=True)
+        ]
         return list(torch._foreach_add(grads, noise)), new_state
 
     def statistics(self, probe: Probe) -> ProbeNoise:

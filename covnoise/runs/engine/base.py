@@ -83,9 +83,13 @@ class Engine(ABC):
     ) -> list[str]:
         """Expand the grid around `base` (see expand_grid) and queue every run."""
         configs = expand_grid(
-            base, batch_sizes=batch_sizes, noises=noises, noise_scales=noise_scales, lrs=lrs,
+            base,
+            batch_sizes=batch_sizes,
+            noises=noises,
+            noise_scales=noise_scales,
+            lrs=lrs,
             seeds=seeds,
-        )  # fmt: skip
+        )
         return self.submit_many(configs, rerun=rerun)
 
     # ------------------------------------------------------------------ reading
@@ -95,8 +99,11 @@ class Engine(ABC):
 
     def info(self) -> dict[str, Any]:
         """A status line's worth of facts: engine kind, store, run counts by status."""
-        return {"kind": self.kind, "store": str(self.store.path),
-                "runs": self.store.status_counts()}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "store": str(self.store.path),
+            "runs": self.store.status_counts(),
+        }
 
     def status(self, run_id: str) -> dict[str, Any] | None:
         """The stored record of one run (status, timestamps, device, message …)."""

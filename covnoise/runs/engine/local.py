@@ -176,9 +176,16 @@ class LocalEngine(Engine):
         with self._lock:
             busy, warm = len(self._running), len(self._idle)
         alive = self._thread is not None and self._thread.is_alive()
-        return {**super().info(), "workers": self.workers, "busy": busy, "warm_spares": warm,
-                "gpus": self.gpus, "threads_per_worker": self.threads, "monitor_alive": alive,
-                "last_error": self.last_error}  # fmt: skip
+        return {
+            **super().info(),
+            "workers": self.workers,
+            "busy": busy,
+            "warm_spares": warm,
+            "gpus": self.gpus,
+            "threads_per_worker": self.threads,
+            "monitor_alive": alive,
+            "last_error": self.last_error,
+        }
 
     def worker_pid(self, run_id: str) -> int | None:
         """Process id of the worker running `run_id` under this engine, if any."""

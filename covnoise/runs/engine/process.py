@@ -99,15 +99,26 @@ def spawn_worker(python: str, store_path: Path, run_fn: str, threads: int) -> Wo
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     cmd = [
-        python, "-m", WORKER_MODULE, "--store", str(store_path), "--run-fn", run_fn,
-        "--threads", str(threads),
-    ]  # fmt: skip
+        python,
+        "-m",
+        WORKER_MODULE,
+        "--store",
+        str(store_path),
+        "--run-fn",
+        run_fn,
+        "--threads",
+        str(threads),
+    ]
     log = tempfile.TemporaryFile()
     try:
         popen = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, env=env,
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
             start_new_session=True,  # Ctrl-C in a terminal goes to the engine, not here
-        )  # fmt: skip
+        )
     except OSError:
         log.close()
         raise

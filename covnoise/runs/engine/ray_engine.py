@@ -24,6 +24,7 @@ import ray
 
 from covnoise.runs.engine.base import DEFAULT_RUN_FN, Engine, import_run_fn
 from covnoise.runs.engine.monitor import reap_lost_runs
+from covnoise.runs.schema import TERMINAL
 from covnoise.runs.store import RunStore
 
 BATCH_SECONDS = 0.2
@@ -56,8 +57,14 @@ def _limit_threads(threads: int) -> None:
         pass
 
 
-def _start_run(run_id: str, config: dict[str, Any], run_fn_path: str, events: queue.Queue,
-               stop: threading.Event, result: dict[str, Any]) -> threading.Thread:  # fmt: skip
+def _start_run(
+    run_id: str,
+    config: dict[str, Any],
+    run_fn_path: str,
+    events: queue.Queue,
+    stop: threading.Event,
+    result: dict[str, Any],
+) -> threading.Thread:
     """Run the training function in a thread that puts its events on `events`, then _DONE."""
     from covnoise.config import RunConfig
 
@@ -232,9 +239,13 @@ class RayEngine(Engine):
 
     def info(self) -> dict[str, Any]:
         """Engine status for the app: cluster resources, tasks in flight, last error."""
-        return {**super().info(), "max_in_flight": self.max_in_flight,
-                "in_flight": len(self.in_flight()), "cluster": ray.cluster_resources(),
-                "last_error": self.last_error}  # fmt: skip
+        return {
+            **super().info(),
+            "max_in_flight": self.max_in_flight,
+            "in_flight": len(self.in_flight()),
+            "cluster": ray.cluster_resources(),
+            "last_error": self.last_error,
+        }
 
     def in_flight(self) -> list[str]:
         """Ids of the runs whose task has not ended yet."""
@@ -320,19 +331,21 @@ class RayEngine(Engine):
                 text = str(exc).strip().splitlines()
                 detail = text[-1] if text else ""
                 store.finish(
-                    run_id, "failed",
+                    run_id,
+                    "failed",
                     message=f"worker exited unexpectedly ({type(exc).__name__}: {detail})",
                     traceback=str(exc),
-                )  # fmt: skip
+                )
 
     def _record_result(self, run_id: str, result: dict[str, Any]) -> None:
         if "error" in result:
-            self.store.finish(run_id, "failed", message=result["error"],
-                              traceback=result.get("traceback"))  # fmt: skip
+            self.store.finish(
+                run_id, "failed", message=result["error"], traceback=result.get("traceback")
+            )
             return
         summary = result.get("summary") or {}
         status = summary.get("status", "finished")
-        if status not in ("finished", "diverged", "cancelled"):
+        if status not in TERMINAL - {"failed"}:  # a run reports how it ended, never "failed"
             status = "finished"
         self.store.finish(run_id, status, message=summary.get("message"), summary=summary)
 
