@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from covnoise.config import DATASETS, LR_SCALINGS, MODELS, NOISES, SCHEDULES, ConfigError
+from covnoise.config import NOISES, ConfigError
 from covnoise.data import DATASETS as DATASET_SPECS
 from covnoise.runs import ACTIVE, COMPLETED
 from covnoise.ui import cost, formatting, guards, presets, resources, runsdata, trainform
@@ -55,17 +55,18 @@ def _data_and_model(slot: Callable[[str], None]) -> None:
     """Data set, model, width, depth."""
     st.subheader("Data and model")
     st.selectbox(
-        "data set",
-        DATASETS,
+        **trainform.choice_field(
+            "dataset",
+            help="Embedded sets need no files; mnist, fashion-mnist and cifar10 "
+            "read files from the data folder.",
+        ),
         key=K("dataset"),
-        help="Embedded sets need no files; mnist, fashion-mnist and cifar10 "
-        "read files from the data folder.",
     )
     slot("dataset")
     spec = DATASET_SPECS.get(st.session_state[K("dataset")])
     if spec is not None:
         st.caption(spec.description)
-    st.selectbox("model", MODELS, key=K("model"))
+    st.selectbox(**trainform.choice_field("model"), key=K("model"))
     slot("model")
     st.number_input(**trainform.number_field("width"), step=16, key=K("width"))
     slot("width")
@@ -107,16 +108,11 @@ def _optimiser_and_evaluation(slot: Callable[[str], None]) -> None:
     st.subheader("Optimiser and evaluation")
     st.number_input(**trainform.number_field("lr"), step=0.05, format="%.4g", key=K("lr"))
     slot("lr")
-    st.selectbox(
-        "learning-rate scaling (relative to M)",
-        LR_SCALINGS,
-        key=K("lr_scaling"),
-        help="linear: η·L/M, sqrt: η·√(L/M) for the large batch.",
-    )
+    st.selectbox(**trainform.choice_field("lr_scaling"), key=K("lr_scaling"))
     slot("lr_scaling")
     st.number_input(**trainform.number_field("momentum"), step=0.1, key=K("momentum"))
     slot("momentum")
-    schedule = st.selectbox("schedule", SCHEDULES, key=K("schedule"))
+    schedule = st.selectbox(**trainform.choice_field("schedule"), key=K("schedule"))
     slot("schedule")
     st.number_input(
         **trainform.number_field("warmup_epochs"),

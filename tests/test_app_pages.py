@@ -262,6 +262,13 @@ def test_train_widgets_take_labels_and_ranges_from_the_config_metadata(env):
         assert proto.has_min and (proto.min == info.low or (info.strict and proto.min > info.low))
         checked += 1
     assert checked >= 10
+    for widget in at.selectbox:
+        name = widget.key.removeprefix("train.")
+        if name in RunConfig.__dataclass_fields__:
+            assert widget.label == field_info(name).label, name
+            assert tuple(widget.options) == field_info(name).choices, name
+            checked += 1
+    assert checked >= 14
 
 
 def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):

@@ -91,6 +91,12 @@ PARAM_LABELS: dict[str, str] = {
 }
 
 
+def choice_field(name: str, help: str | None = None) -> dict[str, Any]:
+    """label, options and help of a choice parameter, for st.selectbox."""
+    info = field_info(name)
+    return {"label": info.label, "options": info.choices, "help": help or info.help}
+
+
 def number_field(name: str, help: str | None = None) -> dict[str, Any]:
     """label, min_value, max_value and help of a numeric form parameter, for st.number_input."""
     param = _PARAMS[name]
