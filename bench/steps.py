@@ -16,9 +16,13 @@ load touch all variants alike. Ratios are step time / plain step time:
 Targets (docs/design.md): isotropic ≤ 1.3, diag ≤ 1.3, full ≤ 1.1 with the run defaults
 (RunConfig.stats_rows, RunConfig.stats_every). "exact" rows estimate diag(C) on the whole
 batch every step; "diag vmap" materialises per-example gradients with torch.func (a
-reference, never the training path). The v̂ columns say how far one sub-batch estimate of
-v = diag(C) is from the whole-batch v (E‖v̂ − v‖/‖v‖, E|Σv̂/Σv − 1|); v̂ is unbiased, so the
-injected covariance is exactly c·K whatever the sub-batch (tests/test_noise.py).
+reference, never the training path). "fisher" rows use the true-Fisher source (labels drawn
+from the model's predictions; covnoise.core.step): full adds the sampled-label losses to the
+same backward, diag and isotropic add one backward of the sampled-label loss in the steps
+that refresh their statistics; they are timed in the same rounds as the others. The v̂
+columns say how far one sub-batch estimate of v = diag(C) is from the whole-batch v
+(E‖v̂ − v‖/‖v‖, E|Σv̂/Σv − 1|; for the batch source); v̂ is unbiased, so the injected
+covariance is exactly c·K whatever the sub-batch (tests/test_noise.py, tests/test_fisher.py).
 """
 
 from __future__ import annotations
@@ -40,7 +44,14 @@ from covnoise.core import build_model, make_structure, noisy_step, per_example_l
 from covnoise.core.pergrad import DiagStatsRecorder
 from covnoise.data import load_dataset
 
-TARGETS = {"isotropic": 1.3, "diag": 1.3, "full": 1.1}
+TARGETS = {
+    "isotropic": 1.3,
+    "diag": 1.3,
+    "full": 1.1,
+    "isotropic fisher": 1.3,
+    "diag fisher": 1.3,
+    "full fisher": 1.1,
+}
 CASES = [("mlp", 1024, 60), ("cnn", 512, 20)]  # (model, batch, rounds)
 BLOCK = 4
 
@@ -48,7 +59,7 @@ BLOCK = 4
 class _Runner:
     """A model copy with its optimiser and structure, stepping like the training loop."""
 
-    def __init__(self, model: nn.Module, noise: str | None, c: float, rows, every, device):
+    def __init__(self, model: nn.Module, noise: str | None, c: float, rows, every, source, device):
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.SGD(self.params, lr=1e-3)
@@ -56,7 +67,11 @@ class _Runner:
             None
             if noise is None
             else make_structure(
-                noise, 0.0 if noise == "none" else c, stats_rows=rows, stats_every=every
+                noise,
+                0.0 if noise == "none" else c,
+                stats_rows=rows,
+                stats_every=every,
+                source=source,
             )
         )
         self.state = None if noise is None else self.structure.init(self.params)
@@ -89,21 +104,24 @@ def _vmap_diag_step(model, params, opt, x, y, c, gen) -> None:
 
 
 def _variants(grid: bool) -> dict[str, tuple]:
-    """label → (noise or None for vmap, stats_rows, stats_every)."""
+    """label → (noise or None for vmap, stats_rows, stats_every, source)."""
     d = RunConfig()
     out: dict[str, tuple] = {
-        "none": ("none", None, 1),
-        "isotropic": ("isotropic", d.stats_rows, d.stats_every),
-        "diag": ("diag", d.stats_rows, d.stats_every),
-        "full": ("full", None, 1),
-        "isotropic exact": ("isotropic", None, 1),
-        "diag exact": ("diag", None, 1),
-        "diag vmap": (None, None, 1),
+        "none": ("none", None, 1, "batch"),
+        "isotropic": ("isotropic", d.stats_rows, d.stats_every, "batch"),
+        "diag": ("diag", d.stats_rows, d.stats_every, "batch"),
+        "full": ("full", None, 1, "batch"),
+        "isotropic fisher": ("isotropic", d.stats_rows, d.stats_every, "fisher"),
+        "diag fisher": ("diag", d.stats_rows, d.stats_every, "fisher"),
+        "full fisher": ("full", None, 1, "fisher"),
+        "isotropic exact": ("isotropic", None, 1, "batch"),
+        "diag exact": ("diag", None, 1, "batch"),
+        "diag vmap": (None, None, 1, "batch"),
     }
     if grid:
         for r in (256, 128, 64, 32):
             for k in (1, 2, 4, 8):
-                out.setdefault(f"diag rows={r} every={k}", ("diag", r, k))
+                out.setdefault(f"diag rows={r} every={k}", ("diag", r, k, "batch"))
     return out
 
 
@@ -145,7 +163,8 @@ def bench_case(
     c = 1.0 / 32 - 1.0 / batch
     variants = _variants(grid)
     runners = {
-        k: _Runner(copy.deepcopy(base), n, c, r, e, device) for k, (n, r, e) in variants.items()
+        k: _Runner(copy.deepcopy(base), n, c, r, e, src, device)
+        for k, (n, r, e, src) in variants.items()
     }
     gen = torch.Generator().manual_seed(1)
     batches = []
@@ -205,14 +224,15 @@ def _time_rounds(runners: dict, block, rounds: int) -> tuple[dict[str, list[floa
 def _row(model_name, batch, device, k, ts, plain_in_round, plain, variant, base, first) -> dict:
     """One table row: the variant's median step time and its ratios to the plain step."""
     paired = statistics.median(t / p for t, p in zip(ts, plain_in_round, strict=False))
-    noise, stats_rows, every = variant
+    noise, stats_rows, every, source = variant
     ev = et = None
-    if noise in ("diag", "isotropic"):
+    if noise in ("diag", "isotropic") and source == "batch":
         ev, et = _estimate_error(copy.deepcopy(base), *first, stats_rows)
     return {
         "model": model_name,
         "batch": batch,
         "variant": k,
+        "noise": noise,
         "device": str(device),
         "step_ms": 1e3 * statistics.median(ts),
         "paired": paired,
@@ -220,6 +240,7 @@ def _row(model_name, batch, device, k, ts, plain_in_round, plain, variant, base,
         "target": TARGETS.get(k),
         "stats_rows": stats_rows,
         "stats_every": every,
+        "source": source,
         "vhat_rel_err": ev,
         "trace_rel_err": et,
     }
@@ -251,7 +272,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         target = f"≤ {r['target']}" if r["target"] else ""
         stats = (
             f"{r['stats_rows'] or 'all'} / {r['stats_every']}"
-            if r["vhat_rel_err"] is not None
+            if r["noise"] in ("diag", "isotropic")
             else ""
         )
         err = (

@@ -16,15 +16,21 @@ from typing import Any
 
 from covnoise.theory import STRUCTURES, scale_factor
 
-DATASETS = ("digits", "mnist1d", "teacher", "mnist", "fashion-mnist", "cifar10")
+DATASETS = ("digits", "mnist1d", "teacher", "mnist-5k", "mnist", "fashion-mnist", "cifar10")
 MODELS = ("mlp", "cnn", "vgg", "resnet")
 NOISES: tuple[str, ...] = STRUCTURES  # the covariance table is the one home of the names
 SCHEDULES = ("constant", "warmup_cosine", "step")
 LR_SCALINGS = ("none", "linear", "sqrt")
 DEVICES = ("auto", "cpu", "cuda")
+NOISE_SOURCES = ("batch", "fisher")
 
 #: Fields that do not change what is computed, so they are left out of the run id.
 _NOT_HASHED = ("device", "data_dir", "name")
+
+#: Fields added after runs were first stored, with the value that reproduces what runs made
+#: before them did. A config at these values hashes as if the field did not exist (so old
+#: run ids stay valid), and a stored config without the field reads back with this value.
+LEGACY_VALUES: dict[str, Any] = {"drop_last": True, "noise_source": "batch", "val_fraction": 0.0}
 
 
 class ConfigError(ValueError):
@@ -84,6 +90,13 @@ class RunConfig:
         None, "folder of file-backed data sets (mnist, fashion-mnist, cifar10)", "data folder"
     )
     split_seed: int = _f(0, "seed of the train/test split", "split seed", low=0)
+    val_fraction: float = _f(
+        0.1,
+        "fraction of the training set held out as a validation split (0 = none, at most 0.5)",
+        "validation fraction",
+        low=0.0,
+        high=0.5,
+    )
     dataset_options: dict[str, Any] = _f(
         help="a data-set option (repeatable)", label="data-set options", factory=dict
     )
@@ -97,6 +110,13 @@ class RunConfig:
         high=1_000_000,
     )
     noise: str = _f("none", "noise structure", "noise structure", choices=NOISES)
+    noise_source: str = _f(
+        "batch",
+        "covariance the noise imitates: batch (the batch's per-example gradients) or fisher "
+        "(gradients at labels sampled from the model's own predictions: the true Fisher)",
+        "noise source",
+        choices=NOISE_SOURCES,
+    )
     noise_scale: float = _f(1.0, "the multiplier s of c = s(1/M - 1/L)", "multiplier s", low=0.0)
     stats_rows: int | None = _f(
         128,
@@ -143,6 +163,13 @@ class RunConfig:
         20.0, "training length in epochs", "epochs", low=0.0, strict=True, high=100_000.0
     )
     steps: int | None = _f(None, "training length in steps (overrides epochs)", "steps", low=1)
+    drop_last: bool = _f(
+        False,
+        "cut each epoch into full batches and drop the remainder (an epoch of L examples then "
+        "holds fewer examples than one of M); default: batches are cut from a continuous "
+        "stream of permutations, so E epochs are E·N examples for every batch size",
+        "drop the last partial batch",
+    )
     # evaluation
     eval_every: int = _f(10, "steps between evaluations", "evaluate every", low=1, high=1_000_000)
     sharpness_every: int = _f(
@@ -166,7 +193,11 @@ class RunConfig:
         low=2,
     )
     noise_samples: int = _f(
-        8, "draws of the noise for the Tr(H Sigma) estimate", "noise draws", low=1
+        8,
+        "draws per block of the Tr(H Sigma) estimate (blocks until its standard error is at "
+        "most 5% of the mean or 128 draws)",
+        "noise draws per block",
+        low=1,
     )
     # reproducibility and placement
     seed: int = _f(0, "random seed", "seed", low=0)
@@ -210,6 +241,12 @@ class RunConfig:
         cfg.validate()
         return cfg
 
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> RunConfig:
+        """A config read back from a store or a runs file: fields it lacks (added after it was
+        stored) take their LEGACY_VALUES, so the run reads back as what it was."""
+        return cls.from_dict({**LEGACY_VALUES, **data})
+
     def replace(self, **changes: Any) -> RunConfig:
         """A validated copy with some fields changed."""
         cfg = dataclasses.replace(self, **changes)
@@ -218,7 +255,11 @@ class RunConfig:
 
     def run_id(self) -> str:
         """Content hash of everything that determines the result (device and labels excluded)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        d = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in _NOT_HASHED and not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])
+        }
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -263,7 +304,13 @@ class RunConfig:
             raise ConfigError("ghost_bn", "the ghost batch size must divide batch_size")
 
     def _check_optimiser(self) -> None:
-        """The rules of the optimiser, its schedule and the training length."""
+        """The rules of the optimiser, its schedule, the training length and its data."""
+        if not isinstance(self.drop_last, bool):
+            raise ConfigError("drop_last", f"{self.drop_last!r} is not true or false")
+        if self.val_fraction > 0.5:
+            raise ConfigError(
+                "val_fraction", f"{self.val_fraction} is not allowed; use 0 <= val_fraction <= 0.5"
+            )
         if self.momentum >= 1.0:
             raise ConfigError("momentum", f"{self.momentum} is not allowed; use 0 <= momentum < 1")
         if self.schedule == "step" and self.step_every_epochs <= 0:

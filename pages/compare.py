@@ -27,14 +27,23 @@ K = STATE.key
 TABLE_METRICS = (
     "train_loss",
     "test_loss",
+    "val_loss",
     "gen_gap",
     "train_acc",
     "test_acc",
+    "val_acc",
     "sharpness",
     "noise_fro",
     "noise_trace",
     "noise_trace_hsigma",
 )
+TAGS_NOTE = (
+    " Labels say drop-last for runs that cut each epoch into full batches (dropping the rest) "
+    "and fisher for noise drawn from the true Fisher; runs that differ in these are never "
+    "averaged together."
+)
+#: Table columns shown only when some run logged them (runs without a validation split do not).
+OPTIONAL_METRICS = ("val_loss", "val_acc")
 
 
 def upload_box() -> None:
@@ -65,6 +74,8 @@ def final_table(
         index=runs["run_id"].to_numpy(),
     )
     for name in TABLE_METRICS:
+        if name in OPTIONAL_METRICS and name not in final:
+            continue
         table[results.metric_label(name)] = final[name] if name in final else float("nan")
     return table.rename_axis("run id").reset_index()
 
@@ -80,6 +91,7 @@ def controls(keys: list[str]) -> None:
             "group by (seeds are averaged)",
             keys,
             key=K("group"),
+            format_func=results.key_label,
             placeholder="no grouping: one group",
         )
         st.radio(
@@ -115,10 +127,12 @@ def main() -> None:
     x_label, y_label = results.X_AXES[v["x"]], results.metric_label(v["metric"])
     groups = results.group_labels(runs, v["group"])
     labels = formatting.run_labels(runs)
+    tagged = results.run_tags(runs)
     st.caption(
         f"{len(runs)} runs from {runs['source'].nunique()} source(s); {groups.nunique()} group(s)."
+        + (TAGS_NOTE if tagged.astype(bool).any() else "")
     )
-    if curve.empty:
+    if not curve["value"].notna().any():  # nothing logged (validation without a split)
         st.warning(f"None of these runs logged {y_label}.")
     elif v["draw"] == "groups":
         agg = results.aggregate_seeds(curve, groups)

@@ -13,8 +13,11 @@ def main() -> None:
         "Large-batch SGD optimises well per step but generalises worse than small-batch SGD. "
         "Here you train with a large batch **L** and add noise whose covariance is shaped like "
         "the gradient noise of a small batch **M** — isotropic, diagonal Fisher or full "
-        "Fisher — and see which structure closes the gap. On the convex quadratic the effect "
-        "is ordered by the Frobenius norm ‖Σ‖_F of the noise covariance, not by its trace."
+        "Fisher — and see which structure closes the gap. On the convex quadratic, at equal "
+        "trace, the stationary loss is ordered by the Frobenius norm ‖Σ‖_F of the noise "
+        "covariance to second order in the step size α: full Fisher noise always gives at "
+        "least the loss of diagonal or isotropic noise, while diagonal and isotropic can swap "
+        "as α·λ_max approaches the stability edge 2."
     )
     st.markdown(
         "- **Train**: choose batch sizes and noise structures, see the cost, launch runs.\n"

@@ -1,4 +1,4 @@
-"""Convex quadratic: exact expected loss vs Monte Carlo, and why ‖Σ‖_F (not tr Σ) matters."""
+"""Convex quadratic: exact expected loss vs Monte Carlo, and how ‖Σ‖_F (not tr Σ) orders it."""
 
 from __future__ import annotations
 
@@ -143,9 +143,15 @@ def main() -> None:
 
     st.subheader("Stationary loss: Frobenius norm vs trace")
     st.plotly_chart(viz.stationary_figure(rep.sweep), key="stationary")
+    inversion = rep.order.message()
+    if inversion:
+        st.info(inversion, icon=":material/swap_vert:")
     st.caption(
-        "Multipliers s × (¼, ½, 1, 2, 4). At equal tr Σ the structures differ; "
-        "they are ordered by ‖Σ‖_F."
+        "Multipliers s × (¼, ½, 1, 2, 4). At equal tr Σ the structures differ. To second "
+        "order in α the stationary loss is ordered by ‖Σ‖_F (isotropic ≤ diag ≤ full); "
+        "exactly, full ≥ diag and full ≥ isotropic at every stable α, while diag and isotropic "
+        "can swap as α·λ_max approaches 2 (only with three or more distinct eigenvalues). "
+        "Which order holds depends on A and α only, so it is the same for every s."
     )
 
     st.subheader("Noise statistics per structure")

@@ -52,7 +52,7 @@ def form() -> dict[str, st.delta_generator.DeltaGenerator]:
 
 
 def _data_and_model(slot: Callable[[str], None]) -> None:
-    """Data set, model, width, depth."""
+    """Data set, its validation fraction, model, width, depth."""
     st.subheader("Data and model")
     st.selectbox(
         **trainform.choice_field(
@@ -66,6 +66,10 @@ def _data_and_model(slot: Callable[[str], None]) -> None:
     spec = DATASET_SPECS.get(st.session_state[K("dataset")])
     if spec is not None:
         st.caption(spec.description)
+    st.number_input(
+        **trainform.number_field("val_fraction"), step=0.05, format="%.2f", key=K("val_fraction")
+    )
+    slot("val_fraction")
     st.selectbox(**trainform.choice_field("model"), key=K("model"))
     slot("model")
     st.number_input(**trainform.number_field("width"), step=16, key=K("width"))
@@ -75,12 +79,14 @@ def _data_and_model(slot: Callable[[str], None]) -> None:
 
 
 def _batch_and_noise(slot: Callable[[str], None]) -> None:
-    """L, M, structures, multipliers, baseline, seeds."""
+    """L, M, drop-last, structures, noise source, multipliers, baseline, seeds."""
     st.subheader("Batch and noise")
     st.number_input(**trainform.number_field("batch_size"), step=64, key=K("batch_size"))
     slot("batch_size")
     st.number_input(**trainform.number_field("small_batch"), step=8, key=K("small_batch"))
     slot("small_batch")
+    st.checkbox(**trainform.checkbox_field("drop_last"), key=K("drop_last"))
+    slot("drop_last")
     st.multiselect(
         "noise structures",
         NOISES,
@@ -89,6 +95,16 @@ def _batch_and_noise(slot: Callable[[str], None]) -> None:
         "diag: diag(C); full: C. All have the same trace.",
     )
     slot("noises")
+    st.selectbox(
+        **trainform.choice_field(
+            "noise_source",
+            help="batch: the covariance of the batch's per-example gradients; fisher: the true "
+            "Fisher, from gradients at labels sampled from the model's own predictions. Runs "
+            "without injected noise have no source.",
+        ),
+        key=K("noise_source"),
+    )
+    slot("noise_source")
     st.text_input(
         "multipliers s (comma-separated)",
         key=K("noise_scales"),

@@ -190,6 +190,52 @@ def test_varying_keys_and_group_labels():
     assert "eval_every" in results.varying_keys(runs2, exclude=["seed"])
 
 
+def test_labels_tag_drop_last_and_fisher_only_where_they_differ_from_the_default():
+    plain = BASE.replace(noise="full")
+    fisher = BASE.replace(noise="full", noise_source="fisher")
+    dropped = BASE.replace(noise="diag", drop_last=True)
+    both = BASE.replace(noise="diag", noise_source="fisher", drop_last=True)
+    quiet = BASE.replace(noise="none", noise_source="fisher")  # no noise: no source to name
+    configs = [plain, fisher, dropped, both, quiet]
+    runs = runs_frame(configs)
+    tags = results.run_tags(runs)
+    assert [tags[c.run_id()] for c in configs] == [
+        "",
+        "fisher",
+        "drop-last",
+        "fisher · drop-last",
+        "",
+    ]
+    assert results.config_tags(both.to_dict()) == ["fisher", "drop-last"]
+    # the tags follow the keys; a tagged key is named by its tag alone
+    labels = results.group_labels(runs, ["noise"])
+    assert [labels[c.run_id()] for c in configs] == [
+        "noise=full",
+        "noise=full · fisher",
+        "noise=diag · drop-last",
+        "noise=diag · fisher · drop-last",
+        "noise=none",
+    ]
+    by_tag = results.group_labels(runs, ["noise", "drop_last", "noise_source"])
+    assert by_tag[dropped.run_id()] == "noise=diag · drop-last"
+    # grouped by a tagged key alone, a default run still gets a non-empty label
+    alone = results.group_labels(runs, ["drop_last"])
+    assert alone[plain.run_id()] == "drop-last=False" and alone[dropped.run_id()] == "drop-last"
+    assert set(results.group_labels(runs, [])) == {"all runs"}
+    # the seed-free label of each run: the fields that vary, then the tags
+    assert set(results.varying_keys(runs)) == {"noise", "noise_source", "drop_last"}
+    assert results.experiment_labels(runs)[both.run_id()] == "noise=diag · fisher · drop-last"
+    # validation fraction is a plain key; readable names come from the config metadata
+    val = runs_frame([BASE, BASE.replace(val_fraction=0.0)])
+    assert results.varying_keys(val) == ["val_fraction"]
+    assert results.group_labels(val, ["val_fraction"]).tolist() == ["val=0.1", "val=0"]
+    assert results.key_label("val_fraction") == "validation fraction"
+    assert results.key_label("drop_last") == "drop the last partial batch"
+    assert results.key_label("not_a_field") == "not_a_field"
+    assert results.metric_label("val_acc") == "validation accuracy"
+    assert results.metric_label("val_loss") == "validation loss"
+
+
 # --------------------------------------------------------------------------------------------
 # per-run points and seed groups
 # --------------------------------------------------------------------------------------------
@@ -377,12 +423,18 @@ def test_run_cost_counts_match_a_real_run():
     assert cost.evaluations == len(metric_events) == 4  # steps 0, 5, 10, 12
     assert cost.sharpness_evaluations == sum("sharpness" in e["metrics"] for e in metric_events)
     assert cost.examples == 12 * 128
-    assert cost.hvps == cost.sharpness_evaluations * (4 + 1 + 2)  # a bound on what ran
+    assert cost.hvps == cost.sharpness_evaluations * (4 + 1 + 128)  # a bound on what ran
     lanczos = sum(e["metrics"].get("sharpness_hvps", 0) for e in metric_events)
     assert 0 < lanczos <= cost.sharpness_evaluations * (4 + 1)
-    # by epochs: digits at L = 128 has 10 steps per epoch
+    draws = sum(e["metrics"].get("noise_trace_hsigma_draws", 0) for e in metric_events)
+    assert 2 * cost.sharpness_evaluations <= draws and lanczos + draws <= cost.hvps
+    # by epochs: digits has 1347 training examples; a validation fraction of 0.1 holds out
+    # 135, and the continuous stream gives round(2.5 · 1212 / 128) = 24 steps
     by_epochs = results.run_cost(cfg.replace(steps=None, epochs=2.5), 1347, 450, 1.0)
-    assert by_epochs.steps == 25
+    assert by_epochs.steps == 24
+    # drop-last on the whole training set (the cached runs): ⌊1347 / 128⌋ = 10 steps per epoch
+    legacy = cfg.replace(steps=None, epochs=2.5, drop_last=True, val_fraction=0.0)
+    assert results.run_cost(legacy, 1347, 450, 1.0).steps == 25
     assert results.evaluation_count(25, 5) == 6 and results.evaluation_count(26, 5) == 7
 
 

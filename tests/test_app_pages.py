@@ -22,6 +22,7 @@ import streamlit as st
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
 
+from covnoise import viz
 from covnoise.config import ConfigError, RunConfig
 from covnoise.runs import RunStore, read_runs_parquet, write_runs_parquet
 from covnoise.ui import filters, formatting, presets, resources, runsdata, trainform
@@ -40,7 +41,9 @@ PAGES = [
     "pages/quadratic.py",
     "pages/geometry.py",
 ]
-# the tiny run the Train test launches (epochs: digits has 10 steps per epoch at L = 128)
+# the tiny run the Train test launches (epochs: digits has 1347 training examples; the form's
+# validation fraction 0.1 holds out 135, leaving 1212, so 2 epochs at L = 128 are
+# round(2 · 1212 / 128) = 19 steps of the continuous stream)
 CACHED = "a.parquet,b.parquet"  # the source filter that keeps the cached runs only
 TINY_FORM = {
     "width": 16,
@@ -150,8 +153,9 @@ def test_compare_reads_every_cached_file_and_draws_seed_bands(env):
     assert at.caption[0].value.startswith("16 runs from 2 source(s); 8 group(s)")
     fig = figure(at, "compare-curves")
     named = traces(fig)
-    label = "L=1024 · noise=full · s=1 (n=2)"
-    assert label in named and "L=1024 · noise=full · s=1 ± std" in named
+    # the cached runs cut each epoch into full batches: their labels say so
+    label = "L=1024 · noise=full · s=1 · drop-last (n=2)"
+    assert label in named and "L=1024 · noise=full · s=1 · drop-last ± std" in named
     assert len([n for n in named if n.endswith(")")]) == 8
     # reference: the two seeds' last test loss, straight from the file with pandas
     runs, metrics = env["runs"], env["metrics"]
@@ -268,7 +272,11 @@ def test_train_widgets_take_labels_and_ranges_from_the_config_metadata(env):
             assert widget.label == field_info(name).label, name
             assert tuple(widget.options) == field_info(name).choices, name
             checked += 1
-    assert checked >= 14
+    assert checked >= 16
+    drop = at.checkbox(key="train.drop_last")
+    assert drop.label == field_info("drop_last").label and drop.value is False
+    val = at.number_input(key="train.val_fraction")
+    assert (val.proto.min, val.proto.max, val.value) == (0.0, 0.5, 0.1)
 
 
 def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):
@@ -327,7 +335,7 @@ def test_train_launches_a_real_run_and_live_draws_it(env):
     at.checkbox(key="train.baseline").set_value(False).run()
     assert_clean(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["runs"] == "1" and metrics["training steps"] == "20"
+    assert metrics["runs"] == "1" and metrics["training steps"] == "19"
     assert metrics["evaluations (with λ_max)"] == "5 (5)"
     at.button(key="launch-one").click().run()
     assert_clean(at)
@@ -360,6 +368,7 @@ def test_train_launches_a_real_run_and_live_draws_it(env):
     for metric, suffix in (
         ("train_loss", "train loss"),
         ("test_acc", "test acc"),
+        ("val_loss", "val loss"),
         ("sharpness", "λ_max"),
         ("noise_fro", "‖Σ‖_F"),
     ):
@@ -367,7 +376,7 @@ def test_train_launches_a_real_run_and_live_draws_it(env):
         ref = stored[stored.name == metric].sort_values("step")
         np.testing.assert_array_equal(named[name]["x"], ref["step"].to_numpy())
         np.testing.assert_allclose(named[name]["y"], ref["value"].to_numpy())
-    np.testing.assert_array_equal(named[name]["x"], [0, 5, 10, 15, 20])
+    np.testing.assert_array_equal(named[name]["x"], [0, 5, 10, 15, 19])
     stability = next(t for n, t in named.items() if n.endswith("2(1+β)/η"))
     np.testing.assert_allclose(stability["y"], 2 / 0.5)
     table = live.dataframe[0].value
@@ -508,6 +517,7 @@ def test_filters_compare_values_as_text():
             "run_id": ["a", "b", "c"],
             "cfg_batch_size": [1024.0, 32.0, 1024.0],
             "cfg_noise": ["full", "none", "diag"],
+            "cfg_drop_last": [True, False, True],
         }
     )
     assert filters.filter_runs(runs, {"cfg_batch_size": ["1024"]})["run_id"].tolist() == ["a", "c"]
@@ -516,6 +526,11 @@ def test_filters_compare_values_as_text():
     assert len(filters.filter_runs(runs, {"cfg_noise": [], "missing": ["x"]})) == 3
     options = filters.filter_options(runs)
     assert options["cfg_batch_size"] == ["32", "1024"] and options["source"] == []
+    # the data choices filter too, by their config labels
+    assert options["cfg_drop_last"] == ["False", "True"]
+    assert filters.filter_runs(runs, {"cfg_drop_last": ["True"]})["run_id"].tolist() == ["a", "c"]
+    assert filters.FILTER_COLUMNS["cfg_noise_source"] == "noise source"
+    assert filters.FILTER_COLUMNS["cfg_val_fraction"] == "validation fraction"
     assert {p.name for p in filters.filter_params()} == set(filters.FILTER_PARAM.values())
     assert set(filters.FILTER_PARAM) == set(filters.FILTER_COLUMNS)
 
@@ -543,3 +558,204 @@ def test_formatting():
     table = formatting.configs_table([cfg, cfg.replace(noise="none")])
     assert table["run id"].tolist() == [cfg.run_id(), cfg.replace(noise="none").run_id()]
     assert table["s"].isna().tolist() == [False, True]
+
+
+def test_train_form_carries_noise_source_validation_and_drop_last(env):
+    at = open_page("pages/train.py")
+    at.selectbox(key="train.noise_source").set_value("fisher")
+    at.number_input(key="train.val_fraction").set_value(0.2)
+    at.checkbox(key="train.drop_last").set_value(True).run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert table["noise"].tolist() == ["none", "full", "none"]  # LB grid, then the baseline
+    assert table["val fraction"].tolist() == [0.2, 0.2, 0.2]
+    # a run without injected noise has no noise source to name
+    assert table["notes"].tolist() == ["drop-last", "fisher · drop-last", "drop-last"]
+    values = {p.name: p.default for p in trainform.TRAIN_PARAMS}
+    values.update(noise_source="fisher", val_fraction=0.2, drop_last=True)
+    configs = trainform.form_configs(values)
+    assert table["run id"].tolist() == [c.run_id() for c in configs]
+    full = next(c for c in configs if c.noise == "full")
+    assert (full.noise_source, full.val_fraction, full.drop_last) == ("fisher", 0.2, True)
+    assert formatting.describe_config(full).endswith("η=0.5, fisher, drop-last, seed 0")
+    plain = [c for c in configs if c.noise == "none"]
+    assert {c.noise_source for c in plain} == {"batch"} and all(c.drop_last for c in plain)
+    assert plain[0] == full.replace(noise="none", noise_source="batch")
+
+
+#: Runs with a validation split, one pair with Fisher-source noise and one drop-last run.
+VALIDATED = [
+    *(
+        RunConfig(
+            dataset="digits",
+            width=8,
+            batch_size=128,
+            small_batch=16,
+            noise="full",
+            noise_source="fisher",
+            val_fraction=0.2,
+            steps=10,
+            epochs=None,
+            eval_every=5,
+            seed=seed,
+            name="validated",
+        )
+        for seed in (0, 1)
+    ),
+    RunConfig(
+        dataset="digits",
+        width=8,
+        batch_size=128,
+        small_batch=16,
+        noise="diag",
+        drop_last=True,
+        val_fraction=0.2,
+        steps=10,
+        epochs=None,
+        eval_every=5,
+        name="validated",
+    ),
+]
+
+
+def validated_metrics(i: int, step: int) -> dict[str, float]:
+    """The metrics run `i` of VALIDATED logs at `step` (distinct per run and step)."""
+    k = 1.0 + 0.1 * i
+    return {
+        "train_loss": k / (1 + step),
+        "test_loss": k / (1 + step) + 0.3,
+        "val_loss": k / (1 + step) + 0.2,
+        "train_acc": 0.5 + 0.04 * step,
+        "test_acc": 0.4 + 0.03 * step + 0.01 * i,
+        "val_acc": 0.45 + 0.02 * step + 0.02 * i,
+        "lr": 0.5,
+        "sharpness": 1.0 + step,
+        "noise_fro": 0.1 * k,
+        "noise_trace": 0.2 * k,
+        "noise_trace_hsigma": 0.05 * k,
+    }
+
+
+def store_validated_runs(store: RunStore) -> list[str]:
+    """Write VALIDATED into the store as finished runs, their metrics one event at a time."""
+    now = time.time()
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": cfg.run_id(),
+                "name": cfg.name,
+                "config": cfg.to_json(),
+                "status": "finished",
+                "engine": "local",
+                "submitted_at": now + i,
+                "total_steps": 10,
+                "steps": 10,
+                "wall_time": 1.0,
+            }
+            for i, cfg in enumerate(VALIDATED)
+        ]
+    )
+    store.import_frames(
+        frame,
+        pd.DataFrame(
+            columns=["run_id", "step", "epoch", "examples_seen", "wall_time", "name", "value"]
+        ),
+    )
+    for i, cfg in enumerate(VALIDATED):
+        for step in (0, 5, 10):
+            event = {"step": step, "epoch": step / 10, "examples_seen": step * 128}
+            event.update(wall_time=step / 10, metrics=validated_metrics(i, step))
+            store.add_metric_event(cfg.run_id(), event)
+    return [cfg.run_id() for cfg in VALIDATED]
+
+
+def test_pages_show_validation_metrics_and_the_data_choices(env):
+    store = RunStore(env["tmp"] / "runs.sqlite")
+    ids = store_validated_runs(store)
+    try:
+        for page in PAGES:
+            assert_clean(open_page(page))
+        # Live: validation beside train and test, labels naming fisher and drop-last
+        live = open_page("pages/live.py")
+        assert_clean(live)
+        named = traces(figure(live, "live-curves"))
+        labels = formatting.run_labels(store.runs())
+        assert all("fisher" in labels[r] for r in ids[:2]) and "drop-last" in labels[ids[2]]
+        assert not any("drop-last" in labels[r] for r in ids[:2])
+        for i, rid in enumerate(ids):
+            for metric, suffix in (("val_loss", "val loss"), ("val_acc", "val acc")):
+                trace = named[f"{labels[rid]} · {suffix}"]
+                np.testing.assert_array_equal(trace["x"], [0, 5, 10])
+                expected = [validated_metrics(i, s)[metric] for s in (0, 5, 10)]
+                np.testing.assert_allclose(trace["y"], expected)
+        assert set(live.dataframe[0].value["run"]) >= {labels[r] for r in ids}
+        # Compare: validation accuracy, grouped by the noise source and drop-last
+        at = open_page(
+            "pages/compare.py",
+            {"metric": "val_acc", "source": runsdata.OWN_SOURCE, "group": "noise_source,drop_last"},
+        )
+        assert_clean(at)
+        fig = figure(at, "compare-curves")
+        assert fig["layout"]["yaxis"]["title"]["text"] == "validation accuracy"
+        named = traces(fig)
+        fisher = [np.mean([validated_metrics(i, s)["val_acc"] for i in (0, 1)]) for s in (0, 5, 10)]
+        np.testing.assert_allclose(named["fisher (n=2)"]["y"], fisher)
+        dropped = [validated_metrics(2, s)["val_acc"] for s in (0, 5, 10)]
+        np.testing.assert_allclose(named["drop-last (n=1)"]["y"], dropped)
+        assert "drop-last for runs that cut each epoch" in at.caption[0].value
+        table = at.dataframe[0].value.set_index("run id")
+        np.testing.assert_allclose(
+            table.loc[ids, "validation accuracy"],
+            [validated_metrics(i, 10)["val_acc"] for i in range(3)],
+        )
+        assert at.multiselect(key="compare.group").value == ["noise_source", "drop_last"]
+        # Noise vs generalisation: the choices filter the runs
+        at = open_page(
+            "pages/noise_vs_generalisation.py",
+            {"source": runsdata.OWN_SOURCE, "noise_source": "fisher"},
+        )
+        assert_clean(at)
+        assert at.caption[0].value == "2 runs in 1 settings."
+        at = open_page(
+            "pages/noise_vs_generalisation.py",
+            {"source": runsdata.OWN_SOURCE, "drop_last": "True", "val_fraction": "0.2"},
+        )
+        assert_clean(at)
+        assert at.caption[0].value == "1 runs in 1 settings."
+    finally:
+        store.delete(ids)  # leave the store as the other tests expect it
+        store.close()
+
+
+def test_cached_runs_draw_without_validation_and_are_labelled_drop_last(env):
+    runs = runsdata.cached_runs()[0]
+    assert len(runs) == 16
+    labels = formatting.run_labels(runs)
+    assert all("drop-last" in label for label in labels)
+    fig = viz.live_figure(env["metrics"], labels.to_dict())
+    names = [t.name for t in fig.data]
+    assert names and not [n for n in names if " · val " in n]
+    assert [a.text for a in fig.layout.annotations] == [p[0] for p in viz.LIVE_PANELS]
+    # Compare asked for validation accuracy says none was logged, and draws nothing
+    at = open_page("pages/compare.py", {"metric": "val_acc", "source": CACHED})
+    assert_clean(at)
+    assert [w.value for w in at.warning] == ["None of these runs logged validation accuracy."]
+    assert not at.get("plotly_chart")
+    assert "validation accuracy" not in at.dataframe[0].value.columns
+
+
+def test_the_form_checks_the_batch_against_the_examples_a_run_trains_on():
+    """The validation split is carved from the training set, so L is checked against what is
+    left (digits: 1347 - 135 = 1212 at the default 10%), and the baseline is evaluated as
+    often per epoch as the large batch (L/M times the steps of the continuous stream)."""
+    values = {p.name: p.default for p in trainform.TRAIN_PARAMS}
+    values.update(dataset="digits", noises=["none"], baseline=True, batch_size=1300)
+    with pytest.raises(ConfigError) as err:
+        trainform.form_configs(values)
+    assert err.value.field == "batch_size" and "1212" in str(err.value)
+    values.update(val_fraction=0.0)
+    assert trainform.form_configs(values)  # 1300 <= 1347 without a validation split
+    values.update(batch_size=1024, val_fraction=0.1, eval_every=4, small_batch=32)
+    configs = trainform.form_configs(values)
+    baseline = [c for c in configs if c.batch_size == 32]
+    assert baseline and all(c.eval_every == 4 * 1024 // 32 for c in baseline)

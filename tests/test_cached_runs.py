@@ -56,7 +56,7 @@ def test_every_cached_run_loads_with_complete_metrics(path):
     assert len(runs)
     by_run = dict(tuple(metrics.groupby("run_id")))
     for row in runs.itertuples():
-        cfg = RunConfig.from_dict(json.loads(row.config))
+        cfg = RunConfig.from_stored(json.loads(row.config))
         assert cfg.run_id() == row.run_id
         assert row.status in COMPLETED, (row.run_id, row.status, row.message)
         assert row.code_revision and row.code_revision != "unknown"

@@ -52,3 +52,30 @@ def test_bad_input_is_one_line_and_exit_2(argv, tmp_path, capsys):
         code = exc.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and "\n" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["train", "--noise-source", "oracle"], "noise_source"),
+        (["train", "--val-fraction", "0.6"], "val_fraction"),
+        (["train", "--drop-last", "yes"], "unrecognized arguments: yes"),
+    ],
+)
+def test_the_study_machinery_flags_refuse_bad_values(argv, field, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and field in err and "\n" not in err, err
+
+
+def test_boolean_flags_switch_both_ways():
+    from covnoise.cli.train import config_from_args
+
+    parser = build_parser()
+    on = config_from_args(parser.parse_args(["train", "--drop-last"]))
+    off = config_from_args(parser.parse_args(["train", "--no-drop-last"]))
+    assert on.drop_last is True and off.drop_last is False
+    assert config_from_args(parser.parse_args(["train"])).drop_last is False

@@ -81,3 +81,44 @@ def test_every_field_carries_its_help_label_and_allowed_values():
             with pytest.raises(ConfigError) as err:
                 RunConfig().replace(**{f.name: bad})
             assert err.value.field == f.name
+
+
+def test_fields_added_later_keep_old_run_ids_and_read_back_as_what_old_runs_did():
+    """A config at the legacy values hashes exactly as the same config did before the fields
+    existed (the old hash recomputed here by hand), and a stored config without them reads
+    back with those values."""
+    import hashlib
+    import json
+
+    from covnoise.config import LEGACY_VALUES
+
+    old = RunConfig(dataset="mnist1d", batch_size=1024, noise="diag", seed=3).replace(
+        **LEGACY_VALUES
+    )
+    d = old.to_dict()
+    for key in (*LEGACY_VALUES, "device", "data_dir", "name"):
+        d.pop(key)
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    assert old.run_id() == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert old.replace(drop_last=False).run_id() != old.run_id()
+    assert old.replace(val_fraction=0.1).run_id() != old.run_id()
+    stored = {k: v for k, v in old.to_dict().items() if k not in LEGACY_VALUES}
+    back = RunConfig.from_stored(stored)
+    assert back == old and back.run_id() == old.run_id()
+    new = RunConfig()
+    assert (new.drop_last, new.noise_source, new.val_fraction) == (False, "batch", 0.1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"val_fraction": 0.7}, "val_fraction"),
+        ({"val_fraction": -0.1}, "val_fraction"),
+        ({"noise_source": "oracle"}, "noise_source"),
+        ({"drop_last": "yes"}, "drop_last"),
+    ],
+)
+def test_the_new_fields_are_validated(changes, field):
+    with pytest.raises(ConfigError) as err:
+        RunConfig().replace(**changes)
+    assert err.value.field == field

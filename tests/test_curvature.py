@@ -202,6 +202,31 @@ def test_lanczos_dim_smaller_than_k_max_and_scaled_identity() -> None:
     assert ident.converged and abs(ident.value - 3.0) < 1e-12 and ident.residual < 1e-12
 
 
+def test_lanczos_converged_means_it_stopped_on_its_tolerance_not_its_budget() -> None:
+    """An evenly spaced spectrum (no gap): 3 iterations cannot meet tol 1e-3, a budget of 200
+    does, and stops well before it. `converged` is what runs log as sharpness_converged."""
+    a, _ = spectrum_matrix(torch.linspace(0.1, 3.0, 200, dtype=F64), seed=90)
+    lam = float(torch.linalg.eigvalsh(a)[-1])
+    tiny = lanczos(MatrixOperator(a), k_max=3, tol=1e-3, generator=torch.Generator().manual_seed(1))
+    assert not tiny.converged and tiny.iterations == 3
+    assert (lam - tiny.value) / lam > 1e-2  # far from λ_max, as the flag says
+    full = lanczos(
+        MatrixOperator(a), k_max=200, tol=1e-3, generator=torch.Generator().manual_seed(1)
+    )
+    assert full.converged and full.iterations < 100
+    assert abs(full.value - lam) / lam < 1e-3
+    # A small residual bounds the distance to *some* eigenvalue, not to λ_max: a start along
+    # the second eigenvector gives a tiny residual at λ_2 after one iteration, unconverged.
+    d = torch.diag(torch.linspace(1.0, 5.0, 50, dtype=F64))
+    v0 = torch.zeros(50, dtype=F64)
+    v0[-2], v0[-1] = 1.0, 1e-9
+    one = lanczos(MatrixOperator(d), k_max=1, tol=1e-3, v0=v0, generator=torch.Generator())
+    assert one.residual < 1e-8 and abs(one.value - float(d[-2, -2])) < 1e-8
+    assert not one.converged and 5.0 - one.value > 0.05
+    more = lanczos(MatrixOperator(d), k_max=20, tol=1e-3, v0=v0, generator=torch.Generator())
+    assert more.converged and abs(more.value - 5.0) < 1e-10
+
+
 def test_n_matvecs_counts_are_exact() -> None:
     gen = torch.Generator().manual_seed(70)
     eigs = torch.cat([torch.tensor([5.0]), torch.rand(39, generator=gen, dtype=F64)])

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from covnoise import config
 from covnoise.data import (
     DATASETS,
     REMOTE_SOURCES,
@@ -46,8 +47,18 @@ from tests.helpers import make_cifar, make_cifar_bin, make_idx_set, py2_batch_pi
 
 
 def test_registry_names_kinds_and_option_validation():
-    assert list(DATASETS) == ["digits", "mnist1d", "teacher", "mnist", "fashion-mnist", "cifar10"]
-    assert {k for k, s in DATASETS.items() if s.embedded} == {"digits", "mnist1d", "teacher"}
+    assert list(DATASETS) == [
+        "digits",
+        "mnist1d",
+        "teacher",
+        "mnist-5k",
+        "mnist",
+        "fashion-mnist",
+        "cifar10",
+    ]
+    assert list(DATASETS) == list(config.DATASETS)  # the config's choices are the registry's
+    embedded = {"digits", "mnist1d", "teacher", "mnist-5k"}
+    assert {k for k, s in DATASETS.items() if s.embedded} == embedded
     for key, spec in DATASETS.items():
         assert spec.name == key and spec.description
         json.dumps(resolve_options(key))  # defaults validate and are JSON-serialisable

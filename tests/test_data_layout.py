@@ -36,7 +36,7 @@ from tests.helpers import (
 # ------------------------------------------------------------------------------------ registry
 
 
-@pytest.mark.parametrize("name", ["digits", "mnist1d", "teacher"])
+@pytest.mark.parametrize("name", ["digits", "mnist1d", "teacher", "mnist-5k"])
 def test_registry_sizes_match_the_loaded_embedded_sets(tmp_path, name):
     spec = DATASETS[name]
     ds = load_dataset(name, data_dir=tmp_path)
@@ -66,7 +66,7 @@ def test_registry_sizes_of_file_backed_sets():
 
 
 def test_missing_files_of_embedded_sets_is_none(tmp_path):
-    for name in ("digits", "mnist1d", "teacher"):
+    for name in ("digits", "mnist1d", "teacher", "mnist-5k"):
         assert missing_files(name, tmp_path) is None
     with pytest.raises(DatasetError, match="unknown dataset 'imagenet'"):
         missing_files("imagenet", tmp_path)

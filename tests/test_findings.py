@@ -34,9 +34,20 @@ STUDY = Study(
 
 
 def _arm_runs(
-    batch, noise, scale, lr, accs, cross_step, fro=0.0, trace=0.0, gap=0.5, status="finished"
+    batch,
+    noise,
+    scale,
+    lr,
+    accs,
+    cross_step,
+    fro=0.0,
+    trace=0.0,
+    gap=0.5,
+    status="finished",
+    vals=None,
 ):
-    """Runs of one arm (one per value in accs) and their long metrics."""
+    """Runs of one arm (one per value in accs) and their long metrics; with `vals`, each run
+    also logs that validation accuracy (else NaN, as a run without a split does)."""
     runs, rows = [], []
     for seed, acc in enumerate(accs):
         rid = f"{batch}-{noise}-{scale}-{lr}-{seed}"
@@ -62,6 +73,8 @@ def _arm_runs(
                 "test_acc": acc,
                 "noise_fro": fro,
                 "noise_trace": trace,
+                "val_acc": math.nan if vals is None else vals[seed],
+                "val_loss": math.nan if vals is None else loss + gap,
             }
             rows += [
                 {
@@ -265,3 +278,69 @@ def test_arm_figure_draws_each_arm_its_spread_and_the_reference():
     steps = viz.arm_metric_figure(arms, "steps_to_target", "steps", 32, missing="not reached")
     assert list(steps.data[1].y) == ["LB + full s=1"]
     assert list(steps.data[1].text) == ["not reached"]
+
+
+def _validated_study():
+    """Validation and test disagree on every pick: test prefers LB η=0.8 and diag s=2,
+    validation prefers LB η=0.4 and diag s=0.5."""
+    lb = dict(batch=1024, noise="none", scale=1.0, cross_step=30)
+    diag = dict(batch=1024, noise="diag", lr=0.4, cross_step=30)
+    return _study(
+        [
+            dict(
+                batch=32,
+                noise="none",
+                scale=1.0,
+                lr=0.4,
+                accs=[0.80, 0.81, 0.82],
+                vals=[0.80, 0.80, 0.80],
+                cross_step=80,
+            ),
+            dict(**lb, lr=0.4, accs=[0.70, 0.71, 0.72], vals=[0.79, 0.79, 0.80]),
+            dict(**lb, lr=0.8, accs=[0.75, 0.76, 0.77], vals=[0.70, 0.70, 0.71]),
+            dict(**diag, scale=0.5, accs=[0.72, 0.73, 0.74], vals=[0.78, 0.78, 0.79]),
+            dict(**diag, scale=1.0, accs=[0.73, 0.74, 0.75], vals=[0.74, 0.74, 0.75]),
+            dict(**diag, scale=2.0, accs=[0.76, 0.77, 0.78], vals=[0.71, 0.71, 0.72]),
+        ]
+    )
+
+
+def test_best_arms_are_picked_on_validation_and_reported_on_test():
+    runs, metrics = _validated_study()
+    found = results.study_findings(runs, metrics, STUDY)
+    arms = found.arms.set_index("arm")
+    assert arms.loc["LB η=0.4", "val_acc"] == pytest.approx(np.mean([0.79, 0.79, 0.80]))
+    claim1 = found.verdicts[0].evidence
+    # validation picks η=0.4 (test would pick η=0.8); the difference reported is on test
+    assert "best LB (LB η=0.4, picked on validation accuracy)" in claim1
+    sb, tuned = [0.80, 0.81, 0.82], [0.70, 0.71, 0.72]
+    se = math.sqrt(np.var(sb, ddof=1) / 3 + np.var(tuned, ddof=1) / 3)
+    assert f"{np.mean(sb) - np.mean(tuned):+.3f} ± {se:.3f} (se)" in claim1.split(";")[0]
+    # validation picks s=0.5 (test would pick s=2); its test accuracy is what is reported
+    claim2 = found.verdicts[1].evidence
+    assert f"best multiplier s=0.5 at {np.mean([0.72, 0.73, 0.74]):.3f} test accuracy" in claim2
+    assert "picked on validation accuracy" in claim2
+    # the same study without validation metrics picks on test and says nothing about it
+    plain = results.study_findings(runs, metrics[metrics.name != "val_acc"], STUDY)
+    assert "best LB (LB η=0.8): " in plain.verdicts[0].evidence
+    assert plain.verdicts[1].evidence.endswith(f"best multiplier s=2 at {0.77:.3f}")
+    assert "validation" not in " ".join(v.evidence for v in plain.verdicts)
+
+
+def test_pick_column_and_the_validation_column_of_the_arm_table():
+    runs, metrics = _validated_study()
+    arms = results.arm_table(results.run_table(runs, metrics, STUDY))
+    assert results.pick_column(arms) == "val_acc"
+    assert results.best_arm(arms)["arm"] == "SB M=32"
+    partly = arms.copy()
+    partly.loc[1, "val_acc"] = np.nan  # one candidate without validation: all on test
+    assert results.pick_column(partly) == "test_acc"
+    assert results.best_arm(partly)["arm"] == "SB M=32"
+    block = results.arm_markdown(arms, 0.1)
+    assert "| test acc | val acc |" in block
+    val = [0.79, 0.79, 0.80]
+    row = next(line for line in block.splitlines() if line.startswith("| LB η=0.4 |"))
+    assert f"| {np.mean(val):.3f} ± {np.std(val, ddof=1):.3f} |" in row
+    plain = results.arm_table(results.run_table(runs, metrics[metrics.name != "val_acc"], STUDY))
+    assert arms["val_acc"].notna().all() and plain["val_acc"].isna().all()
+    assert "val acc" not in results.arm_markdown(plain, 0.1)

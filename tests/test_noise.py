@@ -164,7 +164,13 @@ def test_loss_weights_and_schedule():
     assert int(rows.max()) < 16
     assert torch.equal(make_structure("diag", 0.2).stats_rows(5, gen), torch.arange(5))
     assert torch.equal(s.stats_rows(3, gen), torch.arange(3))
-    assert s.describe() == {"structure": "diag", "c": 0.2, "stats_rows": 4, "stats_every": 3}
+    assert s.describe() == {
+        "structure": "diag",
+        "c": 0.2,
+        "source": "batch",
+        "stats_rows": 4,
+        "stats_every": 3,
+    }
     assert not make_structure("full", 0.2).needs_stats(s.init([]))
     assert not make_structure("none", 0.2).needs_stats(s.init([]))
 
@@ -262,6 +268,7 @@ def test_noise_statistics_against_dense(probe, name):
     se_theory = math.sqrt(2 * float((H @ sigma @ H @ sigma).trace()) / n)
     assert abs(st["noise_trace_hsigma"] - exact) < 4 * se_theory
     assert st["noise_trace_hsigma_se"] == pytest.approx(se_theory, rel=0.15)
+    assert st["noise_trace_hsigma_draws"] == n  # the first block already meets the target
 
 
 def test_noise_statistics_none_and_without_hvp(probe):
@@ -273,6 +280,7 @@ def test_noise_statistics_none_and_without_hvp(probe):
         "noise_fro": 0.0,
         "noise_trace_hsigma": 0.0,
         "noise_trace_hsigma_se": 0.0,
+        "noise_trace_hsigma_draws": 0.0,
     }
     st = noise_statistics(make_structure("diag", 0.3), model, ce, x, y, None, 8, gen)
     assert math.isnan(st["noise_trace_hsigma"]) and st["noise_trace"] > 0
@@ -365,7 +373,9 @@ def test_noise_statistics_uses_the_structures_own_sampler(probe):
             return ProbeNoise(trace=float(P), fro=math.sqrt(P), draw=draw)
 
     gen, replay = torch.Generator().manual_seed(18), torch.Generator().manual_seed(18)
-    st = noise_statistics(RandomCoordinate(1.0), model, ce, x, y, dense_hvp(H, params), 50, gen)
+    st = noise_statistics(
+        RandomCoordinate(1.0), model, ce, x, y, dense_hvp(H, params), 50, gen, rel_se=None
+    )
     ks = [int(torch.randint(P, (1,), generator=replay)) for _ in range(50)]
     vals = torch.tensor([P * float(H[k, k]) for k in ks], dtype=torch.float64)
     assert st["noise_trace"] == P and st["noise_fro"] == math.sqrt(P)

@@ -229,3 +229,26 @@ def test_rows_covering_the_batch_in_any_order():
     assert st.count == B
     for g, sq in zip(per_example_grads(model, ce, x, y), st.sumsq, strict=True):
         assert _close(sq, (g * g).sum(0))
+
+
+@pytest.mark.parametrize("conv_kw", CONV_OPTIONS[:2])
+def test_backward_to_layers_records_another_loss_without_parameter_gradients(conv_kw):
+    """recorder.backward(loss) on a loss other than the one trained on (a second label set, a
+    sub-batch of rows) gives that loss's per-example statistics, forms no .grad, and keeps
+    the graph for the training backward after it."""
+    torch.manual_seed(3)
+    model = Chain(True, conv_kw)
+    B = 10
+    x, y = _data(B, seed=4)
+    other = (y + 1) % 3
+    rows = torch.tensor([1, 4, 5, 8])
+    with DiagStatsRecorder(model, rows, 1.0) as rec:
+        logits = model(x)
+        rec.backward(ce(logits[rows], other[rows]).sum())
+        stats = rec.result()
+    assert all(p.grad is None for p in model.parameters())
+    ce(logits, y).mean().backward()  # the graph was kept; the hooks are gone
+    assert all(p.grad is not None for p in model.parameters())
+    G = per_example_grads(model, ce, x[rows], other[rows])
+    for ref, sq, s in zip(G, stats.sumsq, stats.sum, strict=True):
+        assert _close(sq, (ref * ref).sum(0)) and _close(s, ref.sum(0))

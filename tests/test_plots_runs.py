@@ -128,6 +128,55 @@ def test_live_figure_with_a_run_without_rows():
     assert [t.name for t in fig.data] == ["A · train loss"]
 
 
+def test_live_figure_draws_validation_beside_train_and_test_only_when_logged():
+    steps = [0, 5, 10]
+    base = {
+        "train_loss": [2, 1, 0.5],
+        "test_loss": [2.1, 1.2, 0.7],
+        "train_acc": [0.1, 0.5, 0.8],
+        "test_acc": [0.1, 0.4, 0.7],
+    }
+    nan = [float("nan")] * 3
+    spec = {
+        "v": {**base, "val_loss": [2.2, 1.3, 0.9], "val_acc": [0.1, 0.3, 0.6]},
+        "n": {**base, "val_loss": nan, "val_acc": nan},  # no split: NaN in every event
+        "o": dict(base),  # stored before validation existed: no rows at all
+    }
+    m = long_metrics(spec, steps)
+    fig = viz.live_figure(m, {"v": "V", "n": "N", "o": "O"})
+    by_name = {t.name: t for t in fig.data}
+    np.testing.assert_allclose(by_name["V · val loss"].y, [2.2, 1.3, 0.9])
+    np.testing.assert_allclose(by_name["V · val acc"].y, [0.1, 0.3, 0.6])
+    np.testing.assert_array_equal(by_name["V · val acc"].x, steps)
+    assert by_name["V · val loss"].line.dash == "dot"
+    # beside train and test: the same panel
+    assert by_name["V · val loss"].xaxis == by_name["V · test loss"].xaxis == "x"
+    assert by_name["V · val acc"].yaxis == by_name["V · test acc"].yaxis == "y2"
+    assert not [n for n in by_name if n.startswith(("N · val", "O · val"))]
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:2] == [
+        "loss (solid train, dashed test, dotted validation)",
+        "accuracy (solid train, dashed test, dotted validation)",
+    ]
+    # runs without validation draw exactly as before: same traces, same titles
+    plain = viz.live_figure(m[m.run_id != "v"], {"n": "N", "o": "O"})
+    assert [t.name for t in plain.data] == [
+        f"{label} · {suffix}"
+        for label in ("N", "O")
+        for suffix in ("train loss", "test loss", "train acc", "test acc")
+    ]
+    assert [a.text for a in plain.layout.annotations] == [p[0] for p in viz.LIVE_PANELS]
+    assert all(np.isfinite(np.asarray(t.y, dtype=float)).all() for t in plain.data)
+
+
+def test_run_lines_figure_skips_runs_without_a_value():
+    curves = pd.DataFrame(
+        {"run_id": ["a", "a", "b", "b"], "x": [0, 1, 0, 1], "value": [1.0, 0.5, np.nan, np.nan]}
+    )
+    fig = viz.run_lines_figure(curves, {"a": "A", "b": "B"}, "steps", "validation loss")
+    assert [t.name for t in fig.data] == ["A"]
+
+
 def grouped_points() -> pd.DataFrame:
     return pd.DataFrame(
         {

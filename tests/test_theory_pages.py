@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUAD = str(ROOT / "pages" / "quadratic.py")
 GEOM = str(ROOT / "pages" / "geometry.py")
 TIMEOUT = 60  # the first run imports plotly, scipy and pandas
+INVERSION = "diag noise gives a lower stationary loss than isotropic"
 
 
 def _figures(at):
@@ -77,10 +78,38 @@ def test_quadratic_page_draws_curves_sweep_and_table(quad):
     assert list(table.index) == list(covariance.STRUCTURES)
     noisy = table.loc[list(covariance.NOISY_STRUCTURES)]
     assert noisy["tr(AΣ)"].to_numpy() == pytest.approx(noisy["‖Σ‖_F² / (cσ²)"].to_numpy())
+    # at the defaults ‖Σ‖_F orders the stationary losses: no inversion notice
+    assert not any(INVERSION in i.value for i in quad.info)
     # the page state is in the URL
     assert quad.query_params["page"] == "quadratic"
     assert quad.query_params["alpha"] == "1.5"
     assert quad.query_params["T"] == "60"
+
+
+def test_inversion_of_the_frobenius_order_is_stated_next_to_the_stationary_figure(quad):
+    # the audit's setting: P = 3, power spectrum p = 0.5, rotation 1, seed 56, α = 1.8
+    quad.query_params.update(
+        {"P": "3", "exponent": "0.5", "rotation": "1.0", "seed": "56", "alpha": "1.8"}
+    )
+    quad.query_params.update({"L": "1000", "M": "10", "chains": "0"})
+    quad.run()
+    _clean(quad)
+    notes = [i.value for i in quad.info if INVERSION in i.value]
+    assert len(notes) == 1
+    assert "second order in α" in notes[0] and "α·λ_max = 1.8" in notes[0]
+    table = quad.dataframe[0].value.set_index("structure")
+    assert table.loc["diag", "E[L∞]"] < table.loc["isotropic", "E[L∞]"]
+    assert table.loc["diag", "‖Σ‖_F"] > table.loc["isotropic", "‖Σ‖_F"]
+    # the notice sits right after the stationary figure, before its caption
+    kinds = [getattr(e, "type", "") for e in quad.main.children.values()]
+    texts = [str(getattr(e, "value", "")) for e in quad.main.children.values()]
+    at_notice = next(i for i, t in enumerate(texts) if INVERSION in t)
+    assert kinds[at_notice - 1 : at_notice + 2] == ["plotly_chart", "info", "caption"]
+    assert kinds[:at_notice].count("plotly_chart") == 2
+    # a small step size restores the ‖Σ‖_F order and the notice goes
+    quad.number_input(key="quadratic.alpha").set_value(0.5).run()
+    _clean(quad)
+    assert not any(INVERSION in i.value for i in quad.info)
 
 
 def test_unstable_step_size_shows_a_warning_instead_of_plots(quad):

@@ -47,6 +47,9 @@ def test_run_emits_start_metrics_summary(noise):
         "test_acc",
         "sharpness",
         "sharpness_residual",
+        "sharpness_converged",
+        "val_loss",
+        "val_acc",
         "noise_trace",
         "noise_fro",
         "noise_trace_hsigma",
@@ -63,6 +66,21 @@ def test_run_emits_start_metrics_summary(noise):
     # the noise statistics are zero exactly when there is no noise
     assert (m["noise_trace"] == 0.0) == (noise == "none")
     json.dumps(events)  # JSON-ready
+
+
+def test_sharpness_converged_follows_lanczos_stopping_rule():
+    """Logged at every sharpness evaluation and only there: 0 when Lanczos spent its whole
+    budget (lanczos_iters + 1 Hessian-vector products with the residual check) without
+    meeting its tolerance, 1 when it stopped on the tolerance."""
+    for iters, expect in ((2, 0.0), (20, 1.0)):
+        cfg = RunConfig(**{**TINY, "width": 8, "lanczos_iters": iters, "sharpness_every": 2})
+        events, _ = _events(cfg)
+        metrics = [e["metrics"] for e in events if e["event"] == "metric"]
+        assert ["sharpness_converged" in m for m in metrics] == [True, False, True, False]
+        measured = [m for m in metrics if "sharpness" in m]
+        assert [m["sharpness_converged"] for m in measured] == [expect, expect]
+        for m in measured:  # unconverged ⇔ the budget was spent (here)
+            assert (m["sharpness_hvps"] == iters + 1) == (m["sharpness_converged"] == 0.0)
 
 
 def test_run_is_bit_for_bit_reproducible_on_cpu():

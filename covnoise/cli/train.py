@@ -52,6 +52,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, f.name)
         info = field_info(f.name)
         help_text = info.help + (f": {', '.join(info.choices)}" if info.choices else "")
+        if kind is bool:  # --drop-last / --no-drop-last
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{help_text} (default: {'on' if default else 'off'})",
+            )
+            continue
         parser.add_argument(
             flag,
             dest=f.name,

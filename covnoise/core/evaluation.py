@@ -1,8 +1,10 @@
 """The metrics of one evaluation point: losses, accuracies, sharpness and noise statistics.
 
-Losses and accuracies are on the whole train and test sets; the gradient norm, the
-sharpness (Lanczos λ_max with its residual) and the injected noise's tr Σ, ‖Σ‖_F and Tr(HΣ)
-are on a fixed probe batch drawn once per run, so successive evaluations are comparable.
+Losses and accuracies are on the whole train, validation and test sets (NaN for a run
+without a validation split); the gradient norm, the sharpness (Lanczos λ_max with its
+residual and whether Lanczos met its tolerance within its budget) and the injected noise's
+tr Σ, ‖Σ‖_F and Tr(HΣ) are on a fixed probe batch drawn once per run, so successive
+evaluations are comparable.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from covnoise.data import Dataset
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 4096) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` on (x, y), in chunks, in eval mode."""
+    """Mean loss and accuracy of `model` on (x, y), in chunks, in eval mode; NaN for an
+    empty set."""
+    if len(x) == 0:
+        return math.nan, math.nan
     was_training = model.training
     model.eval()
     loss, correct = 0.0, 0
@@ -57,6 +62,8 @@ class Evaluator:
         idx = torch.randperm(n, generator=g)[: min(config.probe_size, n)].to(device)
         self.probe_x, self.probe_y = data.x_train[idx], data.y_train[idx]
         self.gen = torch.Generator(device=device).manual_seed(config.seed + 104729)
+        # the Tr(HΣ) draws that precision asks for beyond the first block
+        self.extra_gen = torch.Generator(device=device).manual_seed(config.seed + 1299709)
         self.n_evals = 0
 
     def __call__(self, lr: float) -> dict[str, float]:
@@ -64,6 +71,7 @@ class Evaluator:
         model, data = self.model, self.data
         m: dict[str, float] = {}
         m["train_loss"], m["train_acc"] = evaluate(model, data.x_train, data.y_train)
+        m["val_loss"], m["val_acc"] = evaluate(model, data.x_val, data.y_val)
         m["test_loss"], m["test_acc"] = evaluate(model, data.x_test, data.y_test)
         m["gen_gap"] = m["test_loss"] - m["train_loss"]
         m["lr"] = lr
@@ -88,6 +96,9 @@ class Evaluator:
         m = {
             "sharpness": eig.value,
             "sharpness_residual": eig.residual,
+            # 1 when Lanczos stopped on its tolerance (or spanned the space), 0 when it ran
+            # out of iterations: the residual alone bounds the distance to *some* eigenvalue
+            "sharpness_converged": float(eig.converged),
             "sharpness_hvps": float(eig.n_matvecs),
         }
         stats = noise_statistics(
@@ -99,6 +110,7 @@ class Evaluator:
             op.hvp_list,
             cfg.noise_samples,
             self.gen,
+            extra_generator=self.extra_gen,
         )
         m.update({k: float(v) for k, v in stats.items()})
         return m

@@ -1,7 +1,11 @@
 """When things happen in a run: its length, its learning rate, its evaluations.
 
-Each epoch is a random permutation of the training set cut into full batches of size L;
-the learning rate follows the config's schedule (constant, step, warm-up then cosine). A run
+By default batches of size L are cut from a continuous stream of random permutations of the
+training set (a permutation's remainder carries into the next), so an epoch is N examples,
+N/L steps (fractional), and E epochs are E·N examples for every L. With `drop_last` each
+permutation is cut into full batches and its remainder dropped: ⌊N/L⌋ steps per epoch, as
+runs made before the option did. The learning rate follows the config's schedule (constant,
+step, warm-up then cosine), its epochs converted to steps with the steps per epoch. A run
 is evaluated at step 0, every `eval_every` steps and at its last step; sharpness and noise
 statistics are measured at every `sharpness_every`-th evaluation (the first included). The
 training loop and the cost model both read these functions, so the estimate cannot drift
@@ -15,7 +19,7 @@ import math
 from covnoise.config import RunConfig
 
 
-def learning_rate(config: RunConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
+def learning_rate(config: RunConfig, step: int, steps_per_epoch: float, total_steps: int) -> float:
     """Learning rate at `step` for the config's schedule (peak = config.effective_lr)."""
     peak = config.effective_lr
     if config.schedule == "constant":
@@ -30,10 +34,18 @@ def learning_rate(config: RunConfig, step: int, steps_per_epoch: int, total_step
     return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, (step - warm) / span)))
 
 
-def total_steps(config: RunConfig, n_train: int) -> tuple[int, int]:
-    """(steps per epoch, total steps). Each epoch is a random permutation cut into full
-    batches of size L (the remainder is dropped)."""
-    per_epoch = max(1, n_train // config.batch_size)
+def epoch_steps(config: RunConfig, n_train: int) -> float:
+    """Steps in one epoch of `n_train` examples: N/L (fractional) from the continuous
+    stream, or ⌊N/L⌋ (at least 1, an int) with `drop_last`."""
+    if config.drop_last:
+        return max(1, n_train // config.batch_size)
+    return n_train / config.batch_size
+
+
+def total_steps(config: RunConfig, n_train: int) -> tuple[float, int]:
+    """(steps per epoch, total steps): `config.steps` when given, else
+    round(epochs · steps per epoch), at least 1."""
+    per_epoch = epoch_steps(config, n_train)
     if config.steps is not None:
         return per_epoch, config.steps
     return per_epoch, max(1, round(config.epochs * per_epoch))

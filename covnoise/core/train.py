@@ -61,21 +61,43 @@ def resolve_device(name: str) -> torch.device:
 
 
 class _Batches:
-    """Index batches of size L from random permutations of the training set; an epoch's
-    remainder is dropped."""
+    """Index batches of size L from random permutations of the training set.
 
-    def __init__(self, n: int, size: int, seed: int, device: torch.device) -> None:
-        self.n, self.size, self.device = n, size, device
+    By default the permutations form one continuous stream: a batch that reaches the end of
+    one permutation continues into the next, so every example is used once per N examples
+    drawn (a batch across the boundary may hold an example twice). With `drop_last` each
+    permutation is cut into full batches and its remainder dropped (the runs made before the
+    option existed).
+    """
+
+    def __init__(
+        self, n: int, size: int, seed: int, device: torch.device, drop_last: bool = False
+    ) -> None:
+        self.n, self.size, self.device, self.drop_last = n, size, device, drop_last
         self.gen = torch.Generator().manual_seed(seed)
         self.perm, self.pos = torch.randperm(n, generator=self.gen), 0
 
+    def _take(self, count: int) -> Tensor:
+        """Up to `count` indices from the current permutation, starting a new one first when
+        it is used up."""
+        if self.pos == self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        part = self.perm[self.pos : self.pos + count]
+        self.pos += len(part)
+        return part
+
     def next(self) -> Tensor:
         """The next batch's row indices, on the training device."""
-        if self.pos + self.size > self.n:
-            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
-        idx = self.perm[self.pos : self.pos + self.size].to(self.device)
-        self.pos += self.size
-        return idx
+        if self.drop_last:
+            if self.pos + self.size > self.n:
+                self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+            idx = self.perm[self.pos : self.pos + self.size]
+            self.pos += self.size
+            return idx.to(self.device)
+        parts = [self._take(self.size)]
+        while (got := sum(len(p) for p in parts)) < self.size:
+            parts.append(self._take(self.size - got))
+        return torch.cat(parts).to(self.device)
 
 
 class _Training:
@@ -90,6 +112,7 @@ class _Training:
             split_seed=config.split_seed,
             device=device,
             options=config.dataset_options,
+            val_fraction=config.val_fraction,
         )
         n_train = len(self.data.x_train)
         config.validate(n_train=n_train)
@@ -111,6 +134,7 @@ class _Training:
             config.noise_c,
             stats_rows=config.stats_rows,
             stats_every=config.stats_every,
+            source=config.noise_source,
         )
         self.state = self.structure.init(self.params)
         self.opt = torch.optim.SGD(
@@ -119,7 +143,9 @@ class _Training:
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
-        self.batches = _Batches(n_train, config.batch_size, config.seed, device)
+        self.batches = _Batches(
+            n_train, config.batch_size, config.seed, device, drop_last=config.drop_last
+        )
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.evaluator = Evaluator(config, self.model, self.data, self.structure, device)
         self.step = 0
@@ -139,6 +165,7 @@ class _Training:
             "steps_per_epoch": self.per_epoch,
             "probe_size": len(self.evaluator.probe_x),
             "n_train": len(data.x_train),
+            "n_val": len(data.x_val),
             "n_test": len(data.x_test),
             "dataset_info": data.info,
             "n_params": sum(p.numel() for p in self.params),

@@ -8,8 +8,8 @@ no pickle at all for CIFAR-10's binary version).
 Modules, lowest first: ``dataset`` (container, error), ``options`` and ``registry`` (what
 exists, defaults, validation), ``layout`` (file names under ``data_dir``, missing files),
 ``normalise`` and ``prepared`` (shared loader steps), one module per source (``digits``,
-``teacher``, ``mnist1d``, ``idx``, ``cifar``), then ``load`` (:func:`load_dataset`) and
-``download``.
+``teacher``, ``mnist1d``, ``mnist5k``, ``idx``, ``cifar``), then ``load``
+(:func:`load_dataset`) and ``download``.
 """
 
 from covnoise.data.cifar import CIFAR10_CLASSES, read_cifar_batch, read_cifar_bin
@@ -32,6 +32,12 @@ from covnoise.data.mnist1d import (
     mnist1d_arrays,
     mnist1d_cache_path,
     mnist1d_templates,
+)
+from covnoise.data.mnist5k import (
+    mnist5k_arrays,
+    mnist5k_cache_path,
+    mnist5k_source,
+    mnist5k_split,
 )
 from covnoise.data.registry import (
     DATA_DIR_ENV,
@@ -68,6 +74,10 @@ __all__ = [
     "mnist1d_arrays",
     "mnist1d_cache_path",
     "mnist1d_templates",
+    "mnist5k_arrays",
+    "mnist5k_cache_path",
+    "mnist5k_source",
+    "mnist5k_split",
     "read_cifar_batch",
     "read_cifar_bin",
     "read_idx",

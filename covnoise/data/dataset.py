@@ -19,9 +19,12 @@ class DatasetError(ValueError):
 
 @dataclass
 class Dataset:
-    """A train/test split as tensors on one device, with a JSON-serialisable record in ``info``.
+    """A train/validation/test split as tensors on one device, with a JSON-serialisable
+    record in ``info``.
 
-    ``x_*`` are float32 with shape ``(N, *input_shape)``; ``y_*`` are int64 class labels.
+    ``x_*`` are float32 with shape ``(N, *input_shape)``; ``y_*`` are int64 class labels. The
+    validation split (carved out of the training set by ``load_dataset``'s ``val_fraction``)
+    is empty when there is none; left out, it is made empty.
     """
 
     name: str
@@ -32,9 +35,15 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, ...]
     info: dict = field(default_factory=dict)
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
 
     def __post_init__(self) -> None:
-        for split in ("train", "test"):
+        if self.x_val is None:
+            self.x_val = self.x_train[:0]
+        if self.y_val is None:
+            self.y_val = self.y_train[:0]
+        for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.shape[0] != y.shape[0] or tuple(x.shape[1:]) != tuple(self.input_shape):
                 raise DatasetError(
@@ -46,6 +55,11 @@ class Dataset:
     def n_train(self) -> int:
         """Number of training examples."""
         return int(self.x_train.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        """Number of validation examples (0 when there is no validation split)."""
+        return int(self.x_val.shape[0])
 
     @property
     def n_test(self) -> int:
@@ -64,13 +78,16 @@ class Dataset:
             self,
             x_train=self.x_train.to(dev),
             y_train=self.y_train.to(dev),
+            x_val=self.x_val.to(dev),
+            y_val=self.y_val.to(dev),
             x_test=self.x_test.to(dev),
             y_test=self.y_test.to(dev),
         )
 
     def __repr__(self) -> str:
         return (
-            f"Dataset(name={self.name!r}, n_train={self.n_train}, n_test={self.n_test}, "
+            f"Dataset(name={self.name!r}, n_train={self.n_train}, n_val={self.n_val}, "
+            f"n_test={self.n_test}, "
             f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
             f"device={str(self.device)!r})"
         )

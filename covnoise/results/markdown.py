@@ -33,18 +33,23 @@ def format_pm(mean: float, std: float, digits: int = 3) -> str:
 
 
 def arm_markdown(arms: pd.DataFrame, target: float) -> str:
-    """The per-arm table as Markdown."""
+    """The per-arm table as Markdown (with a validation-accuracy column when the runs held
+    out a validation split)."""
+    val = "val_acc" in arms and bool(arms["val_acc"].notna().any())
     head = (
-        "| arm | runs (diverged) | test acc | test-acc gap to SB | train acc | "
+        "| arm | runs (diverged) | test acc | "
+        + ("val acc | " if val else "")
+        + "test-acc gap to SB | train acc | "
         f"test − train loss | steps to train loss ≤ {target:g} (reached) | mean ‖Σ‖_F | "
-        "mean tr Σ |\n|---|---|---|---|---|---|---|---|---|\n"
+        "mean tr Σ |\n|---|---|---|" + ("---|" if val else "") + "---|---|---|---|---|---|\n"
     )
     lines = []
     for r in arms.itertuples():
         steps = format_pm(r.steps_to_target, r.steps_to_target_std, 0)
         lines.append(
             f"| {r.arm} | {r.runs} ({r.diverged}) | {format_pm(r.test_acc, r.test_acc_std)} | "
-            f"{r.acc_gap:+.3f} | {format_pm(r.train_acc, r.train_acc_std)} | "
+            + (f"{format_pm(r.val_acc, r.val_acc_std)} | " if val else "")
+            + f"{r.acc_gap:+.3f} | {format_pm(r.train_acc, r.train_acc_std)} | "
             f"{format_pm(r.gen_gap, r.gen_gap_std)} | {steps} ({r.reached}/{r.finished}) | "
             f"{r.noise_fro:.3g} | {r.noise_trace:.3g} |"
         )

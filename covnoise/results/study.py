@@ -66,7 +66,10 @@ class Sweep:
         """The equivalent ``covnoise sweep`` arguments."""
         out: list[str] = []
         for key, value in self.base.items():
-            out += [_flag(key), _text(value)]
+            if isinstance(value, bool):
+                out.append(_flag(key) if value else _flag(f"no_{key}"))
+            else:
+                out += [_flag(key), _text(value)]
         for axis, values in self.grid.items():
             out += [_flag(axis), ",".join(_text(v) for v in values)]
         return out
@@ -166,6 +169,9 @@ class Study:
 
 _MLP = {"model": "mlp", "width": 256, "depth": 3}
 _MEASURE = {"sharpness_every": 10, "probe_size": 256}
+#: The cached studies were made before validation splits and equal data per epoch: their
+#: runs cut each epoch into full batches and train on the whole training set.
+_LEGACY_DATA = {"drop_last": True, "val_fraction": 0.0}
 
 STUDIES: dict[str, Study] = {
     "mnist1d": Study(
@@ -177,7 +183,7 @@ STUDIES: dict[str, Study] = {
         tuned_lrs=(0.8, 1.6),
         epochs=600,
         target_train_loss=0.1,
-        common={"dataset": "mnist1d", **_MLP, **_MEASURE},
+        common={"dataset": "mnist1d", **_MLP, **_MEASURE, **_LEGACY_DATA},
         small_eval_every=250,
         large_eval_every=6,
         seeds=(0, 1, 2, 3, 4),
@@ -195,7 +201,7 @@ STUDIES: dict[str, Study] = {
         tuned_lrs=(0.2, 0.8),
         epochs=400,
         target_train_loss=0.02,
-        common={"dataset": "digits", **_MLP, **_MEASURE},
+        common={"dataset": "digits", **_MLP, **_MEASURE, **_LEGACY_DATA},
         small_eval_every=84,
         large_eval_every=2,
         made_by="python -m covnoise.study run digits",

@@ -3,6 +3,10 @@
 The verdicts read these tables, and the findings page and FINDINGS.md show them; arms, gaps
 and steps to target are defined in covnoise.results.findings. The claim-4 table correlates
 the noisy arms' noise statistics with their generalisation gaps.
+
+A "best" arm (the tuned LB learning rate, the best multiplier) is picked on validation
+accuracy when the arms' runs held out a validation split, so the test set that reports it
+did not choose it; runs without a split are picked on test accuracy, as before splits existed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,19 @@ from covnoise.results.summaries import final_values, mean_values
 
 #: Order of the structures in the tables (plain LB first, then by how much of Σ is kept).
 STRUCTURE_ORDER = {"none": 0, "isotropic": 1, "diag": 2, "full": 3}
+
+#: Final metrics of each run in the run table (validation ones are NaN without a split).
+FINAL_METRICS = (
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "val_loss",
+    "val_acc",
+    "sharpness",
+)
+#: Readable name of each column a best arm can be picked on.
+PICKED_ON = {"val_acc": "validation accuracy", "test_acc": "test accuracy"}
 
 #: Generalisation measures of claim 4: the test-accuracy gap to SB (the gap of claims 1–3)
 #: first, then the loss gap of each run.
@@ -58,7 +75,7 @@ def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.Dat
     if runs.empty:
         return pd.DataFrame()
     metrics = metrics[metrics["run_id"].isin(set(runs["run_id"]))]
-    final = final_values(metrics, ["train_loss", "test_loss", "train_acc", "test_acc", "sharpness"])
+    final = final_values(metrics, FINAL_METRICS)
     noise = mean_values(metrics, ["noise_fro", "noise_trace", "noise_trace_hsigma"])
     steps = steps_to_target(metrics, study.target_train_loss)
     last_step = metrics.groupby("run_id")["step"].max()
@@ -79,7 +96,7 @@ def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.Dat
         for b, n, s, lr in zip(out.batch_size, out.noise, out.noise_scale, out.lr, strict=True)
     ]
     ids = out["run_id"]
-    for name in ("train_loss", "test_loss", "train_acc", "test_acc", "sharpness"):
+    for name in FINAL_METRICS:
         out[name] = ids.map(final[name]) if name in final else np.nan
     for name in ("noise_fro", "noise_trace", "noise_trace_hsigma"):
         out[name] = ids.map(noise[name]) if name in noise else np.nan
@@ -123,6 +140,7 @@ def arm_table(per_run: pd.DataFrame) -> pd.DataFrame:
         }
         for name in (
             "test_acc",
+            "val_acc",
             "train_acc",
             "train_loss",
             "gen_gap",
@@ -140,6 +158,25 @@ def arm_table(per_run: pd.DataFrame) -> pd.DataFrame:
     sb_acc = float(sb["test_acc"].iloc[0]) if len(sb) else math.nan
     table["acc_gap"] = sb_acc - table["test_acc"]
     return table
+
+
+def pick_column(candidates: pd.DataFrame) -> str:
+    """The column a best arm among `candidates` (rows of arm_table) is picked on: "val_acc"
+    when every candidate has a validation accuracy, else "test_acc"."""
+    if len(candidates) and "val_acc" in candidates and candidates["val_acc"].notna().all():
+        return "val_acc"
+    return "test_acc"
+
+
+def best_arm(candidates: pd.DataFrame) -> pd.Series:
+    """The candidate arm (a row of arm_table) with the highest mean of pick_column; of equals,
+    the last in table order (the larger learning rate or multiplier). Its test accuracy is
+    what a finding reports."""
+    values = candidates[pick_column(candidates)].to_numpy(dtype=float)
+    if not np.isfinite(values).any():
+        return candidates.iloc[-1]
+    top = np.flatnonzero(values == np.nanmax(values))
+    return candidates.iloc[int(top[-1])]
 
 
 def noise_settings(per_run: pd.DataFrame, study: Study) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from covnoise.config import LEGACY_VALUES
 from covnoise.runs.schema import METRIC_DTYPES
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ def expand_runs(df: pd.DataFrame, where: Mapping[str, Any] | None = None) -> pd.
     `where` keeps runs whose config field equals the value (compared as JSON text)."""
     import pandas as pd
 
-    configs = [json.loads(c) if isinstance(c, str) else {} for c in df["config"]]
+    configs = [
+        {**LEGACY_VALUES, **json.loads(c)} if isinstance(c, str) else {} for c in df["config"]
+    ]  # a field the stored config lacks reads as what the run did (config.LEGACY_VALUES)
     if where:
         keep = [all(_json_eq(cfg.get(k), v) for k, v in where.items()) for cfg in configs]
         df = df[keep].reset_index(drop=True)

@@ -2,8 +2,8 @@
 quadratic and the two-weight geometry of the paper's Figure 1.
 
 The face re-exports the covariance table only (numpy alone), so that RunConfig can use it
-without loading scipy or pandas; the quadratic, montecarlo, quadratic_report and geometry
-modules are imported by name where they are needed.
+without loading scipy or pandas; the quadratic, ordering, montecarlo, quadratic_report and
+geometry modules are imported by name where they are needed.
 """
 
 from covnoise.theory.covariance import (

@@ -9,7 +9,8 @@ is linear and its mean and covariance evolve in closed form. Large-batch runs us
 Σ = c · K from the covariance table (covnoise.theory.covariance); the small-batch reference
 is B = M with no ξ. This module builds the problem (spectra, rotations), gives each method
 its noise, and computes the exact mean, covariance and expected loss, transient and
-stationary; montecarlo.py simulates the same process and quadratic_report.py tabulates both.
+stationary; montecarlo.py simulates the same process, ordering.py states exactly when ‖Σ‖_F
+orders the stationary losses, and quadratic_report.py tabulates them all.
 See docs/design.md, "The convex quadratic".
 """
 

@@ -19,6 +19,7 @@ from covnoise.theory.covariance import (
     scale_factor,
 )
 from covnoise.theory.montecarlo import monte_carlo
+from covnoise.theory.ordering import StationaryOrder, stationary_order
 from covnoise.theory.quadratic import (
     METHODS,
     Optimizer,
@@ -148,7 +149,8 @@ def stationary_sweep(
     """Stationary loss of each noisy structure for s = opt.s × multipliers.
 
     Returns (structure, s, trace, fro, stationary_loss): plotted against tr Σ the structures
-    separate at equal trace; against ‖Σ‖_F they are ordered by it.
+    separate at equal trace; against ‖Σ‖_F they are ordered by it to second order in α (the
+    exact order, the same for every s > 0, is in ordering.py).
     """
     check_step_size(opt.alpha, problem.lam_max)
     C = problem.C
@@ -172,11 +174,12 @@ def stationary_sweep(
 
 @dataclass(frozen=True, eq=False)
 class QuadraticReport:
-    """All tables the quadratic page shows."""
+    """All tables the quadratic page shows, and whether ‖Σ‖_F orders the stationary losses."""
 
     curves: pd.DataFrame
     table: pd.DataFrame
     sweep: pd.DataFrame
+    order: StationaryOrder
     stability_limit: float
     lam_max: float
     lam_min: float
@@ -204,6 +207,7 @@ def report(settings: QuadraticSettings) -> QuadraticReport:
         curves=loss_curves(problem, opt, m0, settings.T, settings.n_chains, settings.seed),
         table=noise_table(problem, opt),
         sweep=stationary_sweep(problem, opt),
+        order=stationary_order(problem, opt),
         stability_limit=problem.stability_limit,
         lam_max=problem.lam_max,
         lam_min=float(problem.eigvals.min()),

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from covnoise.config import field_info
 from covnoise.ui.urlstate import ListParam, Param, UrlState
 
 #: Columns the run filters offer (column → label).
@@ -25,6 +26,7 @@ FILTER_COLUMNS: dict[str, str] = {
     "cfg_noise": "noise structure",
     "cfg_noise_scale": "multiplier s",
     "cfg_lr": "learning rate",
+    **{f"cfg_{k}": field_info(k).label for k in ("noise_source", "drop_last", "val_fraction")},
 }
 
 #: URL parameter of each filter column.
@@ -37,6 +39,9 @@ FILTER_PARAM: dict[str, str] = {
     "cfg_noise": "noise",
     "cfg_noise_scale": "s",
     "cfg_lr": "lr",
+    "cfg_noise_source": "noise_source",
+    "cfg_drop_last": "drop_last",
+    "cfg_val_fraction": "val_fraction",
 }
 
 

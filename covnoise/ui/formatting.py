@@ -33,30 +33,32 @@ def short_id(run_id: str) -> str:
 
 
 def run_labels(runs: pd.DataFrame) -> pd.Series:
-    """A readable label per run (index run_id): its varying config values and seed."""
+    """A readable label per run (index run_id): its varying config values, its tags
+    ("fisher", "drop-last" where they apply) and its short id."""
     keys = results.varying_keys(runs)
     if "seed" in results.config_keys(runs) and runs["cfg_seed"].nunique() > 1:
         keys = [*keys, "seed"]
-    labels = results.group_labels(runs, keys)
+    labels = results.group_labels(runs, keys) if keys else results.run_tags(runs)
     ids = runs["run_id"].map(short_id).to_numpy()
-    if not keys:
-        return pd.Series(ids, index=labels.index)
     return pd.Series(
-        [f"{lab} [{i}]" for lab, i in zip(labels, ids, strict=True)], index=labels.index
+        [f"{lab} [{i}]" if lab else i for lab, i in zip(labels, ids, strict=True)],
+        index=labels.index,
     )
 
 
 def describe_config(cfg: RunConfig) -> str:
-    """One line naming a run's main settings."""
+    """One line naming a run's main settings (and its tags: "fisher", "drop-last")."""
     noise = "no noise" if cfg.noise == "none" else f"{cfg.noise} noise ×{cfg.noise_scale:g}"
+    tags = "".join(f", {t}" for t in results.config_tags(cfg.to_dict()))
     return (
         f"{cfg.dataset}, {cfg.model}, L={cfg.batch_size}, M={cfg.small_batch}, {noise}, "
-        f"η={cfg.effective_lr:g}, seed {cfg.seed}"
+        f"η={cfg.effective_lr:g}{tags}, seed {cfg.seed}"
     )
 
 
 def configs_table(configs: Sequence[RunConfig]) -> pd.DataFrame:
-    """The grid as a table: id and the fields that matter for the comparison."""
+    """The grid as a table: id and the fields that matter for the comparison, the validation
+    fraction and the tags ("fisher", "drop-last")."""
     return pd.DataFrame(
         [
             {
@@ -68,6 +70,8 @@ def configs_table(configs: Sequence[RunConfig]) -> pd.DataFrame:
                 "η": c.effective_lr,
                 "epochs": c.epochs,
                 "eval every": c.eval_every,
+                "val fraction": c.val_fraction,
+                "notes": " · ".join(results.config_tags(c.to_dict())),
                 "seed": c.seed,
             }
             for c in configs

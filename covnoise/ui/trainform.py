@@ -12,8 +12,10 @@ import math
 from typing import Any
 
 from covnoise.config import NOISES, ConfigError, RunConfig, field_info
+from covnoise.core.schedule import epoch_steps
 from covnoise.data import DATASETS as DATASET_SPECS
 from covnoise.data import missing_files
+from covnoise.data.validation import validation_size
 from covnoise.ui.urlstate import (
     BoolParam,
     ChoiceParam,
@@ -49,12 +51,15 @@ def _float(name: str, default: float, lo: float | None = None) -> FloatParam:
 #: field metadata (covnoise.config), except the form-only ones (noises, multipliers, seeds).
 TRAIN_PARAMS: list[Param] = [
     _choice("dataset", "digits"),
+    _float("val_fraction", 0.1),
     _choice("model", "mlp"),
     _int("width", 64),
     _int("depth", 2),
     _int("batch_size", 1024),
     _int("small_batch", 32),
+    BoolParam("drop_last", False),
     ListParam("noises", ["none", "full"], NOISES),
+    _choice("noise_source", "batch"),
     TextParam("noise_scales", "1"),
     BoolParam("baseline", True),
     _float("lr", 0.5, lo=1e-6),
@@ -97,6 +102,15 @@ def choice_field(name: str, help: str | None = None) -> dict[str, Any]:
     return {"label": info.label, "options": info.choices, "help": help or info.help}
 
 
+def checkbox_field(name: str, help: str | None = None) -> dict[str, Any]:
+    """label and help of a true/false form parameter, for st.checkbox."""
+    info = field_info(name) if name in _FIELDS else None
+    return {
+        "label": PARAM_LABELS[name],
+        "help": help or (info.help if info is not None else None),
+    }
+
+
 def number_field(name: str, help: str | None = None) -> dict[str, Any]:
     """label, min_value, max_value and help of a numeric form parameter, for st.number_input."""
     param = _PARAMS[name]
@@ -133,13 +147,20 @@ def missing_data(dataset: str) -> str | None:
     return missing_files(dataset) if dataset in DATASET_SPECS else None
 
 
+def _without_source(cfg: RunConfig) -> RunConfig:
+    """A run without injected noise has no noise source: it keeps the default one, so it is
+    the same run (same id) whichever source the form names."""
+    return cfg.replace(noise_source="batch") if cfg.noise == "none" else cfg
+
+
 def form_configs(values: dict[str, Any]) -> list[RunConfig]:
     """Every RunConfig the Train form launches, validated (also against the data set size).
 
     The grid is noise structures × multipliers × seeds at the large batch L, plus, when
     `baseline` is set, plain SGD at the small batch M with the same epochs (its evaluation
-    cadence scaled so it is evaluated as often per epoch). Raises ConfigError naming the
-    Train-form parameter at fault.
+    cadence scaled so it is evaluated as often per epoch). Every run takes the form's
+    validation fraction and drop-last choice; the noise source applies to the runs with
+    injected noise. Raises ConfigError naming the Train-form parameter at fault.
     """
     from covnoise.runs.engine import expand_grid
 
@@ -152,7 +173,10 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
         if why:
             raise ConfigError("dataset", why)
         spec = DATASET_SPECS.get(values["dataset"])
-        n_train = spec.n_train if spec is not None else None
+        # the examples a run trains on: the training set less its validation split
+        n_train = None
+        if spec is not None:
+            n_train = spec.n_train - validation_size(spec.n_train, float(values["val_fraction"]))
         # settings of a schedule that is not chosen stay at their defaults (same run id)
         warmup = values["schedule"] == "warmup_cosine"
         stepped = values["schedule"] == "step"
@@ -163,7 +187,10 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
             depth=int(values["depth"]),
             batch_size=int(values["batch_size"]),
             small_batch=int(values["small_batch"]),
+            drop_last=bool(values["drop_last"]),
+            val_fraction=float(values["val_fraction"]),
             noise=noises[0] if noises else "none",
+            noise_source=values["noise_source"],
             noise_scale=scales[0],
             lr=float(values["lr"]),
             lr_scaling=values["lr_scaling"],
@@ -181,18 +208,20 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
         configs = []
         if noises:
             base.validate(n_train=n_train)
-            configs = expand_grid(base, noises=noises, noise_scales=scales, seeds=seeds)
+            grid = expand_grid(base, noises=noises, noise_scales=scales, seeds=seeds)
+            configs = [_without_source(c) for c in grid]
         if values["baseline"]:
-            per_l = max(1, (n_train or base.batch_size) // base.batch_size)
-            per_m = max(1, (n_train or base.small_batch) // base.small_batch)
-            every = max(1, round(base.eval_every * per_m / per_l))
             sb = base.replace(
                 batch_size=base.small_batch,
                 noise="none",
+                noise_source="batch",
                 noise_scale=1.0,
                 lr_scaling="none",
-                eval_every=every,
             )
+            # evaluated as often per epoch as the large-batch runs (core.schedule's epochs)
+            n = n_train or base.batch_size
+            every = round(base.eval_every * epoch_steps(sb, n) / epoch_steps(base, n))
+            sb = sb.replace(eval_every=max(1, every))
             sb.validate(n_train=n_train)
             configs += [sb.replace(seed=s) for s in seeds]
         for cfg in configs:

@@ -25,14 +25,14 @@ def run_lines_figure(
 ) -> go.Figure:
     """One line per run: reads curves [run_id, x, value]; `labels` maps run_id → legend name.
 
-    One trace per run, named by its label, in the order of `labels`.
+    One trace per run with a value, named by its label, in the order of `labels`.
     """
     fig = go.Figure()
     colors = palette(list(labels.values()))
     for rid, label in labels.items():
         df = curves[curves["run_id"] == rid]
-        if df.empty:
-            continue
+        if not df["value"].notna().any():
+            continue  # nothing logged (validation of a run without a split)
         fig.add_trace(
             go.Scatter(
                 x=df["x"].to_numpy(),
@@ -127,21 +127,40 @@ def group_bands_figure(
     return fig
 
 
-#: Panels of the live figure: (title, [(metric, suffix, dash)]).
+#: Panels of the live figure: (title, [(metric, suffix, dash)]). Validation series (dotted)
+#: are drawn only for runs that logged them, and the titles name them only then.
 LIVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
     (
         "loss (solid train, dashed test)",
-        (("train_loss", "train loss", "solid"), ("test_loss", "test loss", "dash")),
+        (
+            ("train_loss", "train loss", "solid"),
+            ("test_loss", "test loss", "dash"),
+            ("val_loss", "val loss", "dot"),
+        ),
     ),
     (
         "accuracy (solid train, dashed test)",
-        (("train_acc", "train acc", "solid"), ("test_acc", "test acc", "dash")),
+        (
+            ("train_acc", "train acc", "solid"),
+            ("test_acc", "test acc", "dash"),
+            ("val_acc", "val acc", "dot"),
+        ),
     ),
     ("λ_max(H) and the 2/η stability line (dotted)", (("sharpness", "λ_max", "solid"),)),
     ("‖Σ‖_F", (("noise_fro", "‖Σ‖_F", "solid"),)),
     ("tr Σ", (("noise_trace", "tr Σ", "solid"),)),
     ("Tr(HΣ)", (("noise_trace_hsigma", "Tr(HΣ)", "solid"),)),
 )
+#: Metrics of the validation split (NaN in runs without one: such series are not drawn).
+VALIDATION_METRICS = ("val_loss", "val_acc")
+
+
+def _titles(validation: bool) -> list[str]:
+    """Panel titles; the loss and accuracy panels name the dotted validation series when drawn."""
+    titles = [p[0] for p in LIVE_PANELS]
+    if validation:
+        titles[:2] = [t.replace(" test)", " test, dotted validation)") for t in titles[:2]]
+    return titles
 
 
 def live_figure(
@@ -153,8 +172,9 @@ def live_figure(
     log_loss: bool = False,
     max_points: int | None = 400,
 ) -> go.Figure:
-    """Six panels of running or finished runs: losses, accuracies, λ_max with its stability
-    line, ‖Σ‖_F, tr Σ and Tr(HΣ).
+    """Six panels of running or finished runs: losses and accuracies (train, test, and
+    validation for runs that logged it), λ_max with its stability line, ‖Σ‖_F, tr Σ and Tr(HΣ).
+    A series without a finite value (validation of a run without a split) is not drawn.
 
     A trace with more than `max_points` points is thinned to that many, evenly spaced and
     keeping the first and last (a live view redraws every few seconds).
@@ -164,18 +184,20 @@ def live_figure(
     "<label> · 2(1+β)/η", 2(1+β)/η from the logged learning rate η and the momentum β (the
     largest curvature gradient descent with heavy-ball momentum is stable on).
     """
-    fig = make_subplots(
-        rows=2,
-        cols=3,
-        subplot_titles=[p[0] for p in LIVE_PANELS],
-        horizontal_spacing=0.07,
-        vertical_spacing=0.14,
-    )
     colors = palette(list(labels.values()))
     momentum = momentum or {}
     wanted = {name for _, series in LIVE_PANELS for name, _, _ in series} | {"lr"}
     sub = metrics[metrics["name"].isin(wanted) & metrics["run_id"].isin(list(labels))]
+    validation = sub["name"].isin(VALIDATION_METRICS)
+    sub = sub[~validation | np.isfinite(sub["value"].to_numpy(dtype=float))]
     groups = dict(tuple(sub.groupby(["run_id", "name"], sort=False)))
+    fig = make_subplots(
+        rows=2,
+        cols=3,
+        subplot_titles=_titles(bool(sub["name"].isin(VALIDATION_METRICS).any())),
+        horizontal_spacing=0.07,
+        vertical_spacing=0.14,
+    )
 
     def series_of(rid: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         g = groups.get((rid, name))

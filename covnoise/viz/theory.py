@@ -99,7 +99,8 @@ def stationary_figure(sweep: pd.DataFrame) -> go.Figure:
     """Stationary loss against ‖Σ‖_F (left) and against tr Σ (right), one line per structure.
 
     Reads columns structure, s, trace, fro, stationary_loss (rows for several multipliers s).
-    At equal trace the structures separate on the right; on the left their order follows ‖Σ‖_F.
+    At equal trace the structures separate on the right; on the left their order follows ‖Σ‖_F
+    to second order in α (theory/ordering.py says when diag and isotropic swap).
     Traces: per structure "<label>" in the left panel and "<label> (tr Σ)" in the right one.
     """
     fig = make_subplots(

@@ -3,10 +3,16 @@
 A structure is a small stateless object, optax-style: `init(params) -> state` and
 `update(grads, state, stats, generator) -> (noisy_grads, state)`. Before the backward,
 `plan(batch_size, state, generator)` says what the step needs from it (the per-example loss
-weights, and whether and on which rows to record DiagStats); at evaluation,
-`statistics(probe)` gives Σ = c·K on a probe batch and a sampler of ξ (see
-covnoise.core.noise.probe). `Structure` holds what they share: the scale c, the statistics
-schedule, the default plan (uniform weights, no statistics) and the bookkeeping.
+weights, whether and on which rows to record DiagStats, and with source "fisher" the weights
+of the sampled-label losses); at evaluation, `statistics(probe)` gives Σ = c·K on a probe
+batch and a sampler of ξ (see covnoise.core.noise.probe). `Structure` holds what they share:
+the scale c, the source of C, the statistics schedule, the default plan (uniform weights, no
+statistics) and the bookkeeping.
+
+The source says whose per-example gradients C is the covariance of: "batch", the batch's
+own (at its labels y_n), or "fisher", the gradients at labels ŷ_n ~ p(y | x_n) drawn from the
+model's predictions (their batch covariance estimates the true Fisher, since they have zero
+mean over ŷ). The gradient trained on always uses the labels y_n.
 """
 
 from __future__ import annotations
@@ -18,8 +24,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from covnoise.config import NOISE_SOURCES
 from covnoise.core.noise.probe import Probe, ProbeNoise
 from covnoise.core.pergrad import DiagStats
+
+#: Whose per-example gradients the noise's C is the covariance of (see the module docstring);
+#: the choices of RunConfig.noise_source.
+SOURCES: tuple[str, ...] = NOISE_SOURCES
 
 
 @dataclass
@@ -38,12 +49,17 @@ class StepPlan:
     """What one step's backward must do for the structure.
 
     `weights` (B,) are the per-example loss weights of the backpropagated Σ_n w_n l_n;
-    when `record_stats` is set, DiagStats are recorded on the batch rows `rows`.
+    when `record_stats` is set, DiagStats are recorded on the batch rows `rows`. With source
+    "fisher" the step draws labels ŷ from the model's predictions: the statistics are then
+    recorded on the sampled-label loss of `rows` (one extra backward), and `label_weights`
+    (B,), when given, add Σ_n u_n l(x_n, ŷ_n) to the same backward.
     """
 
     weights: Tensor
     record_stats: bool = False
     rows: Tensor | None = None
+    source: str = "batch"
+    label_weights: Tensor | None = None
 
 
 @runtime_checkable
@@ -52,6 +68,7 @@ class NoiseStructure(Protocol):
 
     name: str
     c: float
+    source: str
 
     def init(self, params: list[Tensor]) -> NoiseState: ...
 
@@ -93,7 +110,16 @@ class Structure:
     name = "base"
     uses_stats = False
 
-    def __init__(self, c: float, *, stats_rows: int | None = None, stats_every: int = 1):
+    def __init__(
+        self,
+        c: float,
+        *,
+        stats_rows: int | None = None,
+        stats_every: int = 1,
+        source: str = "batch",
+    ):
+        if source not in SOURCES:
+            raise ValueError(f"noise source {source!r} is not one of {', '.join(SOURCES)}")
         if not (math.isfinite(c) and c >= 0):
             raise ValueError(f"noise scale c must be finite and >= 0, got {c}")
         if stats_rows is not None and int(stats_rows) < 2:
@@ -103,12 +129,14 @@ class Structure:
         self.c = float(c)
         self.stats_subbatch = None if stats_rows is None else int(stats_rows)
         self.stats_every = int(stats_every)
+        self.source = source
 
     def describe(self) -> dict[str, Any]:
         """The choices a run should record with its results."""
         return {
             "structure": self.name,
             "c": self.c,
+            "source": self.source,
             "stats_rows": self.stats_subbatch if self.uses_stats else None,
             "stats_every": self.stats_every if self.uses_stats else None,
         }
@@ -128,11 +156,19 @@ class Structure:
         generator: torch.Generator,
         dtype: torch.dtype | None = None,
     ) -> StepPlan:
-        """The step's plan; draws the statistics rows first, then the loss weights."""
+        """The step's plan; draws the statistics rows first, then the loss weights, then the
+        sampled-label weights."""
         record = self.needs_stats(state)
         rows = self.stats_rows(batch_size, generator) if record else None
         weights = self.loss_weights(batch_size, state, generator, dtype)
-        return StepPlan(weights=weights, record_stats=record, rows=rows)
+        label_weights = self.label_weights(batch_size, state, generator, dtype)
+        return StepPlan(
+            weights=weights,
+            record_stats=record,
+            rows=rows,
+            source=self.source,
+            label_weights=label_weights,
+        )
 
     def needs_stats(self, state: NoiseState) -> bool:
         """Whether this step must record DiagStats."""
@@ -155,6 +191,16 @@ class Structure:
     ) -> Tensor:
         """Per-example loss weights (B,), summing to one: 1/B unless the structure says so."""
         return torch.full((batch_size,), 1.0 / batch_size, dtype=dtype, device=generator.device)
+
+    def label_weights(
+        self,
+        batch_size: int,
+        state: NoiseState,
+        generator: torch.Generator,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor | None:
+        """Weights (B,) of the sampled-label losses in the step's backward; None: none."""
+        return None
 
     def _advance(self, state: NoiseState, **changes: Any) -> NoiseState:
         fields = {**state.__dict__, **changes, "step": state.step + 1}

@@ -5,8 +5,11 @@ every `stats_every` steps and kept in the state in between. The sub-batch estima
 unbiased for diag(C), and since ξ = √c √v̂ ⊙ z with z independent of v̂,
 Cov(ξ) = c·E[diag(v̂)] = c·diag(C) exactly (likewise c·E[Σv̂]/P·I for isotropic): the
 sub-batch changes the noise's distribution, not its covariance. Refreshing every k steps
-reuses an estimate that is k − 1 steps old. A subclass says how v becomes the noise scale,
-in a step (`_scale`) and on the probe (`_probe_scale`).
+reuses an estimate that is k − 1 steps old. With source "fisher" the statistics are those of
+the losses at labels sampled from the model's predictions, recorded on the same sub-batch by
+one extra backward of that loss in the steps that refresh them (covnoise.core.step). A
+subclass says how v becomes the noise scale, in a step (`_scale`) and on the probe
+(`_probe_scale`).
 """
 
 from __future__ import annotations
@@ -101,9 +104,11 @@ class DiagStatsNoise(Structure):
         return list(torch._foreach_add(grads, noise)), new_state
 
     def statistics(self, probe: Probe) -> ProbeNoise:
-        """v on the whole probe; tr Σ = c·Σv, ‖Σ‖_F and ξ from the subclass's scale."""
+        """v on the whole probe (at its sampled labels for source "fisher"); tr Σ = c·Σv,
+        ‖Σ‖_F and ξ from the subclass's scale."""
         B = probe.size
-        v = probe.record(DiagStatsRecorder(probe.model, None, 1.0 / B, probe.params)).variance(B)
+        recorder = DiagStatsRecorder(probe.model, None, 1.0 / B, probe.params)
+        v = probe.record(recorder, self.source).variance(B)
         trace_c = float(sum(t.double().sum() for t in v))
         fro, scale = self._probe_scale(v, trace_c, probe.n_params)
         return ProbeNoise(trace=self.c * trace_c, fro=fro, draw=gaussian_draw(scale, probe.device))

@@ -1,8 +1,12 @@
 """Full noise, K = C, sampled by reweighting the per-example losses.
 
 With loss weights w = 1/B + √(c/B)(z − z̄) one ordinary backward gives ∇Σ w_n l_n = ḡ + ξ
-with Cov(ξ) = c·C exactly: no per-example gradient is formed during training. Its logged
-statistics come from the B×B Gram matrix of the probe's per-example gradients.
+with Cov(ξ) = c·C exactly: no per-example gradient is formed during training. With source
+"fisher" the noise weights move to the losses at the sampled labels ŷ_n, in the same
+backward of the same forward: Σ_n [l(x_n, y_n)/B + √(c/B)(z_n − z̄) l(x_n, ŷ_n)], whose
+gradient is ḡ + ξ with Cov(ξ) = c·C_F, C_F the covariance of the sampled-label gradients.
+Its logged statistics come from the B×B Gram matrix of the probe's per-example gradients (at
+the probe's sampled labels for "fisher").
 """
 
 from __future__ import annotations
@@ -27,8 +31,24 @@ class FullNoise(Structure):
         generator: torch.Generator,
         dtype: torch.dtype | None = None,
     ) -> Tensor:
-        """w = 1/B + √(c/B)(z − z̄): ∇Σ w_n l_n = ḡ + ξ with Cov(ξ) = c·C exactly."""
+        """w = 1/B + √(c/B)(z − z̄): ∇Σ w_n l_n = ḡ + ξ with Cov(ξ) = c·C exactly.
+
+        Source "fisher": 1/B (the noise weights go to the sampled-label losses)."""
+        if self.source == "fisher":
+            return super().loss_weights(batch_size, state, generator, dtype)
         return centred_weights(batch_size, self.c, generator, dtype).add_(1.0 / batch_size)
+
+    def label_weights(
+        self,
+        batch_size: int,
+        state: NoiseState,
+        generator: torch.Generator,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor | None:
+        """Source "fisher": u = √(c/B)(z − z̄) on the sampled-label losses; otherwise None."""
+        if self.source != "fisher":
+            return None
+        return centred_weights(batch_size, self.c, generator, dtype)
 
     def update(
         self,
@@ -43,7 +63,7 @@ class FullNoise(Structure):
     def statistics(self, probe: Probe) -> ProbeNoise:
         """tr Σ and ‖Σ‖_F from the doubly centred Gram matrix; ξ = ∇Σ √(c/B)(z_n − z̄) l_n."""
         B, c = probe.size, self.c
-        gram = probe.record(GramRecorder(probe.model, 1.0 / B, probe.params))
+        gram = probe.record(GramRecorder(probe.model, 1.0 / B, probe.params), self.source)
         centred = gram - gram.mean(0, keepdim=True)
         centred = centred - centred.mean(1, keepdim=True)
         trace_c = float(centred.diagonal().sum()) / B

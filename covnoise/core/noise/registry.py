@@ -21,12 +21,19 @@ STRUCTURES: dict[str, type[Structure]] = {
 
 
 def make_structure(
-    name: str, c: float, *, stats_rows: int | None = None, stats_every: int = 1
+    name: str,
+    c: float,
+    *,
+    stats_rows: int | None = None,
+    stats_every: int = 1,
+    source: str = "batch",
 ) -> NoiseStructure:
-    """The structure `name` with scale c = s(1/M − 1/L) and its statistics schedule.
+    """The structure `name` with scale c = s(1/M − 1/L), its statistics schedule and source.
 
     stats_rows: sub-batch size for v (None = the whole batch); stats_every: refresh v every
-    k steps. Both only matter for diag and isotropic.
+    k steps. Both only matter for diag and isotropic. source: "batch" (C of the batch's
+    per-example gradients) or "fisher" (C of the gradients at labels sampled from the
+    model's predictions: the true Fisher; covnoise.core.noise.base).
     """
     try:
         cls = STRUCTURES[name]
@@ -34,4 +41,4 @@ def make_structure(
         raise ValueError(
             f"noise structure {name!r} is not one of {', '.join(STRUCTURES)}"
         ) from None
-    return cls(c, stats_rows=stats_rows, stats_every=stats_every)
+    return cls(c, stats_rows=stats_rows, stats_every=stats_every, source=source)

@@ -16,6 +16,11 @@ nn.Conv2d (stride, padding incl. "same" and non-zero padding modes, dilation; gr
 or without bias. Layers that mix examples (BatchNorm in training mode) make the per-layer
 "per-example gradient" differ from the gradient of l_n; models here avoid them.
 
+A recorder can also take the statistics of a loss other than the one trained on, from the
+same forward pass: `recorder.backward(loss)` backpropagates it only as far as the recorded
+layers' outputs (no parameter gradients, graph kept), as the true-Fisher source does with
+the loss at sampled labels (covnoise.core.step).
+
 Modules: `layers` (one layer's per-example gradients), `recorder` (the hooks), `diag`
 (DiagStats, DiagStatsRecorder), `gram` (GramRecorder), `reference` (`per_example_grads`, the
 dense torch.func reference used by tests and small probes).

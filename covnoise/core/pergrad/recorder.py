@@ -104,6 +104,7 @@ class LayerRecorder:
         self._set_weights(weights)
         self._layers = find_layers(self.model, self.params)
         self._inputs: dict[int, Tensor] = {}
+        self._outputs: list[tuple[Tensor, int]] = []  # recorded layer outputs, their versions
         self._handles: list[RemovableHandle] = []
         self.batch_size: int | None = None
         self.count: int | None = None
@@ -137,6 +138,7 @@ class LayerRecorder:
             h.remove()
         self._handles.clear()
         self._inputs.clear()
+        self._outputs.clear()
 
     # -- hooks
     def _forward_hook(self, layer: Layer) -> Callable[..., None]:
@@ -160,6 +162,7 @@ class LayerRecorder:
             if self.rows is not None:
                 a = a.index_select(0, self.rows.to(a.device))
             self._inputs[key] = a
+            self._outputs.append((output, output._version))
             self._handles.append(output.register_hook(self._backward_hook(layer)))
 
         return hook
@@ -194,6 +197,19 @@ class LayerRecorder:
                 self._accumulate(layer, a, d)
 
         return hook
+
+    def backward(self, loss: Tensor) -> None:
+        """Backpropagate `loss` as far as the recorded layers' outputs, keeping the graph.
+
+        Every recorded layer sees its output gradient, but no parameter gradient is formed
+        (the weight-gradient products of a backward are skipped) and the graph is kept for a
+        later backward: the statistics of a loss other than the one trained on, from the
+        same forward pass. Falls back to the parameters when an output was modified in place.
+        """
+        outputs = [o for o, _ in self._outputs]
+        if any(o._version != v for o, v in self._outputs) or not outputs:
+            outputs = self.params
+        torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
 
     def _accumulate(self, layer: Layer, a: Tensor, d: Tensor) -> None:
         raise NotImplementedError

@@ -71,7 +71,7 @@ def _start_run(
     def target() -> None:
         try:
             fn = import_run_fn(run_fn_path)
-            summary = fn(RunConfig.from_dict(config), emit=events.put, should_stop=stop.is_set)
+            summary = fn(RunConfig.from_stored(config), emit=events.put, should_stop=stop.is_set)
             result["summary"] = summary if isinstance(summary, dict) else {}
         except BaseException as exc:  # noqa: BLE001 - reported to the driver
             result["error"] = f"{type(exc).__name__}: {exc}"

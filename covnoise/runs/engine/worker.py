@@ -98,7 +98,7 @@ def execute(
         record = store.get_run(run_id)
         if record is None:
             return "missing"
-        config = RunConfig.from_dict(record["config"])
+        config = RunConfig.from_stored(record["config"])
         summary = run_fn(config, emit=emit, should_stop=stop.is_set)
         summary = summary if isinstance(summary, dict) else {}
         status = summary.get("status", "finished")
