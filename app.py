@@ -1,4 +1,13 @@
-"""covnoise — the Streamlit entry point: navigation over pages/ and the engine's status."""
+"""covnoise — the Streamlit entry point: navigation over pages/ and the engine's status.
+
+Streamlit serves a `pages/` folder next to the main script as an automatic page list, and
+keeps doing so for the whole server until the main script calls st.navigation. A deep link
+as the first request (`/compare` on a fresh server) would run pages/compare.py alone, without
+this navigation or the engine status. So this file has two roles: run as the app's script
+(``__main__``) it draws the navigation; imported by `streamlit run app.py` to find the server
+(the `app` below, an st.App serving this same file) it turns the page-folder mode off before
+any browser connects, so every URL path runs this script first.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +20,29 @@ from covnoise.ui import guards, resources
 HERE = Path(__file__).resolve().parent
 PAGES = HERE / "pages"
 
-st.set_page_config(page_title="covnoise", page_icon=":material/scatter_plot:", layout="wide")
-
 
 def page(file: str, title: str, icon: str, **kw) -> st.Page:
     return st.Page(str(PAGES / file), title=title, icon=icon, **kw)
 
 
-NAVIGATION = {
-    "Training runs": [
-        page("home.py", "Home", ":material/home:", default=True),
-        page("train.py", "Train", ":material/play_arrow:"),
-        page("live.py", "Live", ":material/monitoring:"),
-        page("compare.py", "Compare", ":material/stacked_line_chart:"),
-        page("noise_vs_generalisation.py", "Noise vs generalisation", ":material/scatter_plot:"),
-        page("findings.py", "Findings", ":material/fact_check:"),
-    ],
-    "Theory": [
-        page("quadratic.py", "Quadratic", ":material/functions:"),
-        page("geometry.py", "Noise geometry", ":material/blur_on:"),
-    ],
-}
+def navigation() -> dict[str, list[st.Page]]:
+    """The app's sections and pages (built in a script run: st.Page needs a session)."""
+    return {
+        "Training runs": [
+            page("home.py", "Home", ":material/home:", default=True),
+            page("train.py", "Train", ":material/play_arrow:"),
+            page("live.py", "Live", ":material/monitoring:"),
+            page("compare.py", "Compare", ":material/stacked_line_chart:"),
+            page(
+                "noise_vs_generalisation.py", "Noise vs generalisation", ":material/scatter_plot:"
+            ),
+            page("findings.py", "Findings", ":material/fact_check:"),
+        ],
+        "Theory": [
+            page("quadratic.py", "Quadratic", ":material/functions:"),
+            page("geometry.py", "Noise geometry", ":material/blur_on:"),
+        ],
+    }
 
 
 def sidebar_status() -> None:
@@ -50,6 +61,18 @@ def sidebar_status() -> None:
             st.warning(problem, icon=":material/warning:")
 
 
-nav = st.navigation(NAVIGATION)
-guards.guarded(sidebar_status, "the engine status")
-nav.run()
+def main() -> None:
+    """Draw the navigation and the sidebar status, then the chosen page."""
+    st.set_page_config(page_title="covnoise", page_icon=":material/scatter_plot:", layout="wide")
+    nav = st.navigation(navigation())
+    guards.guarded(sidebar_status, "the engine status")
+    nav.run()
+
+
+if __name__ == "__main__":  # a script run: every page of every session starts here
+    main()
+else:  # `streamlit run app.py` imports this file at start-up to find the server
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False  # app.py's st.navigation decides, not pages/
+    app = st.App(__file__)

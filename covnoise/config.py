@@ -11,9 +11,10 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
+from covnoise.fields import ConfigError, FieldInfo, check_field, config_field
 from covnoise.theory import STRUCTURES, scale_factor
 
 DATASETS = ("digits", "mnist1d", "teacher", "mnist-5k", "mnist", "fashion-mnist", "cifar10")
@@ -32,40 +33,26 @@ _NOT_HASHED = ("device", "data_dir", "name")
 #: run ids stay valid), and a stored config without the field reads back with this value.
 LEGACY_VALUES: dict[str, Any] = {"drop_last": True, "noise_source": "batch", "val_fraction": 0.0}
 
-
-class ConfigError(ValueError):
-    """A config field holds a value that is not allowed; the message names the field."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-
-
-@dataclass(frozen=True)
-class FieldInfo:
-    """What people are told about a RunConfig field, and what it allows.
-
-    `help` is the CLI's help text, `label` the app's label, `choices` / `low` (with `strict`
-    for >) the values validation allows, `high` the largest value the app's form offers (a
-    widget range, not a validation bound).
-    """
-
-    help: str
-    label: str
-    choices: tuple[str, ...] | None = None
-    low: float | None = None
-    strict: bool = False
-    high: float | None = None
-
-
-def _f(
-    default: Any = None, help: str = "", label: str = "", *, factory: Any = None, **info: Any
-) -> Any:
-    """A dataclass field carrying its FieldInfo (the one source of help, labels and ranges)."""
-    meta = {"info": FieldInfo(help=help, label=label, **info)}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+# Upper validation bounds (FieldInfo.max): values past them pass every other check and then
+# overflow, exhaust memory or never end, so they are refused up front with the bound named.
+#: Training seeds: torch seeds generators from an unsigned 64-bit int and a run derives
+#: streams seed + k (k < 1.3e6), so seeds stay below 2**63, where every stream fits.
+MAX_SEED = 2**63 - 1
+#: Split seeds reach scikit-learn's random_state (digits, mnist-5k), which takes < 2**32.
+MAX_SPLIT_SEED = 2**32 - 1
+#: Width and depth caps keep the model's shape sane before its parameter count is checked
+#: against MAX_PARAMETERS (which needs the data set's input shape, so the CLI checks it).
+MAX_WIDTH = 65_536
+MAX_DEPTH = 64
+#: Parameters of a model: 2e9 float32 parameters are 8 GB before gradients, momentum and
+#: the per-example gradients of the noise, past what one machine here trains.
+MAX_PARAMETERS = 2_000_000_000
+#: Optimiser steps of one run (also caps epochs · N / L once the data set is known): 1e8
+#: steps are weeks of wall time even for the smallest model.
+MAX_STEPS = 100_000_000
+#: Draws per block of the Tr(H Sigma) estimate, and Lanczos iterations (each one an HVP).
+MAX_NOISE_SAMPLES = 10_000
+MAX_LANCZOS_ITERS = 1_000
 
 
 @dataclass(frozen=True)
@@ -73,65 +60,74 @@ class RunConfig:
     """Everything that determines a training run (see docs/design.md, "The question")."""
 
     # data and model
-    dataset: str = _f("digits", "data set", "data set", choices=DATASETS)
-    model: str = _f("mlp", "model", "model", choices=MODELS)
-    width: int = _f(
+    dataset: str = config_field("digits", "data set", "data set", choices=DATASETS)
+    model: str = config_field("mlp", "model", "model", choices=MODELS)
+    width: int = config_field(
         256,
         "hidden width (MLP/CNN); vgg/resnet use width/4 base channels",
         "width",
         low=1,
         high=4096,
+        max=MAX_WIDTH,
     )
-    depth: int = _f(3, "number of linear layers of the MLP", "depth", low=1, high=16)
-    ghost_bn: int = _f(
+    depth: int = config_field(
+        3, "number of linear layers of the MLP", "depth", low=1, high=16, max=MAX_DEPTH
+    )
+    ghost_bn: int = config_field(
         0, "ghost batch-norm group size (0 = no normalisation)", "ghost batch norm", low=0
     )
-    data_dir: str | None = _f(
+    data_dir: str | None = config_field(
         None, "folder of file-backed data sets (mnist, fashion-mnist, cifar10)", "data folder"
     )
-    split_seed: int = _f(0, "seed of the train/test split", "split seed", low=0)
-    val_fraction: float = _f(
+    split_seed: int = config_field(
+        0, "seed of the train/test split", "split seed", low=0, max=MAX_SPLIT_SEED
+    )
+    val_fraction: float = config_field(
         0.1,
         "fraction of the training set held out as a validation split (0 = none, at most 0.5)",
         "validation fraction",
         low=0.0,
         high=0.5,
     )
-    dataset_options: dict[str, Any] = _f(
+    dataset_options: dict[str, Any] = config_field(
         help="a data-set option (repeatable)", label="data-set options", factory=dict
     )
     # batch sizes and noise
-    batch_size: int = _f(1024, "the large batch L", "large batch L", low=1, high=1_000_000)
-    small_batch: int = _f(
+    batch_size: int = config_field(
+        1024, "the large batch L", "large batch L", low=1, high=1_000_000
+    )
+    small_batch: int = config_field(
         32,
         "the target small batch M whose gradient noise is imitated",
         "target small batch M",
         low=1,
         high=1_000_000,
     )
-    noise: str = _f("none", "noise structure", "noise structure", choices=NOISES)
-    noise_source: str = _f(
+    noise: str = config_field("none", "noise structure", "noise structure", choices=NOISES)
+    noise_source: str = config_field(
         "batch",
         "covariance the noise imitates: batch (the batch's per-example gradients) or fisher "
         "(gradients at labels sampled from the model's own predictions: the true Fisher)",
         "noise source",
         choices=NOISE_SOURCES,
     )
-    noise_scale: float = _f(1.0, "the multiplier s of c = s(1/M - 1/L)", "multiplier s", low=0.0)
-    stats_rows: int | None = _f(
+    noise_scale: float = config_field(
+        1.0, "the multiplier s of c = s(1/M - 1/L)", "multiplier s", low=0.0
+    )
+    stats_rows: int | None = config_field(
         128,
         "rows of the batch used to estimate diag(C) (0 = the whole batch)",
         "statistics rows",
         low=2,
     )
-    stats_every: int = _f(
+    stats_every: int = config_field(
         4,
         "re-estimate diag(C) every k steps (bench.steps: ≤ 1.3× a plain step)",
         "statistics every",
         low=1,
     )
     # optimiser
-    lr: float = _f(
+    lr: float = config_field(
         0.1,
         "learning rate (before the scaling rule)",
         "learning rate η",
@@ -139,31 +135,51 @@ class RunConfig:
         strict=True,
         high=100.0,
     )
-    lr_scaling: str = _f(
+    lr_scaling: str = config_field(
         "none",
         "scale lr relative to M: none, linear (×L/M), sqrt (×√(L/M))",
         "learning-rate scaling",
         choices=LR_SCALINGS,
     )
-    momentum: float = _f(0.0, "SGD momentum (0 <= momentum < 1)", "momentum β", low=0.0, high=0.999)
-    weight_decay: float = _f(0.0, "weight decay", "weight decay", low=0.0)
-    schedule: str = _f("constant", "learning-rate schedule", "schedule", choices=SCHEDULES)
-    warmup_epochs: float = _f(
-        0.0, "warm-up length of warmup_cosine, in epochs", "warm-up epochs", low=0.0, high=10_000.0
+    momentum: float = config_field(
+        0.0, "SGD momentum (0 <= momentum < 1)", "momentum β", low=0.0, high=0.999
     )
-    step_every_epochs: float = _f(
+    weight_decay: float = config_field(0.0, "weight decay", "weight decay", low=0.0)
+    schedule: str = config_field(
+        "constant", "learning-rate schedule", "schedule", choices=SCHEDULES
+    )
+    warmup_epochs: float = config_field(
+        0.0,
+        "warm-up length of warmup_cosine, in epochs",
+        "warm-up epochs",
+        low=0.0,
+        high=10_000.0,
+        max=MAX_STEPS,
+    )
+    step_every_epochs: float = config_field(
         0.0,
         "the step schedule multiplies lr by step_gamma this often, in epochs",
         "step every",
         low=0.0,
         high=10_000.0,
+        max=MAX_STEPS,
     )
-    step_gamma: float = _f(0.1, "the step schedule's factor", "step factor", low=0.0, strict=True)
-    epochs: float | None = _f(
-        20.0, "training length in epochs", "epochs", low=0.0, strict=True, high=100_000.0
+    step_gamma: float = config_field(
+        0.1, "the step schedule's factor", "step factor", low=0.0, strict=True
     )
-    steps: int | None = _f(None, "training length in steps (overrides epochs)", "steps", low=1)
-    drop_last: bool = _f(
+    epochs: float | None = config_field(
+        20.0,
+        "training length in epochs",
+        "epochs",
+        low=0.0,
+        strict=True,
+        high=100_000.0,
+        max=MAX_STEPS,
+    )
+    steps: int | None = config_field(
+        None, "training length in steps (overrides epochs)", "steps", low=1, max=MAX_STEPS
+    )
+    drop_last: bool = config_field(
         False,
         "cut each epoch into full batches and drop the remainder (an epoch of L examples then "
         "holds fewer examples than one of M); default: batches are cut from a continuous "
@@ -171,38 +187,42 @@ class RunConfig:
         "drop the last partial batch",
     )
     # evaluation
-    eval_every: int = _f(10, "steps between evaluations", "evaluate every", low=1, high=1_000_000)
-    sharpness_every: int = _f(
+    eval_every: int = config_field(
+        10, "steps between evaluations", "evaluate every", low=1, high=1_000_000
+    )
+    sharpness_every: int = config_field(
         1,
         "evaluations between sharpness/noise measurements (0 = never)",
         "sharpness every",
         low=0,
         high=1000,
     )
-    probe_size: int = _f(
+    probe_size: int = config_field(
         256,
         "examples in the fixed probe batch for curvature and noise statistics",
         "probe batch size",
         low=2,
         high=100_000,
     )
-    lanczos_iters: int = _f(
+    lanczos_iters: int = config_field(
         20,
         "Hessian-vector products allowed to Lanczos for the sharpness",
         "Lanczos iterations",
         low=2,
+        max=MAX_LANCZOS_ITERS,
     )
-    noise_samples: int = _f(
+    noise_samples: int = config_field(
         8,
         "draws per block of the Tr(H Sigma) estimate (blocks until its standard error is at "
         "most 5% of the mean or 128 draws)",
         "noise draws per block",
         low=1,
+        max=MAX_NOISE_SAMPLES,
     )
     # reproducibility and placement
-    seed: int = _f(0, "random seed", "seed", low=0)
-    device: str = _f("auto", "where to train", "device", choices=DEVICES)
-    name: str | None = _f(None, "a label for the run (not part of its id)", "name")
+    seed: int = config_field(0, "random seed", "seed", low=0, max=MAX_SEED)
+    device: str = config_field("auto", "where to train", "device", choices=DEVICES)
+    name: str | None = config_field(None, "a label for the run (not part of its id)", "name")
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -267,16 +287,39 @@ class RunConfig:
     def validate(self, n_train: int | None = None) -> None:
         """Raise ConfigError for the first field that is not allowed.
 
-        Each field is checked against its FieldInfo (choices, lower bound), then the rules
-        that tie fields together. `n_train` (the training-set size, when known) lets the
-        batch size be checked too.
+        Each field is checked against its FieldInfo (choices, bounds), then the rules that
+        tie fields together. `n_train` (the training-set size after the validation split,
+        when known) lets the batch size, the probe batch and the total steps be checked too.
         """
         for f in fields(self):
-            _check_field(f.name, getattr(self, f.name), f.metadata["info"], f.type)
+            check_field(f.name, getattr(self, f.name), f.metadata["info"], f.type)
         if not isinstance(self.dataset_options, dict):
             raise ConfigError("dataset_options", "must be a mapping of option names to values")
         self._check_batches(n_train)
         self._check_optimiser()
+        if n_train is not None:
+            self._check_data_size(n_train)
+
+    def _check_data_size(self, n_train: int) -> None:
+        """The rules that need the training-set size: the probe batch and the run's length."""
+        if self.probe_size > n_train:
+            raise ConfigError(
+                "probe_size",
+                f"{self.probe_size} is larger than the training set ({n_train} examples); "
+                f"allowed: 2..{n_train}",
+            )
+        if self.steps is not None or self.epochs is None:
+            return
+        per_epoch = (
+            max(1, n_train // self.batch_size) if self.drop_last else n_train / self.batch_size
+        )
+        if self.epochs * per_epoch > MAX_STEPS + 0.5:  # round() keeps up to MAX_STEPS + 0.5
+            raise ConfigError(
+                "epochs",
+                f"{self.epochs:g} epochs of {n_train} examples at batch size {self.batch_size} "
+                f"are {self.epochs * per_epoch:.3g} steps; allowed: at most {MAX_STEPS} steps, "
+                f"i.e. epochs <= {MAX_STEPS / per_epoch:g}",
+            )
 
     def _check_batches(self, n_train: int | None) -> None:
         """The rules that tie L, M, the noise and ghost batch norm together."""
@@ -322,41 +365,6 @@ class RunConfig:
 def field_info(name: str) -> FieldInfo:
     """The FieldInfo of RunConfig field `name` (KeyError for unknown names)."""
     return _INFO[name]
-
-
-def _check_field(name: str, value: Any, info: FieldInfo, annotation: Any) -> None:
-    """Check one field against its FieldInfo; None passes for optional fields."""
-    if info.choices is not None:
-        _choice(name, value, info.choices)
-        return
-    if value is None and "None" in str(annotation):
-        return
-    if info.low is None:
-        return
-    if str(annotation).startswith("int"):
-        _int(name, value, int(info.low))
-    else:
-        _float(name, value, info.low, strict=info.strict)
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(name, f"{value!r} is not one of {', '.join(allowed)}")
-
-
-def _int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"{value!r} is not an integer; allowed: integers >= {low}")
-    if value < low:
-        raise ConfigError(name, f"{value} is not allowed; use an integer >= {low}")
-
-
-def _float(name: str, value: Any, low: float, strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(name, f"{value!r} is not a finite number")
-    if value < low or (strict and value == low):
-        op = ">" if strict else ">="
-        raise ConfigError(name, f"{value} is not allowed; use a number {op} {low:g}")
 
 
 _INFO: dict[str, FieldInfo] = {f.name: f.metadata["info"] for f in fields(RunConfig)}

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from covnoise import results, viz
-from covnoise.runs import StoreFormatError
+from covnoise.runs import FileTooLargeError, StoreFormatError
 from covnoise.ui import filters, formatting, guards, resources, runsdata
 from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, ListParam, UrlState
 
@@ -52,6 +52,8 @@ def upload_box() -> None:
         if up is not None and up.name not in runsdata.uploads():
             try:
                 runsdata.uploads()[up.name] = runsdata.read_upload(up.name, up.getvalue())
+            except FileTooLargeError as err:
+                st.error(f"{up.name} was not added: {err}")
             except StoreFormatError as err:
                 st.error(f"{up.name} is not a covnoise runs file: {err}")
         for name, (runs, _) in runsdata.uploads().items():

@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
 # round(12 · 1212 / 128) = 114 steps of the continuous stream)
 TRAIN_QUERY = (
     "width=16&depth=2&batch_size=128&small_batch=16&noises=full&noise_scales=1"
-    "&baseline=false&epochs=12.0&eval_every=1&probe_size=32&seeds=1"
+    "&baseline=false&epochs=12.0&eval_every=1&sharpness_every=5&probe_size=32&seeds=1"
 )
 LAUNCHED = RunConfig(
     dataset="digits",
@@ -55,6 +55,7 @@ LAUNCHED = RunConfig(
     lr=0.5,
     epochs=12.0,
     eval_every=1,
+    sharpness_every=5,  # curvature and noise statistics (Tr(HΣ) draws) at every 5th evaluation
     probe_size=32,
     seed=0,
 )
@@ -221,7 +222,7 @@ def test_launch_watch_compare_in_a_browser(browser, server):
         seen.append(points_in_chart(page, "· train loss"))
     assert seen[0] < seen[-1], f"the chart did not grow: {seen}"
     shot(page, "live-running")
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     while store.status(rid) != "finished" and time.monotonic() < deadline:
         time.sleep(1.0)
     assert store.status(rid) == "finished"

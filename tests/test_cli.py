@@ -79,3 +79,30 @@ def test_boolean_flags_switch_both_ways():
     off = config_from_args(parser.parse_args(["train", "--no-drop-last"]))
     assert on.drop_last is True and off.drop_last is False
     assert config_from_args(parser.parse_args(["train"])).drop_last is False
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_subcommand_prints_its_help(name, capsys):
+    """Help texts are argparse format strings: a stray % in a field's help breaks --help."""
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0 and "usage: covnoise" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["findings", "--check", "MISSING"],
+        ["findings", "--runs", "MISSING"],
+        ["findings", "--write", "UNDER_A_FILE"],
+        ["sweep", "--noise-scales", "-1", "--steps", "1", "--dry-run"],
+    ],
+)
+def test_findings_and_sweep_refuse_bad_paths_and_values(argv, tmp_path, capsys):
+    """Found by bench.reliability: these ended in a traceback, silence or an accepted run."""
+    (tmp_path / "plain").write_text("not a folder")
+    paths = {"MISSING": tmp_path / "missing", "UNDER_A_FILE": tmp_path / "plain" / "F.md"}
+    argv = [str(paths.get(a, a)) for a in argv]
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and "\n" not in err, err

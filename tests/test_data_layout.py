@@ -185,3 +185,11 @@ def test_truncated_or_mislabelled_binary_batch_is_refused(tmp_path):
     assert msg.startswith("data_dir:") and "missing: data_batch_2.bin" in msg
     assert str(tmp_path / "bin" / "cifar-10-batches-bin") in msg
     assert f"python -m covnoise data download cifar10 --data-dir {tmp_path / 'bin'}" in msg
+
+
+def test_an_empty_binary_batch_is_refused(tmp_path):
+    """An empty test_batch.bin would otherwise load as a test set of zero examples."""
+    path = tmp_path / "test_batch.bin"
+    path.write_bytes(b"")
+    with pytest.raises(DatasetError, match="is empty"):
+        read_cifar_bin(path)

@@ -12,7 +12,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT = shutil.which("lint-imports") or "lint-imports"
-LAYERS = ("config", "files", "theory", "data", "core", "runs", "results", "viz", "cli", "ui")
+LAYERS = (
+    "config",
+    "files",
+    "fields",
+    "theory",
+    "data",
+    "core",
+    "runs",
+    "results",
+    "viz",
+    "cli",
+    "ui",
+)
 
 
 def _lint(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
@@ -31,7 +43,7 @@ def _fake_tree(tmp_path: Path, bad_import: tuple[str, str]) -> Path:
     """A package shaped like covnoise whose module `bad_import[0]` imports `bad_import[1]`."""
     pkg = tmp_path / "covnoise"
     for layer in LAYERS:
-        if layer in ("config", "files"):
+        if layer in ("config", "files", "fields"):
             pkg.mkdir(parents=True, exist_ok=True)
             (pkg / f"{layer}.py").write_text("")
         else:

@@ -244,3 +244,20 @@ def test_palette_is_stable_and_cycles(n):
     assert pal["l0"] == viz.RUN_PALETTE[0]
     if n > len(viz.RUN_PALETTE):
         assert pal[f"l{len(viz.RUN_PALETTE)}"] == viz.RUN_PALETTE[0]
+
+
+def test_live_figure_marks_the_points_where_lanczos_did_not_converge():
+    rows = []
+    for step, sharp, ok in ((0, 1.0, 0.0), (10, 2.0, 1.0), (20, 3.0, 0.0)):
+        rows += [
+            {"run_id": "r", "step": step, "name": "sharpness", "value": sharp},
+            {"run_id": "r", "step": step, "name": "sharpness_converged", "value": ok},
+            {"run_id": "r", "step": step, "name": "lr", "value": 0.1},
+        ]
+    fig = viz.live_figure(pd.DataFrame(rows), {"r": "run"})
+    missed = [t for t in fig.data if t.name == "run · λ_max not converged"]
+    assert len(missed) == 1
+    assert list(missed[0].x) == [0.0, 20.0] and list(missed[0].y) == [1.0, 3.0]
+    done = [r if r["name"] != "sharpness_converged" else {**r, "value": 1.0} for r in rows]
+    fig = viz.live_figure(pd.DataFrame(done), {"r": "run"})
+    assert not [t for t in fig.data if "not converged" in (t.name or "")]

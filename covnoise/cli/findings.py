@@ -7,21 +7,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from covnoise.cli.common import EXIT_FAILED, EXIT_OK
+from covnoise.cli.common import EXIT_FAILED, EXIT_OK, bad
 
 
 def _cmd_findings(args: argparse.Namespace) -> int:
     from covnoise.results.findings import all_findings, render, replace_block
     from covnoise.runs import read_cached_runs
 
+    if not Path(args.runs).is_dir():
+        return bad(f"runs: {args.runs} is not a folder of cached runs (*.parquet)")
+    target = args.write or args.check
+    text = None
+    if target is not None:
+        try:
+            text = Path(target).read_text()
+        except OSError as exc:
+            which = "write" if args.write else "check"
+            return bad(f"{which}: cannot read {target} ({exc.strerror or exc})")
     runs, metrics = read_cached_runs(args.runs)
     block = render(all_findings(runs, metrics))
-    target = args.write or args.check
-    if target is None:
+    if target is None or text is None:
         print(block, end="")
         return EXIT_OK
-    text = Path(target).read_text()
-    new = replace_block(text, block)
+    try:
+        new = replace_block(text, block)
+    except ValueError as exc:
+        return bad(f"{'write' if args.write else 'check'}: {target}: {exc}")
     if args.check:
         if new != text:
             print(
@@ -31,7 +42,10 @@ def _cmd_findings(args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED
         return EXIT_OK
-    Path(target).write_text(new)
+    try:
+        Path(target).write_text(new)
+    except OSError as exc:
+        return bad(f"write: cannot write {target} ({exc.strerror or exc})")
     print(f"wrote the findings of {args.runs} to {target}")
     return EXIT_OK
 

@@ -18,8 +18,9 @@ from covnoise.cli.common import (
     bad,
     store_argument,
 )
-from covnoise.cli.train import add_train_arguments, config_from_args
-from covnoise.config import NOISES, ConfigError, RunConfig
+from covnoise.cli.train import add_train_arguments, config_from_args, integer
+from covnoise.config import NOISES, ConfigError, RunConfig, field_info
+from covnoise.fields import check_field
 from covnoise.runs import COMPLETED, TERMINAL, RunStore
 
 
@@ -32,8 +33,8 @@ def _parse_list(field: str, text: str | None, kind: type) -> list | None:
         if not item:
             continue
         try:
-            values.append(kind(item))
-        except ValueError:
+            values.append(integer(item) if kind is int else kind(item))
+        except (ValueError, argparse.ArgumentTypeError):
             name = "an integer" if kind is int else "a number"
             raise ConfigError(field, f"{item!r} is not {name}") from None
     if not values:
@@ -54,22 +55,44 @@ def _noise_list(text: str | None) -> list[str] | None:
 
 
 def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:
-    """The RunConfigs a parsed `sweep` command runs (ConfigError names a bad field)."""
+    """The RunConfigs a parsed `sweep` command runs, each checked against its data set (batch,
+    probe and total steps against the training set, the model's size), so a grid that holds
+    a config that cannot run is refused before anything is submitted or stored (ConfigError
+    names the bad field)."""
+    from covnoise.cli.bounds import check_runnable
     from covnoise.runs.engine import expand_grid
 
-    return expand_grid(
+    scales = _parse_list("noise_scales", args.noise_scales, float)
+    for s in scales or ():  # runs without noise drop the multiplier, so check each value here
+        check_field("noise_scales", s, field_info("noise_scale"), "float")
+    configs = expand_grid(
         config_from_args(args),
         batch_sizes=_parse_list("batch_sizes", args.batch_sizes, int),
         noises=_noise_list(args.noises),
-        noise_scales=_parse_list("noise_scales", args.noise_scales, float),
+        noise_scales=scales,
         lrs=_parse_list("lrs", args.lrs, float),
         seeds=_parse_list("seeds", args.seeds, int),
     )
+    for config in configs:
+        check_runnable(config)
+    return configs
+
+
+def _start_engine(args: argparse.Namespace, store: RunStore) -> Any:
+    """The engine of --engine on `store`; ConfigError when it cannot start (a missing optional
+    package, or a Ray --address where no cluster answers)."""
+    from covnoise.runs.engine import make_engine
+
+    try:
+        return make_engine(args.engine, store, workers=args.workers, address=args.address)
+    except ImportError as exc:
+        raise ConfigError(
+            "engine",
+            f"{args.engine} needs an optional package ({exc}); pip install -r requirements-ray.txt",
+        ) from None
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from covnoise.runs.engine import make_engine
-
     try:
         configs = sweep_configs(args)
         if args.workers is not None and args.workers < 1:
@@ -84,13 +107,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     store = RunStore(args.store)
     try:
-        engine = make_engine(args.engine, store, workers=args.workers, address=args.address)
-    except ImportError as exc:
+        engine = _start_engine(args, store)
+    except ConfigError as exc:
         store.close()
-        return bad(
-            f"engine: {args.engine} needs an optional package ({exc}); "
-            "pip install -r requirements-ray.txt"
-        )
+        return bad(str(exc))
     ids: list[str] = []
     try:
         ids = engine.submit_many(configs, rerun=args.rerun)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import decimal
 import json
 import types
 import typing
@@ -11,6 +12,7 @@ from typing import Any
 
 from covnoise.cli.common import EXIT_DIVERGED
 from covnoise.config import RunConfig, field_info
+from covnoise.fields import MAX_INT
 
 
 def _field_type(annotation: Any) -> type:
@@ -20,6 +22,24 @@ def _field_type(annotation: Any) -> type:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = args[0]
     return hint
+
+
+def integer(text: str) -> int:
+    """An integer flag's value; whole numbers in float notation (1e6, 2.0e3) are accepted, so
+    a large value reaches validation and its bound rather than 'invalid int value'."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = decimal.Decimal(text.strip())
+    except decimal.InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not number.is_finite() or number != number.to_integral_value():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if number.adjusted() > 30:  # past every bound; int() of it could take long
+        raise argparse.ArgumentTypeError(f"{text} is too large; integers here are <= {MAX_INT}")
+    return int(number)
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -52,6 +72,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, f.name)
         info = field_info(f.name)
         help_text = info.help + (f": {', '.join(info.choices)}" if info.choices else "")
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if kind is bool:  # --drop-last / --no-drop-last
             parser.add_argument(
                 flag,
@@ -64,7 +85,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             flag,
             dest=f.name,
-            type=kind,
+            type=integer if kind is int else kind,
             default=None,
             help=f"{help_text} (default: {default})",
         )
@@ -87,9 +108,11 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
 
 # --------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
+    from covnoise.cli.bounds import check_runnable
     from covnoise.core.train import run
 
     config = config_from_args(args)
+    check_runnable(config)
 
     def emit(event: dict[str, Any]) -> None:
         if args.json:

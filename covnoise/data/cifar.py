@@ -43,6 +43,8 @@ CIFAR10_CLASSES = (
 CIFAR10_IMAGE_SHAPE = (3, 32, 32)
 #: Bytes per record of the binary version: one label byte, then the 3x32x32 pixels.
 CIFAR10_RECORD_BYTES = 1 + 3 * 32 * 32
+#: Most images one python batch may hold: the whole data set (the official batches hold 10000).
+CIFAR10_MAX_BATCH = 60_000
 
 
 def _get(d: dict, key: str) -> Any:
@@ -58,29 +60,21 @@ def _check_labels(path: Path, y: np.ndarray) -> None:
         raise DatasetError(f"cifar10: {path}: labels must be in 0..9, got {y.min()}..{y.max()}")
 
 
-def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch -> (uint8 images (N, 3, 32, 32), int64 labels (N,)).
-
-    The pickle is read with :mod:`covnoise.data.restricted_pickle`; a file that references any
-    global other than numpy's array-rebuilding ones is refused before anything runs.
-    """
-    path = Path(path)
-    try:
-        obj = restricted_pickle.load_path(path)
-    except restricted_pickle.RestrictedUnpicklingError as exc:
+def _refuse_pickle(path: Path, exc: Exception) -> DatasetError:
+    """The one-line DatasetError for a pickle the restricted loader refused or failed on."""
+    if isinstance(exc, restricted_pickle.RestrictedUnpicklingError):
         what = f"the global {exc.module}.{exc.name}" if exc.module else "a persistent id"
-        raise DatasetError(
+        return DatasetError(
             f"cifar10: refused to load {path}: it references {what}; only plain data (dict, "
             "list, tuple, str, bytes, int, float, bool, None) and numpy arrays are allowed"
-        ) from exc
-    except Exception as exc:  # a malformed pickle can fail in many ways
-        raise DatasetError(f"cifar10: {path} is not a readable pickle: {exc!r}") from exc
-    if not isinstance(obj, dict):
-        raise DatasetError(f"cifar10: {path} must hold a dict, got {type(obj).__name__}")
-    try:
-        data, labels = _get(obj, "data"), _get(obj, "labels")
-    except KeyError as exc:
-        raise DatasetError(f"cifar10: {path} has no {exc.args[0]!r} entry") from None
+        )
+    if isinstance(exc, restricted_pickle.PickleLimitError):
+        return DatasetError(f"cifar10: refused to load {path}: {exc}")
+    return DatasetError(f"cifar10: {path} is not a readable pickle: {exc!r}")
+
+
+def _batch_data(path: Path, data: Any) -> np.ndarray:
+    """``data`` checked as a uint8 array (N, 3072) with N <= CIFAR10_MAX_BATCH."""
     if (
         not isinstance(data, np.ndarray)
         or data.dtype != np.uint8
@@ -89,13 +83,57 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     ):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DatasetError(f"cifar10: {path}: 'data' must be a uint8 array (N, 3072), got {got}")
-    y = np.asarray(labels)
-    if y.ndim != 1 or len(y) != len(data) or (y.size and y.dtype.kind not in "iu"):
+    if len(data) > CIFAR10_MAX_BATCH:
         raise DatasetError(
-            f"cifar10: {path}: 'labels' must be {len(data)} integers, got {y.dtype} {y.shape}"
+            f"cifar10: {path}: 'data' holds {len(data)} images; allowed: at most "
+            f"{CIFAR10_MAX_BATCH} per batch"
         )
-    y = y.astype(np.int64)
+    return data
+
+
+def _batch_labels(path: Path, labels: Any, n: int) -> np.ndarray:
+    """``labels`` checked as a flat list (or tuple, or 1-D integer array) of ``n`` ints,
+    before any conversion: the length and the type of each element are checked first."""
+    if isinstance(labels, np.ndarray):
+        ok = labels.ndim == 1 and len(labels) == n and (not n or labels.dtype.kind in "iu")
+        got = f"{labels.dtype} {labels.shape}"
+    else:
+        ok = type(labels) in (list, tuple) and len(labels) == n
+        ok = ok and all(type(v) is int for v in labels)
+        got = f"a {type(labels).__name__}" + (
+            f" of {len(labels)}" if type(labels) in (list, tuple) else ""
+        )
+    if not ok:
+        raise DatasetError(
+            f"cifar10: {path}: 'labels' must be {n} integers (a flat list), got {got}"
+        )
+    y = np.asarray(labels, dtype=np.int64) if n else np.zeros(0, np.int64)
     _check_labels(path, y)
+    return y
+
+
+def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch -> (uint8 images (N, 3, 32, 32), int64 labels (N,)).
+
+    The pickle is read with :mod:`covnoise.data.restricted_pickle`; a file that references any
+    global other than numpy's array-rebuilding ones, or that is too large or shares its
+    containers too much (see :class:`~covnoise.data.pickle_scan.PickleLimits`), is refused
+    before anything runs. ``data`` and ``labels`` are checked for type and size before any
+    conversion.
+    """
+    path = Path(path)
+    try:
+        obj = restricted_pickle.load_path(path)
+    except Exception as exc:  # a malformed pickle can fail in many ways
+        raise _refuse_pickle(path, exc) from exc
+    if not isinstance(obj, dict):
+        raise DatasetError(f"cifar10: {path} must hold a dict, got {type(obj).__name__}")
+    try:
+        data, labels = _get(obj, "data"), _get(obj, "labels")
+    except KeyError as exc:
+        raise DatasetError(f"cifar10: {path} has no {exc.args[0]!r} entry") from None
+    data = _batch_data(path, data)
+    y = _batch_labels(path, labels, len(data))
     return data.reshape(-1, *CIFAR10_IMAGE_SHAPE), y
 
 
@@ -106,10 +144,22 @@ def read_cifar_bin(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     32x32 pixels each, rows top to bottom. The size must be a whole number of records.
     """
     path = Path(path)
+    limit = CIFAR10_MAX_BATCH * CIFAR10_RECORD_BYTES
     try:
+        size = path.stat().st_size
+        if size > limit:
+            raise DatasetError(
+                f"cifar10: {path} holds {size} bytes; allowed: at most {limit} "
+                f"({CIFAR10_MAX_BATCH} records of {CIFAR10_RECORD_BYTES} bytes)"
+            )
         buf = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"cifar10: cannot read {path} ({exc})") from exc
+    if not buf:
+        raise DatasetError(
+            f"cifar10: {path} is empty; a CIFAR-10 binary batch holds at least one "
+            f"{CIFAR10_RECORD_BYTES}-byte record"
+        )
     if len(buf) % CIFAR10_RECORD_BYTES:
         raise DatasetError(
             f"cifar10: {path} holds {len(buf)} bytes, which is not a whole number of "

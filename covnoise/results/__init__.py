@@ -7,98 +7,119 @@ Behind this face: ``labels`` (readable names of metrics, axes and config keys),
 run and per seed group), ``correlations`` (Pearson/Spearman with bootstrap intervals),
 ``cost`` (the cost model: FLOPs, evaluations, wall time), ``study`` (the studies as data and
 their runner), ``tables``, ``claims``, ``markdown`` and ``findings`` (what the cached runs say
-about the paper's claims), and ``demo`` (the app tests' fixture runs)."""
+about the paper's claims), and ``demo`` (the app tests' fixture runs).
 
-from covnoise.results.claims import (  # noqa: F401
-    CLAIMS,
-    SPEED_TOLERANCE,
-    Difference,
-    Verdict,
-    difference,
-    verdicts,
-)
-from covnoise.results.correlations import (  # noqa: F401
-    Correlation,
-    coefficients,
-    correlation,
-    correlation_difference,
-    correlation_table,
-)
-from covnoise.results.cost import (  # noqa: F401
-    OVERHEAD_SECONDS,
-    STRUCTURE_COST,
-    Cost,
-    evaluation_count,
-    forward_flops,
-    grid_seconds,
-    run_cost,
-    run_seconds,
-    throughput,
-)
-from covnoise.results.findings import StudyFindings, all_findings, study_findings  # noqa: F401
-from covnoise.results.labels import (  # noqa: F401
-    GENERALISATION,
-    KEY_NAMES,
-    MEASUREMENT_FIELDS,
-    METRIC_LABELS,
-    NOISE_STATISTICS,
-    NON_EXPERIMENT_FIELDS,
-    TAGS,
-    X_AXES,
-    config_from_row,
-    config_keys,
-    config_tags,
-    experiment_labels,
-    group_labels,
-    key_label,
-    metric_label,
-    run_tags,
-    varying_keys,
-)
-from covnoise.results.markdown import (  # noqa: F401
-    BEGIN,
-    END,
-    arm_markdown,
-    correlation_markdown,
-    format_pm,
-    render,
-    replace_block,
-)
-from covnoise.results.study import (  # noqa: F401
-    ALL_STUDIES,
-    GPU_STUDIES,
-    GRID_AXES,
-    NOISY,
-    SCALES,
-    SEEDS,
-    STUDIES,
-    Study,
-    Sweep,
-    run_parts,
-    run_study,
-)
-from covnoise.results.summaries import (  # noqa: F401
-    final_values,
-    group_seeds,
-    mean_values,
-    run_points,
-)
-from covnoise.results.tables import (  # noqa: F401
-    FINAL_METRICS,
-    GAPS,
-    PICKED_ON,
-    STRUCTURE_ORDER,
-    arm_label,
-    arm_table,
-    best_arm,
-    claim4_table,
-    noise_settings,
-    pick_column,
-    run_table,
-    steps_to_target,
-    study_runs,
-)
-from covnoise.results.trajectories import aggregate_seeds, curves, ema, smooth  # noqa: F401
+The names are imported on first use: a command that needs one module does not pay for
+pandas, scipy and torch behind the others."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Where each exported name lives; a name's module is imported on first use (PEP 562).
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "claims": (
+        "CLAIMS",
+        "SPEED_TOLERANCE",
+        "Difference",
+        "Verdict",
+        "difference",
+        "verdicts",
+    ),
+    "correlations": (
+        "Correlation",
+        "coefficients",
+        "correlation",
+        "correlation_difference",
+        "correlation_table",
+    ),
+    "cost": (
+        "OVERHEAD_SECONDS",
+        "STRUCTURE_COST",
+        "Cost",
+        "evaluation_count",
+        "forward_flops",
+        "grid_seconds",
+        "run_cost",
+        "run_seconds",
+        "throughput",
+    ),
+    "findings": (
+        "StudyFindings",
+        "all_findings",
+        "study_findings",
+    ),
+    "labels": (
+        "GENERALISATION",
+        "KEY_NAMES",
+        "MEASUREMENT_FIELDS",
+        "METRIC_LABELS",
+        "NOISE_STATISTICS",
+        "NON_EXPERIMENT_FIELDS",
+        "TAGS",
+        "X_AXES",
+        "config_from_row",
+        "config_keys",
+        "config_tags",
+        "experiment_labels",
+        "group_labels",
+        "key_label",
+        "metric_label",
+        "run_tags",
+        "varying_keys",
+    ),
+    "markdown": (
+        "BEGIN",
+        "END",
+        "arm_markdown",
+        "correlation_markdown",
+        "format_pm",
+        "render",
+        "replace_block",
+    ),
+    "study": (
+        "ALL_STUDIES",
+        "GPU_STUDIES",
+        "GRID_AXES",
+        "NOISY",
+        "SCALES",
+        "SEEDS",
+        "STUDIES",
+        "Study",
+        "Sweep",
+        "run_parts",
+        "run_study",
+    ),
+    "summaries": (
+        "final_values",
+        "group_seeds",
+        "mean_values",
+        "run_points",
+    ),
+    "tables": (
+        "FINAL_METRICS",
+        "GAPS",
+        "PICKED_ON",
+        "STRUCTURE_ORDER",
+        "arm_label",
+        "arm_table",
+        "best_arm",
+        "claim4_table",
+        "noise_settings",
+        "pick_column",
+        "run_table",
+        "steps_to_target",
+        "study_runs",
+    ),
+    "trajectories": (
+        "aggregate_seeds",
+        "curves",
+        "ema",
+        "smooth",
+    ),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "ALL_STUDIES",
@@ -181,3 +202,22 @@ __all__ = [
     "varying_keys",
     "verdicts",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module behind an exported name (or a submodule) on first use."""
+    module = _WHERE.get(name)
+    if module is None:
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # also wins over a submodule of the same name (download)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -8,9 +8,12 @@ Behind this face: ``schema`` (statuses and columns), ``paths`` (where the store 
 ``covnoise.files`` (atomic writes).
 """
 
+from covnoise.runs.database import StoreError
 from covnoise.runs.frames import expand_runs
 from covnoise.runs.parquet import (
     PARQUET_SCHEMA_VERSION,
+    FileTooLargeError,
+    ReadLimits,
     StoreFormatError,
     read_cached_runs,
     read_runs_parquet,
@@ -25,9 +28,13 @@ from covnoise.runs.schema import (
     STATUSES,
     TERMINAL,
 )
-from covnoise.runs.store import RunStore, metric_rows, open_store
+from covnoise.runs.store import ImportRefusedError, RunStore, metric_rows, open_store
 
 __all__ = [
+    "FileTooLargeError",
+    "ImportRefusedError",
+    "ReadLimits",
+    "StoreError",
     "ACTIVE",
     "COMPLETED",
     "METRIC_COLUMNS",

@@ -3,13 +3,16 @@
 A file holds the exported run columns of covnoise.runs.schema, a ``metrics`` list column of
 metric-row structs, and a schema version in its metadata. Files are written atomically and
 read with pyarrow only (no pickle, no code execution), validated column by column; a bad
-file in a cached-runs folder is skipped with a warning naming it.
+file in a cached-runs folder is skipped with a warning naming it. Before any data is read, the
+file's size and its footer (runs, metric rows and uncompressed bytes per row group) are held
+against ReadLimits, so a small file that would expand to gigabytes is refused in milliseconds.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +40,28 @@ _META_KIND = b"covnoise.kind"
 
 class StoreFormatError(ValueError):
     """A Parquet file is not a covnoise runs file (or is damaged); the message says why."""
+
+
+class FileTooLargeError(StoreFormatError):
+    """A runs file is over a ReadLimits cap; the message names the cap."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Caps on one runs file, checked against its size and footer before any data is read.
+
+    The real study files hold ~100 runs and ~250 000 metric rows (2 MB); the defaults leave
+    room for twenty times that while keeping a read well under a few GB of memory.
+    """
+
+    max_bytes: int = 256 * 2**20
+    max_runs: int = 100_000
+    max_metric_rows: int = 5_000_000
+    max_uncompressed_bytes: int = 1 * 2**30
+    max_footer_bytes: int = 16 * 2**20
+
+
+DEFAULT_LIMITS = ReadLimits()
 
 
 def parquet_schema() -> pa.Schema:
@@ -77,27 +102,118 @@ def write_runs_parquet(path: str | Path, runs: pd.DataFrame, metrics: pd.DataFra
         pq.write_table(table, f)
 
 
-def read_runs_parquet(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read a covnoise runs Parquet file into (runs, metrics) frames.
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
 
-    Raises StoreFormatError when the file is unreadable, from another program, of another
-    schema version, or has columns of the wrong type. Uses pyarrow only.
-    """
-    import pandas as pd
+
+def _source_size(source: str | Path | bytes) -> int:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return len(source)
+    try:
+        return Path(source).stat().st_size
+    except OSError as exc:
+        raise StoreFormatError(f"cannot be read ({exc.strerror or exc})") from exc
+
+
+def _reader(source: str | Path | bytes):
+    """What pyarrow reads: the path itself, or a fresh reader over the bytes."""
     import pyarrow as pa
-    import pyarrow.compute as pc
+
+    return source if isinstance(source, str | Path) else pa.BufferReader(source)
+
+
+def _footer_size(source: str | Path | bytes, size: int) -> int:
+    """The footer length the file's last 8 bytes announce (0 when there are too few bytes)."""
+    if size < 12:
+        return 0
+    if isinstance(source, bytes | bytearray | memoryview):
+        tail = bytes(source[-8:])
+    else:
+        with open(source, "rb") as f:
+            f.seek(size - 8)
+            tail = f.read(8)
+    return int.from_bytes(tail[:4], "little") if tail[4:] == b"PAR1" else 0
+
+
+def file_stats(source: str | Path | bytes, limits: ReadLimits = DEFAULT_LIMITS) -> dict[str, int]:
+    """Bytes, runs, metric rows and uncompressed bytes of a runs file, read from its footer.
+
+    Raises FileTooLargeError (naming the cap) when one is over `limits`, StoreFormatError
+    when the footer cannot be read. No column data is read.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    size = _source_size(source)
+    if size > limits.max_bytes:
+        raise FileTooLargeError(f"the file is {_mib(size)}; the cap is {_mib(limits.max_bytes)}")
+    footer = _footer_size(source, size)
+    if footer > limits.max_footer_bytes:
+        raise FileTooLargeError(
+            f"its footer is {_mib(footer)}; the cap is {_mib(limits.max_footer_bytes)}"
+        )
     try:
-        schema = pq.read_schema(path)
+        meta = pq.ParquetFile(_reader(source)).metadata
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreFormatError(f"not a readable Parquet file ({exc})") from exc
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    # a metric row is one value in each leaf column of the metrics list: the longest leaf
+    # column of a row group bounds its metric rows, whatever the leaves are called
+    rows = sum(
+        max((g.column(j).num_values for j in range(g.num_columns)), default=0) for g in groups
+    )
+    stats = {
+        "bytes": size,
+        "runs": meta.num_rows,
+        "metric_rows": rows,
+        "uncompressed_bytes": sum(g.total_byte_size for g in groups),
+    }
+    _check_caps(stats, limits)
+    return stats
+
+
+def _check_caps(stats: dict[str, int], limits: ReadLimits) -> None:
+    caps = (
+        ("runs", "runs", limits.max_runs),
+        ("metric_rows", "metric rows", limits.max_metric_rows),
+        ("uncompressed_bytes", "uncompressed bytes", limits.max_uncompressed_bytes),
+    )
+    for key, what, cap in caps:
+        if stats[key] > cap:
+            raise FileTooLargeError(f"it holds {stats[key]:,} {what}; the cap is {cap:,}")
+
+
+def read_runs_parquet(
+    source: str | Path | bytes, limits: ReadLimits = DEFAULT_LIMITS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a covnoise runs Parquet file (a path, or its bytes) into (runs, metrics) frames.
+
+    Raises FileTooLargeError when the footer shows it over `limits` (nothing else is read
+    then), StoreFormatError when the file is unreadable, from another program, of another
+    schema version, or has columns of the wrong type. Uses pyarrow only.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    file_stats(source, limits)
+    try:
+        schema = pq.read_schema(_reader(source))
     except (OSError, pa.ArrowException) as exc:
         raise StoreFormatError(f"not a readable Parquet file ({exc})") from exc
     expected = parquet_schema()
     _check_schema(schema, expected)
     try:
-        table = pq.read_table(path, columns=expected.names)
+        table = pq.read_table(_reader(source), columns=expected.names)
     except (OSError, pa.ArrowException) as exc:
         raise StoreFormatError(f"damaged Parquet data ({exc})") from exc
+    return _frames(table)
+
+
+def _frames(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, metrics) frames of a runs table whose schema was checked; validated."""
+    import pandas as pd
+    import pyarrow.compute as pc
+
     table = table.replace_schema_metadata(None)
     runs = table.drop_columns(["metrics"]).to_pandas(ignore_metadata=True)
     mcol = table.column("metrics").combine_chunks()

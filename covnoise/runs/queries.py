@@ -8,6 +8,7 @@ have the columns of covnoise.runs.schema (runs with their config fields expanded
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,37 @@ class RunQueries(Database):
             sql += " AND engine=?"
             args = (engine,)
         return [dict(r) for r in self._read(lambda c: c.execute(sql, args).fetchall())]
+
+    def gone_runs(self) -> set[str]:
+        """Ids of running runs whose recorded worker process is gone (read-only).
+
+        Only runs recorded on this host with a pid can be checked: the pid is missing, or it
+        now belongs to a process started after the run's last heartbeat (the pid was reused;
+        the pid is recorded with a heartbeat once its process exists).
+        """
+        import psutil
+
+        here = socket.gethostname()
+        gone = set()
+        for run in self._read(
+            lambda c: c.execute(
+                "SELECT run_id, pid, host, heartbeat_at FROM runs WHERE status='running' "
+                "AND pid IS NOT NULL"
+            ).fetchall()
+        ):
+            if run["host"] not in (None, here):
+                continue
+            try:
+                started = psutil.Process(int(run["pid"])).create_time()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, ValueError, OverflowError):
+                gone.add(run["run_id"])
+                continue
+            except psutil.Error:
+                continue
+            beat = run["heartbeat_at"]
+            if beat is not None and started > float(beat) + 1.0:
+                gone.add(run["run_id"])
+        return gone
 
     def runs(
         self,

@@ -5,6 +5,10 @@ of covnoise.runs.queries the changes a run goes through: queued by `submit`, cla
 engine, fed events by its worker, given a final status, cancelled, requeued or deleted; and
 the export and import of runs as Parquet files. Every change is one short transaction, so
 several processes may share one file (see covnoise.runs.database).
+
+Imported runs are records, never work: a file's queued or running runs are refused (an engine
+would otherwise execute them with the file's metric rows mixed into its own), and so is an
+import of an id the store holds as queued or running.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import TYPE_CHECKING, Any
 from covnoise.config import RunConfig
 from covnoise.runs.frames import plain
 from covnoise.runs.parquet import (
+    DEFAULT_LIMITS,
+    ReadLimits,
+    StoreFormatError,
     read_runs_parquet,
     write_runs_parquet,
 )
@@ -38,6 +45,23 @@ _INSERT_RUN = (
     f"INSERT INTO runs ({', '.join(PARQUET_RUN_COLUMNS)}) "
     f"VALUES ({','.join('?' * len(PARQUET_RUN_COLUMNS))})"
 )
+
+
+class ImportRefusedError(ValueError):
+    """An import would touch a run the store holds as queued or running; nothing was written."""
+
+
+def check_importable(runs: pd.DataFrame) -> None:
+    """Raise StoreFormatError naming the first run whose status is not terminal.
+
+    An imported run is a record: a queued or running one would be claimed by the next engine.
+    """
+    for rid, status in zip(runs["run_id"], runs["status"], strict=True):
+        if status not in TERMINAL:
+            raise StoreFormatError(
+                f"run {rid} has status {status!r}; only {', '.join(sorted(TERMINAL))} runs "
+                "can be imported (imported runs are records and are never run)"
+            )
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -297,22 +321,39 @@ class RunStore(RunQueries):
         write_runs_parquet(path, runs, metrics)
         return len(runs)
 
-    def import_parquet(self, path: str | Path, replace: bool = False) -> int:
-        """Add the runs of a Parquet file (existing ids are kept unless `replace`)."""
-        runs, metrics = read_runs_parquet(path)
+    def import_parquet(
+        self, path: str | Path, replace: bool = False, limits: ReadLimits = DEFAULT_LIMITS
+    ) -> int:
+        """Add the runs of a Parquet file (existing ids are kept unless `replace`).
+
+        Raises StoreFormatError (a file over `limits`, not a runs file, or holding queued or
+        running runs) or ImportRefusedError; the store is unchanged then.
+        """
+        runs, metrics = read_runs_parquet(path, limits)
         return self.import_frames(runs, metrics, replace=replace)
 
     def import_frames(
         self, runs: pd.DataFrame, metrics: pd.DataFrame, replace: bool = False
     ) -> int:
-        """Insert runs and metrics frames as produced by read_runs_parquet; returns runs added."""
+        """Insert runs and metrics frames as produced by read_runs_parquet; returns runs added.
+
+        All or nothing: StoreFormatError for a run that is not terminal, ImportRefusedError
+        for an id the store holds as queued or running (its rows are never mixed in).
+        """
+        check_importable(runs)
         by_run = {rid: g for rid, g in metrics.groupby("run_id", sort=False)}
 
         def tx(conn: sqlite3.Connection) -> int:
             n = 0
             for rec in runs.to_dict("records"):
                 rid = rec["run_id"]
-                exists = conn.execute("SELECT 1 FROM runs WHERE run_id=?", (rid,)).fetchone()
+                row = conn.execute("SELECT status FROM runs WHERE run_id=?", (rid,)).fetchone()
+                exists = row is not None
+                if exists and row["status"] in ACTIVE:
+                    raise ImportRefusedError(
+                        f"run {rid} is {row['status']} in the store; imports never touch a "
+                        "queued or running run (cancel it or let it finish first)"
+                    )
                 if exists and not replace:
                     continue
                 if exists:
@@ -335,9 +376,9 @@ class RunStore(RunQueries):
 
 
 @contextmanager
-def open_store(path: str | Path | None = None) -> Iterator[RunStore]:
-    """A RunStore closed on exit."""
-    store = RunStore(path)
+def open_store(path: str | Path | None = None, *, check: bool = False) -> Iterator[RunStore]:
+    """A RunStore closed on exit (`check`: run SQLite's quick_check on opening)."""
+    store = RunStore(path, check=check)
     try:
         yield store
     finally:

@@ -5,6 +5,10 @@ Cached runs (``cached_runs/*.parquet``, or the folder named by ``$COVNOISE_CACHE
 uploaded files are read as data only, with pyarrow, into memory; the store is never written
 with them. A ``source`` column says where each run came from, and metrics are read back from
 that same source.
+
+Uploads are capped (UPLOAD_LIMITS per file, checked in the file's footer before any data is
+read, and SESSION_MAX_* per browser session) and live in st.session_state only, so their
+memory goes when the session ends.
 """
 
 from __future__ import annotations
@@ -25,12 +29,25 @@ from covnoise.runs import (
     read_runs_parquet,
     write_runs_parquet,
 )
+from covnoise.runs.parquet import FileTooLargeError, ReadLimits, file_stats
 from covnoise.ui.guards import log
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHED_ENV = "COVNOISE_CACHED_RUNS"
 #: Source label of runs that live in this app's store.
 OWN_SOURCE = "this store"
+#: Caps on one uploaded file (the shipped study files hold ~250 000 metric rows, 2 MB).
+UPLOAD_LIMITS = ReadLimits(
+    max_bytes=64 * 2**20,
+    max_runs=20_000,
+    max_metric_rows=2_000_000,
+    max_uncompressed_bytes=256 * 2**20,
+)
+#: Caps on all the files uploaded in one browser session together.
+SESSION_MAX_BYTES = 128 * 2**20
+SESSION_MAX_METRIC_ROWS = 4_000_000
+_UPLOADS_KEY = "uploaded_runs"
+_SIZES_KEY = "uploaded_sizes"
 
 
 def cached_runs_dir() -> Path:
@@ -71,20 +88,44 @@ def cached_runs() -> tuple[pd.DataFrame, pd.DataFrame]:
 def read_upload(name: str, data: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
     """An uploaded covnoise runs file as (runs, metrics); StoreFormatError when it is not one.
 
-    The bytes go to a private temporary file and are read with pyarrow only.
+    FileTooLargeError (a StoreFormatError naming the cap) when the file, or this session's
+    uploads with it, would be over the caps; the footer is checked before any data is read.
+    Read from memory with pyarrow only.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "upload.parquet"
-        path.write_bytes(data)
-        runs, metrics = read_runs_parquet(path)
+    sizes = _upload_sizes()
+    used_bytes = sum(b for b, _ in sizes.values())
+    used_rows = sum(r for _, r in sizes.values())
+    if used_bytes + len(data) > SESSION_MAX_BYTES:
+        raise FileTooLargeError(
+            f"this session's uploads would hold {(used_bytes + len(data)) / 2**20:.0f} MiB; "
+            f"the cap per session is {SESSION_MAX_BYTES // 2**20} MiB (reload to start over)"
+        )
+    rows = file_stats(data, UPLOAD_LIMITS)["metric_rows"]
+    if used_rows + rows > SESSION_MAX_METRIC_ROWS:
+        raise FileTooLargeError(
+            f"this session's uploads would hold {used_rows + rows:,} metric rows; the cap per "
+            f"session is {SESSION_MAX_METRIC_ROWS:,} (reload to start over)"
+        )
+    runs, metrics = read_runs_parquet(data, UPLOAD_LIMITS)
     runs = expand_runs(runs, None)
     runs["source"] = f"upload: {name}"
+    sizes[name] = (len(data), rows)
     return runs, metrics
 
 
+def _upload_sizes() -> dict[str, tuple[int, int]]:
+    """(bytes, metric rows) of each upload this session still holds."""
+    held = uploads()
+    sizes = st.session_state.setdefault(_SIZES_KEY, {})
+    for name in [n for n in sizes if n not in held]:
+        del sizes[name]
+    return sizes
+
+
 def uploads() -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """Runs uploaded in this browser session, by file name."""
-    return st.session_state.setdefault("uploaded_runs", {})
+    """Runs uploaded in this browser session, by file name (held in st.session_state only,
+    so they are released with the session)."""
+    return st.session_state.setdefault(_UPLOADS_KEY, {})
 
 
 def all_runs(store: RunStore) -> pd.DataFrame:

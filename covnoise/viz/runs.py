@@ -8,6 +8,8 @@ shared palette.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -173,7 +175,8 @@ def live_figure(
     max_points: int | None = 400,
 ) -> go.Figure:
     """Six panels of running or finished runs: losses and accuracies (train, test, and
-    validation for runs that logged it), λ_max with its stability line, ‖Σ‖_F, tr Σ and Tr(HΣ).
+    validation for runs that logged it), λ_max with its stability line (open circles mark the
+    points where Lanczos did not converge), ‖Σ‖_F, tr Σ and Tr(HΣ).
     A series without a finite value (validation of a run without a split) is not drawn.
 
     A trace with more than `max_points` points is thinned to that many, evenly spaced and
@@ -186,7 +189,8 @@ def live_figure(
     """
     colors = palette(list(labels.values()))
     momentum = momentum or {}
-    wanted = {name for _, series in LIVE_PANELS for name, _, _ in series} | {"lr"}
+    wanted = {name for _, series in LIVE_PANELS for name, _, _ in series}
+    wanted |= {"lr", "sharpness_converged"}
     sub = metrics[metrics["name"].isin(wanted) & metrics["run_id"].isin(list(labels))]
     validation = sub["name"].isin(VALIDATION_METRICS)
     sub = sub[~validation | np.isfinite(sub["value"].to_numpy(dtype=float))]
@@ -206,46 +210,21 @@ def live_figure(
         g = _thin(g.sort_values(x, kind="stable"), max_points)
         return g[x].to_numpy(dtype=float), g["value"].to_numpy(dtype=float)
 
-    traces, rows, cols = [], [], []
+    placed: list[tuple[go.Scatter, int, int]] = []
     for rid, label in labels.items():
         color = colors[label]
-        for i, (_, series) in enumerate(LIVE_PANELS):
-            row, col = divmod(i, 3)
-            for name, suffix, dash in series:
-                xy = series_of(rid, name)
-                if xy is None:
-                    continue
-                traces.append(
-                    go.Scatter(
-                        x=xy[0],
-                        y=xy[1],
-                        mode="lines+markers",
-                        name=f"{label} · {suffix}",
-                        legendgroup=rid,
-                        showlegend=(i == 0 and dash == "solid"),
-                        line={"color": color, "dash": dash, "width": 2},
-                        marker={"size": 4},
-                    )
-                )
-                rows.append(row + 1)
-                cols.append(col + 1)
-        lr = series_of(rid, "lr")
-        if lr is not None and (rid, "sharpness") in groups:
-            keep = lr[1] > 0
-            beta = float(momentum.get(rid, 0.0))
-            traces.append(
-                go.Scatter(
-                    x=lr[0][keep],
-                    y=2.0 * (1.0 + beta) / lr[1][keep],
-                    mode="lines",
-                    name=f"{label} · 2(1+β)/η",
-                    legendgroup=rid,
-                    showlegend=False,
-                    line={"color": color, "dash": "dot", "width": 1.5},
-                )
-            )
-            rows.append(1)
-            cols.append(3)
+        placed += _panel_traces(series_of, rid, label, color)
+        lr = series_of(rid, "lr") if (rid, "sharpness") in groups else None
+        beta = float(momentum.get(rid, 0.0))
+        for extra in (
+            _stability_trace(lr, beta, rid, label, color),
+            _unconverged_trace(groups, rid, x, label, color),
+        ):
+            if extra is not None:
+                placed.append((extra, 1, 3))
+    traces = [p[0] for p in placed]
+    rows = [p[1] for p in placed]
+    cols = [p[2] for p in placed]
     if traces:
         fig.add_traces(traces, rows=rows, cols=cols)
     fig.update_xaxes(title_text=x_label, row=2)
@@ -257,6 +236,74 @@ def live_figure(
         legend={"orientation": "h", "y": -0.15, "font": {"size": 11}},
     )
     return fig
+
+
+def _panel_traces(
+    series_of: Callable[[str, str], tuple[np.ndarray, np.ndarray] | None],
+    rid: str,
+    label: str,
+    color: str,
+) -> list[tuple[go.Scatter, int, int]]:
+    """One run's line in every panel it has data for, with its (row, col)."""
+    out = []
+    for i, (_, series) in enumerate(LIVE_PANELS):
+        row, col = divmod(i, 3)
+        for name, suffix, dash in series:
+            xy = series_of(rid, name)
+            if xy is None:
+                continue
+            trace = go.Scatter(
+                x=xy[0],
+                y=xy[1],
+                mode="lines+markers",
+                name=f"{label} · {suffix}",
+                legendgroup=rid,
+                showlegend=(i == 0 and dash == "solid"),
+                line={"color": color, "dash": dash, "width": 2},
+                marker={"size": 4},
+            )
+            out.append((trace, row + 1, col + 1))
+    return out
+
+
+def _stability_trace(
+    lr: tuple[np.ndarray, np.ndarray] | None, beta: float, rid: str, label: str, color: str
+) -> go.Scatter | None:
+    """The stability line 2(1+β)/η of a run from its logged learning rate (None without)."""
+    if lr is None:
+        return None
+    keep = lr[1] > 0
+    return go.Scatter(
+        x=lr[0][keep],
+        y=2.0 * (1.0 + beta) / lr[1][keep],
+        mode="lines",
+        name=f"{label} · 2(1+β)/η",
+        legendgroup=rid,
+        showlegend=False,
+        line={"color": color, "dash": "dot", "width": 1.5},
+    )
+
+
+def _unconverged_trace(groups: dict, rid: str, x: str, label: str, color: str) -> go.Scatter | None:
+    """Open markers on the λ_max values whose Lanczos run stopped on its iteration budget
+    rather than its tolerance (their residual bounds the distance to some eigenvalue, not
+    necessarily to λ_max); None when every point converged or the flag was not logged."""
+    sharp, flag = groups.get((rid, "sharpness")), groups.get((rid, "sharpness_converged"))
+    if sharp is None or flag is None:
+        return None
+    both = sharp[[x, "value"]].merge(flag[[x, "value"]], on=x, suffixes=("", "_ok"))
+    missed = both[both["value_ok"] == 0]
+    if missed.empty:
+        return None
+    return go.Scatter(
+        x=missed[x].to_numpy(dtype=float),
+        y=missed["value"].to_numpy(dtype=float),
+        mode="markers",
+        name=f"{label} · λ_max not converged",
+        legendgroup=rid,
+        showlegend=False,
+        marker={"color": color, "symbol": "circle-open", "size": 11, "line": {"width": 2}},
+    )
 
 
 def _thin(df: pd.DataFrame, max_points: int | None) -> pd.DataFrame:

@@ -13,7 +13,10 @@ with running workers). A monitor thread
 - turns a cancel request into a cooperative stop, and kills the worker after a grace period
   when it does not stop by itself,
 - marks runs failed whose worker vanished while no engine was watching it (its process is
-  gone, or its heartbeat is older than `stale_after`).
+  gone, or its heartbeat is older than `stale_after`),
+- adopts orphans: workers of this store that still run a run for an engine that died (or
+  that this process detached) take up slots until they end, so a restarted engine never has
+  more than `workers` runs going on the machine (they write their own final status).
 
 Workers write their events straight into the store, so a running worker outlives an engine
 that is closed with ``cancel_running=False`` and finishes its run. Starting, stopping and
@@ -33,8 +36,18 @@ from typing import Any
 
 from covnoise.runs.engine.base import DEFAULT_RUN_FN, Engine
 from covnoise.runs.engine.monitor import reap_lost_runs
-from covnoise.runs.engine.process import WorkerProcess, kill_worker_of, spawn_worker
+from covnoise.runs.engine.process import (
+    WorkerProcess,
+    detached_pids,
+    kill_worker_of,
+    orphan_workers,
+    spawn_worker,
+    still_running,
+)
 from covnoise.runs.store import RunStore
+
+#: Seconds between looks for orphaned workers (only while a slot is free).
+ADOPT_SCAN_SECONDS = 2.0
 
 
 def detect_gpus() -> int:
@@ -92,6 +105,8 @@ class LocalEngine(Engine):
         self._lock = threading.RLock()
         self._running: dict[int, WorkerProcess] = {}  # slot -> worker
         self._idle: list[WorkerProcess] = []
+        self._adopted: dict[int, Any] = {}  # pid -> psutil.Process of an orphaned worker
+        self._adopt_scan = float("-inf")
         self._foreign_cancel: dict[str, float] = {}
         self._launching: str | None = None
         self._wake_event = threading.Event()
@@ -174,13 +189,14 @@ class LocalEngine(Engine):
     def info(self) -> dict[str, Any]:
         """Engine status for the app: workers, busy slots, warm spares, last monitor error."""
         with self._lock:
-            busy, warm = len(self._running), len(self._idle)
+            busy, warm, adopted = len(self._running), len(self._idle), len(self._adopted)
         alive = self._thread is not None and self._thread.is_alive()
         return {
             **super().info(),
             "workers": self.workers,
             "busy": busy,
             "warm_spares": warm,
+            "adopted": adopted,
             "gpus": self.gpus,
             "threads_per_worker": self.threads,
             "monitor_alive": alive,
@@ -227,6 +243,7 @@ class LocalEngine(Engine):
                 else:
                     w.close()
             self._idle = alive
+        self._refresh_adopted()
         self._launch_queued()
         now = time.monotonic()
         if now - self._last_scan >= 1.0:
@@ -236,7 +253,8 @@ class LocalEngine(Engine):
             need = self.spares - len(self._idle)
             # A spare's imports take a few CPU-seconds: start one only while a core is free,
             # so it never slows down running workers on a small machine.
-            free_cores = (os.cpu_count() or 1) - len(self._running) * self.threads
+            busy = len(self._running) + len(self._adopted)
+            free_cores = (os.cpu_count() or 1) - busy * self.threads
         if need > 0 and free_cores >= 1 and not self._stopping.is_set():
             for _ in range(need):
                 w = self._spawn()
@@ -244,8 +262,25 @@ class LocalEngine(Engine):
                     self._idle.append(w)
 
     def _free_slots(self) -> list[int]:
+        """Slots without a run, less one for every adopted orphan."""
         with self._lock:
-            return [s for s in range(self.workers) if s not in self._running]
+            free = [s for s in range(self.workers) if s not in self._running]
+            room = self.workers - len(self._running) - len(self._adopted)
+        return free[: max(0, room)]
+
+    def _refresh_adopted(self) -> None:
+        """Forget adopted workers that ended; look for new orphans while a slot is free."""
+        with self._lock:
+            self._adopted = {pid: p for pid, p in self._adopted.items() if still_running(p)}
+            mine = {w.popen.pid for w in (*self._running.values(), *self._idle)}
+            room = self.workers - len(self._running) - len(self._adopted)
+        now = time.monotonic()
+        if room <= 0 or now - self._adopt_scan < ADOPT_SCAN_SECONDS:
+            return
+        self._adopt_scan = now
+        found = orphan_workers(self.store.path, self.store.active_runs(), mine, detached_pids())
+        with self._lock:
+            self._adopted.update(found)
 
     def _launch_queued(self) -> None:
         for slot in self._free_slots():

@@ -125,6 +125,61 @@ def spawn_worker(python: str, store_path: Path, run_fn: str, threads: int) -> Wo
     return WorkerProcess(popen=popen, log=log)
 
 
+def _names_store(cmd: list[str], store_path: Path) -> bool:
+    """Whether a command line is a covnoise worker's for this store."""
+    if WORKER_MODULE not in cmd or "--store" not in cmd:
+        return False
+    i = cmd.index("--store") + 1
+    return i < len(cmd) and (cmd[i] == str(store_path) or Path(cmd[i]) == Path(store_path))
+
+
+def _owner_pid(owner: str | None) -> int | None:
+    """The engine's process id in a local owner tag ``local:HOST:PID:TOKEN``."""
+    parts = (owner or "").split(":")
+    if len(parts) == 4 and parts[0] == "local" and parts[2].isdigit():
+        return int(parts[2])
+    return None
+
+
+def orphan_workers(
+    store_path: Path, active: list[dict], exclude: set[int], detached: set[int]
+) -> dict[int, psutil.Process]:
+    """Running workers of this store on this machine that no live engine watches.
+
+    A worker is an orphan when its parent is no longer the engine that claimed its run
+    (that engine died, e.g. SIGKILL, and the worker was re-parented), or when this process
+    detached it. `active` is the store's running runs (RunStore.active_runs), `exclude` the
+    workers the asking engine runs itself. Spares hold no run and exit when their engine
+    goes (end of stdin), so they are not counted.
+    """
+    owners = {rec["pid"]: _owner_pid(rec["owner"]) for rec in active if rec["pid"] is not None}
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline", "status", "ppid"]):
+        info = proc.info
+        pid = proc.pid
+        if pid in exclude or pid not in owners or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if not _names_store(info["cmdline"] or [], store_path):
+            continue
+        if pid in detached or info["ppid"] != owners[pid]:
+            found[pid] = proc
+    return found
+
+
+def still_running(proc: psutil.Process) -> bool:
+    """Whether an adopted worker still runs (not gone, not a zombie, not a reused id)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def detached_pids() -> set[int]:
+    """Process ids of the workers this process detached that still run."""
+    reap_detached()
+    return {p.pid for p in _DETACHED}
+
+
 def _worker_process(pid: int, store_path: Path) -> psutil.Process | None:
     """The process `pid` if it is a covnoise worker writing to this store (not a reused id)."""
     try:
@@ -132,7 +187,7 @@ def _worker_process(pid: int, store_path: Path) -> psutil.Process | None:
         cmd = proc.cmdline()
     except psutil.Error:
         return None
-    return proc if WORKER_MODULE in cmd and str(store_path) in cmd else None
+    return proc if _names_store(cmd, store_path) else None
 
 
 def is_worker_of(pid: int, store_path: Path) -> bool:

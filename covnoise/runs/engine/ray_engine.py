@@ -22,11 +22,14 @@ from typing import Any
 
 import ray
 
+from covnoise.config import ConfigError
 from covnoise.runs.engine.base import DEFAULT_RUN_FN, Engine, import_run_fn
 from covnoise.runs.engine.monitor import reap_lost_runs
 from covnoise.runs.schema import TERMINAL
 from covnoise.runs.store import RunStore
 
+#: Seconds a Ray --address has to accept a connection before the engine gives up.
+CONNECT_TIMEOUT = 15.0
 BATCH_SECONDS = 0.2
 HEARTBEAT_SECONDS = 1.0
 _DONE = object()
@@ -141,6 +144,37 @@ def run_task(run_id: str, config: dict[str, Any], run_fn_path: str, flags, threa
 _remote_run_task = ray.remote(max_retries=0)(run_task)
 
 
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raise ConfigError naming `address` unless something there (host:port or
+    ray://host:port) accepts a TCP connection within `timeout` seconds; `auto` and `local`
+    are Ray's to resolve. ray.init retries a dead address for minutes instead of failing."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("address", f"{address!r} is not host:port (or ray://host:port, auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            "address",
+            f"no Ray cluster answers at {address} within {timeout:g} s ({exc.strerror or exc}); "
+            "start one with `ray start --head`, or leave --address out for a local one",
+        ) from None
+
+
+def _connect(address: str | None, runtime_env: dict[str, Any] | None) -> None:
+    """ray.init at `address` (None: a new local Ray), failing fast with ConfigError."""
+    if address:
+        check_address(address)
+    extra = {} if address else {"include_dashboard": False}
+    try:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, **extra)
+    except ConnectionError as exc:
+        raise ConfigError("address", f"cannot connect to Ray at {address}: {exc}") from None
+
+
 class RayEngine(Engine):
     """Runs configs as Ray tasks on the cluster at `address` (see the module docstring)."""
 
@@ -163,9 +197,7 @@ class RayEngine(Engine):
     ) -> None:
         super().__init__(store, run_fn)
         if not ray.is_initialized():
-            address = address or os.environ.get("RAY_ADDRESS") or None
-            extra = {} if address else {"include_dashboard": False}
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, **extra)
+            _connect(address or os.environ.get("RAY_ADDRESS") or None, runtime_env)
         resources = ray.cluster_resources()
         self.cluster_gpus = float(resources.get("GPU", 0.0))
         self.num_cpus = num_cpus
