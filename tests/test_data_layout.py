@@ -193,3 +193,22 @@ def test_an_empty_binary_batch_is_refused(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(DatasetError, match="is empty"):
         read_cifar_bin(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("digits", {"test_fraction": 0.4}),
+        ("teacher", {"n_train": 300, "n_test": 50, "dim": 7, "classes": 3}),
+        ("mnist1d", {"num_samples": 1000, "train_split": 0.7, "final_seq_length": 30}),
+        ("mnist-5k", {"test_size": 2000}),
+    ],
+)
+def test_sizes_and_shapes_from_options_match_the_loaded_set(tmp_path, name, options):
+    """train_size / input_shape / num_classes (no loading) against what load_dataset gives."""
+    from covnoise.data import input_shape, num_classes, train_size
+
+    data = load_dataset(name, data_dir=tmp_path, options=options)
+    assert train_size(name, options) == len(data.x_train)
+    assert input_shape(name, options) == data.input_shape
+    assert num_classes(name, options) == data.num_classes

@@ -3,42 +3,22 @@
 RunConfig.validate knows the fields alone; what a run can afford also depends on the data
 set: the batch and probe sizes and the total steps on its training-set size (after the
 validation split), the model's parameter count on its input shape. Both come from the
-data-set registry and the data-set options, without loading any data, and a model built on
-torch's meta device (shapes only, no memory), so a config that cannot run is refused with
-one line naming the field and the bound instead of failing in a worker or an allocator.
+data-set registry (covnoise.data.train_size, input_shape), without loading any data, and a
+model built on torch's meta device (shapes only, no memory), so a config that cannot run is
+refused with one line naming the field and the bound instead of failing in a worker or an
+allocator.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any
-
 from covnoise.config import MAX_PARAMETERS, ConfigError, RunConfig
-from covnoise.data import DATASETS, resolve_options
+from covnoise.data import input_shape, num_classes, train_size
 from covnoise.data.validation import validation_size
-
-# Training-set size of each embedded data set from its resolved options (the same
-# arithmetic as its loader); file-backed sets have the registry's fixed sizes.
-_TRAIN_SIZE: dict[str, Callable[[dict[str, Any]], int]] = {
-    "digits": lambda o: 1797 - math.ceil(o["test_fraction"] * 1797),
-    "mnist1d": lambda o: int(o["num_samples"] // 10 * 10 * o["train_split"]),
-    "teacher": lambda o: int(o["n_train"]),
-    "mnist-5k": lambda o: 5000 - int(o["test_size"]),
-}
-
-# Input shape of a data set whose options change it (others: the registry's shape).
-_INPUT_SHAPE: dict[str, Callable[[dict[str, Any]], tuple[int, ...]]] = {
-    "mnist1d": lambda o: (1, int(o["final_seq_length"])),
-    "teacher": lambda o: (int(o["dim"]),),
-}
 
 
 def training_size(config: RunConfig) -> int:
     """Examples the run trains on: the data set's training set less the validation split."""
-    options = resolve_options(config.dataset, config.dataset_options)
-    size = _TRAIN_SIZE.get(config.dataset)
-    n = size(options) if size else DATASETS[config.dataset].n_train
+    n = train_size(config.dataset, config.dataset_options)
     return n - validation_size(n, config.val_fraction)
 
 
@@ -48,10 +28,8 @@ def parameter_count(config: RunConfig) -> int:
 
     from covnoise.core.models import build_model, count_parameters
 
-    options = resolve_options(config.dataset, config.dataset_options)
-    spec = DATASETS[config.dataset]
-    shape = _INPUT_SHAPE.get(config.dataset, lambda o: spec.input_shape)(options)
-    classes = int(options.get("classes", spec.num_classes))
+    shape = input_shape(config.dataset, config.dataset_options)
+    classes = num_classes(config.dataset, config.dataset_options)
     try:
         with torch.device("meta"):
             model = build_model(

@@ -45,11 +45,17 @@ from covnoise.data.registry import (
     DatasetSpec,
     canonical_name,
     default_data_dir,
+    input_shape,
+    num_classes,
     resolve_options,
+    train_size,
 )
 from covnoise.data.teacher import teacher_logits, teacher_network
 
 __all__ = [
+    "input_shape",
+    "num_classes",
+    "train_size",
     "CIFAR10_BIN_FOLDER",
     "CIFAR10_BIN_TEST_BATCH",
     "CIFAR10_BIN_TRAIN_BATCHES",

@@ -8,8 +8,9 @@ defaults and validated (:func:`resolve_options`).
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,40 @@ def resolve_options(name: str, options: Mapping[str, Any] | None = None) -> dict
             f"options: {key} has no option {', '.join(map(repr, unknown))}; allowed: {allowed}"
         )
     return VALIDATORS[key]({**spec.default_options, **given})
+
+
+# Training-set size of each embedded data set from its resolved options (the same arithmetic
+# as its loader); the file-backed sets have the registry's fixed sizes.
+_TRAIN_SIZE: dict[str, Callable[[dict[str, Any]], int]] = {
+    "digits": lambda o: 1797 - math.ceil(o["test_fraction"] * 1797),
+    "mnist1d": lambda o: int(o["num_samples"] // 10 * 10 * o["train_split"]),
+    "teacher": lambda o: int(o["n_train"]),
+    "mnist-5k": lambda o: 5000 - int(o["test_size"]),
+}
+
+# Input shape of a data set whose options change it (others: the registry's shape).
+_INPUT_SHAPE: dict[str, Callable[[dict[str, Any]], tuple[int, ...]]] = {
+    "mnist1d": lambda o: (1, int(o["final_seq_length"])),
+    "teacher": lambda o: (int(o["dim"]),),
+}
+
+
+def train_size(name: str, options: Mapping[str, Any] | None = None) -> int:
+    """Training-set size of data set `name` with `options`, before any validation split,
+    without loading it."""
+    key = canonical_name(name)
+    size = _TRAIN_SIZE.get(key)
+    return size(resolve_options(key, options)) if size else DATASETS[key].n_train
+
+
+def input_shape(name: str, options: Mapping[str, Any] | None = None) -> tuple[int, ...]:
+    """Shape of one example of data set `name` with `options`, without loading it."""
+    key = canonical_name(name)
+    shape = _INPUT_SHAPE.get(key)
+    return shape(resolve_options(key, options)) if shape else DATASETS[key].input_shape
+
+
+def num_classes(name: str, options: Mapping[str, Any] | None = None) -> int:
+    """Classes of data set `name` with `options` (teacher's `classes` option), unloaded."""
+    key = canonical_name(name)
+    return int(resolve_options(key, options).get("classes", DATASETS[key].num_classes))

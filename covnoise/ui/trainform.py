@@ -14,7 +14,7 @@ from typing import Any
 from covnoise.config import NOISES, ConfigError, RunConfig, field_info
 from covnoise.core.schedule import epoch_steps
 from covnoise.data import DATASETS as DATASET_SPECS
-from covnoise.data import missing_files
+from covnoise.data import missing_files, train_size
 from covnoise.data.validation import validation_size
 from covnoise.ui.urlstate import (
     BoolParam,
@@ -176,7 +176,8 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
         # the examples a run trains on: the training set less its validation split
         n_train = None
         if spec is not None:
-            n_train = spec.n_train - validation_size(spec.n_train, float(values["val_fraction"]))
+            n = train_size(values["dataset"])
+            n_train = n - validation_size(n, float(values["val_fraction"]))
         # settings of a schedule that is not chosen stay at their defaults (same run id)
         warmup = values["schedule"] == "warmup_cosine"
         stepped = values["schedule"] == "step"
