@@ -11,6 +11,11 @@ All measured side by side in one process, on a scratch store in a temporary fold
 - throughput: metric rows per second written (a) as one 10,000-row batch, (b) one
   transaction per evaluation event of 10 rows as a worker writes them, (c) the same from four
   processes at once (target ≥ 10,000 rows/s).
+- queued run start: four tiny real runs queued at once on one worker slot; for every run
+  after the first, the seconds from the previous run's end (its `ended_at` in the store) to
+  the moment the run function is entered in the worker. Persistent workers (the default)
+  against a fresh interpreter per run (`recycle_after=1`, the engine before persistent
+  workers). Target: ≤ 1 s.
 - overhead: a tiny real run (digits MLP, 30 steps) called in-process versus submitted to the
   local engine until the store says finished, with the warm spare worker (default) and with
   a cold worker process (spares=0), in interleaved rounds so that load drifts affect all
@@ -126,6 +131,31 @@ def _throughput(folder: Path, n_events: int, procs: int = 4) -> dict[str, float]
     return {"batch_10000": batch, "per_event": per_event, f"per_event_{procs}_procs": concurrent}
 
 
+def stamp_run(config, emit, should_stop=None, progress=False):
+    """Run function: records the wall clock on entry, then the real training run."""
+    from covnoise.core.train import run
+
+    emit({"event": "metric", "step": -1, "metrics": {"entered_at": time.time()}})
+    return run(config, emit=emit, should_stop=should_stop)
+
+
+def _queued_start(folder: Path, runs: int = 4) -> dict[str, list[float]]:
+    """Seconds from one queued run's end to the next one's entry, warm vs fresh workers."""
+    out: dict[str, list[float]] = {}
+    for label, recycle in (("persistent", 20), ("fresh_interpreter", 1)):
+        store = RunStore(folder / f"queued-{label}.sqlite")
+        with LocalEngine(
+            store, workers=1, run_fn="bench.engine:stamp_run", recycle_after=recycle
+        ) as engine:
+            ids = engine.submit_many([TINY.replace(seed=500 + i) for i in range(runs)])
+            engine.wait(ids, timeout=600)
+        entered = store.metrics(ids, names=["entered_at"]).set_index("run_id")["value"]
+        ended = {rid: store.get_run(rid)["ended_at"] for rid in ids}
+        out[label] = [entered[b] - ended[a] for a, b in zip(ids, ids[1:], strict=False)]
+        store.close()
+    return out
+
+
 def _overhead(folder: Path, repeats: int) -> dict[str, float]:
     """Interleaved rounds: in-process run, cold worker, warm worker (then the spare warms)."""
     from covnoise.core.train import run
@@ -181,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             result["latency_ray"] = _summary(lat, n_events)
         store.close()
         result["throughput_rows_per_s"] = _throughput(folder, n_events * 10)
+        result["queued_start_s"] = _queued_start(folder)
         result["overhead"] = _overhead(folder, repeats)
     ov = result["overhead"]
     ov["warm_ratio"] = ov["engine_warm_s"] / ov["in_process_s"]
@@ -198,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     for key, value in result["throughput_rows_per_s"].items():
         print(f"{'write ' + key:>26s}: {value:,.0f} metric rows/s (target >= 10,000)")
+    for label, gaps in result["queued_start_s"].items():
+        print(
+            f"queued run start, {label}: median {statistics.median(gaps):.2f} s, "
+            f"max {max(gaps):.2f} s (n={len(gaps)}; target <= 1 s)"
+        )
     print(
         f"tiny run in-process {ov['in_process_s']:.2f} s | local engine, warm worker "
         f"{ov['engine_warm_s']:.2f} s ({ov['warm_ratio']:.2f}x, +"

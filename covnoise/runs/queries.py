@@ -46,6 +46,15 @@ class RunQueries(Database):
         )
         return None if row is None else row["status"]
 
+    def stop_requested(self, run_id: str) -> bool:
+        """Whether a run should stop: cancel requested, already cancelled, or unknown."""
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT cancel_requested, status FROM runs WHERE run_id=?", (run_id,)
+            ).fetchone()
+        )
+        return row is None or bool(row["cancel_requested"]) or row["status"] == "cancelled"
+
     def statuses(self, run_ids: Iterable[str]) -> dict[str, str | None]:
         """Status of each id (None for an id the store does not hold)."""
         ids = list(run_ids)

@@ -2,9 +2,12 @@
 
 A worker is ``python -m covnoise.runs.engine.worker`` in a fresh interpreter and its own
 session (Ctrl-C in a terminal goes to the engine, not to it), with its stderr in an anonymous
-temporary file whose last lines explain a crash. It waits for one line on stdin naming its
-run. Processes are inspected with psutil, which also guards against a reused process id:
-only a process whose command line names the worker module and the store is ever killed.
+temporary file whose last lines explain a crash. It is persistent: it reads one line on stdin
+per run, and after a run that finished it writes one line on stdout ("done") and waits for
+the next; after a failure, a cancel or `max_runs` runs it exits instead, and end of stdin
+makes it exit. Processes are inspected with psutil, which also guards against a reused
+process id: only a process whose command line names the worker module and the store is ever
+killed.
 """
 
 from __future__ import annotations
@@ -41,11 +44,40 @@ class WorkerProcess:
     cancel_at: float | None = None
     terminated_at: float | None = None
     born: float = field(default_factory=time.monotonic)
+    gpu: int | None = None
+    runs_taken: int = 0
+    _out: bytes = b""
+
+    def can_take(self, gpu: int | None) -> bool:
+        """Whether this worker may run on `gpu`: a worker's GPU is fixed by its first run."""
+        return self.runs_taken == 0 or self.gpu == gpu
 
     def hand_over(self, run_id: str, gpu: int | None) -> None:
         """Send the worker its run (and GPU); raises OSError/ValueError if it is gone."""
         self.popen.stdin.write((json.dumps({"run_id": run_id, "gpu": gpu}) + "\n").encode())
-        self.popen.stdin.close()
+        self.popen.stdin.flush()
+        self.gpu, self.runs_taken = gpu, self.runs_taken + 1
+        self.run_id, self.cancel_at, self.terminated_at = run_id, None, None
+
+    def finished_run(self) -> bool:
+        """Whether the worker said it is done with its run and waits for the next one
+        (reads its stdout without blocking)."""
+        try:
+            chunk = os.read(self.popen.stdout.fileno(), 4096)
+        except (BlockingIOError, OSError, ValueError, AttributeError):
+            chunk = b""
+        self._out += chunk
+        if b"\n" not in self._out:
+            return False
+        self._out = self._out.rsplit(b"\n", 1)[1]
+        return True
+
+    def release(self) -> None:
+        """End the worker's stdin: it exits once its current run (if any) has ended."""
+        try:
+            self.popen.stdin.close()
+        except (OSError, ValueError):
+            pass
 
     def tail(self, limit: int = 800) -> str:
         """The last lines the worker wrote to stderr (for failure messages)."""
@@ -69,22 +101,26 @@ class WorkerProcess:
             self.popen.kill()
 
     def stop(self) -> None:
-        """Kill the process at once and wait for it (a spare, or one past every deadline)."""
+        """Kill the process at once and wait for it (an idle worker, or one past every
+        deadline)."""
         self.popen.kill()
         self.popen.wait()
         self.close()
 
     def detach(self) -> None:
-        """Leave the process to finish its run on its own; it is reaped later."""
+        """Leave the process to finish its run on its own and then exit; it is reaped later."""
+        self.release()
         self.close()
         _DETACHED.append(self.popen)
 
     def close(self) -> None:
-        """Close the log (the process itself is left alone)."""
-        try:
-            self.log.close()
-        except OSError:
-            pass
+        """Close the log and the pipes (the process itself is left alone)."""
+        for f in (self.log, self.popen.stdin, self.popen.stdout):
+            try:
+                if f is not None:
+                    f.close()
+            except (OSError, ValueError):
+                pass
 
 
 def reap_detached() -> None:
@@ -92,8 +128,11 @@ def reap_detached() -> None:
     _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
 
 
-def spawn_worker(python: str, store_path: Path, run_fn: str, threads: int) -> WorkerProcess:
-    """Start a worker for the store at `store_path`; it imports `run_fn` and waits for a run."""
+def spawn_worker(
+    python: str, store_path: Path, run_fn: str, threads: int, max_runs: int = 1
+) -> WorkerProcess:
+    """Start a worker for the store at `store_path`; it imports `run_fn` and waits for a
+    run, and runs up to `max_runs` runs one after the other."""
     reap_detached()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
@@ -108,13 +147,15 @@ def spawn_worker(python: str, store_path: Path, run_fn: str, threads: int) -> Wo
         run_fn,
         "--threads",
         str(threads),
+        "--max-runs",
+        str(max(1, max_runs)),
     ]
     log = tempfile.TemporaryFile()
     try:
         popen = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=log,
             env=env,
             start_new_session=True,  # Ctrl-C in a terminal goes to the engine, not here
@@ -122,6 +163,7 @@ def spawn_worker(python: str, store_path: Path, run_fn: str, threads: int) -> Wo
     except OSError:
         log.close()
         raise
+    os.set_blocking(popen.stdout.fileno(), False)
     return WorkerProcess(popen=popen, log=log)
 
 
@@ -149,8 +191,8 @@ def orphan_workers(
     A worker is an orphan when its parent is no longer the engine that claimed its run
     (that engine died, e.g. SIGKILL, and the worker was re-parented), or when this process
     detached it. `active` is the store's running runs (RunStore.active_runs), `exclude` the
-    workers the asking engine runs itself. Spares hold no run and exit when their engine
-    goes (end of stdin), so they are not counted.
+    workers the asking engine runs itself. Idle workers hold no run and exit when their
+    engine goes (end of stdin), so they are not counted.
     """
     owners = {rec["pid"]: _owner_pid(rec["owner"]) for rec in active if rec["pid"] is not None}
     found: dict[int, psutil.Process] = {}

@@ -2,11 +2,14 @@
 
 Started by the engine in a fresh interpreter (nothing forked from the multi-threaded app, and
 unlike multiprocessing's spawn it never re-imports the parent's ``__main__``, which under
-Streamlit is the app script). It imports the run function first, then waits for one line on
-stdin naming the run, so the engine can keep a warm worker ready. It runs exactly that run,
-writing events straight into the store, heartbeats every second from a thread, stops when
-the store says the run was cancelled, records the final status, and exits. EOF on stdin
-before a run arrives (the engine went away) makes it exit without doing anything.
+Streamlit is the app script). It imports the run function first, then waits for a line on
+stdin naming a run, so the engine keeps warm workers ready. For each run it writes events
+straight into the store, heartbeats every second from a thread (looking for a cancel request
+five times a second), stops when the store says the run was cancelled, and records the final
+status. A run builds its own model, data and generators, so runs do not share state. After
+a run that finished, the worker writes one line on stdout and waits for the next run; after
+a failure, a cancel or `--max-runs` runs it exits, so the engine starts a clean interpreter.
+EOF on stdin (the engine went away, or released the worker) makes it exit.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
 HEARTBEAT_SECONDS = 1.0
+#: Seconds between looks at the store for a cancel request.
+CANCEL_POLL_SECONDS = 0.2
 
 
 def _set_threads(threads: int) -> None:
@@ -60,11 +66,17 @@ class _Heartbeat(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(HEARTBEAT_SECONDS):
+        last_beat = time.monotonic()
+        while not self.done.wait(CANCEL_POLL_SECONDS):
             try:
-                if self.store.heartbeat(self.run_id):
+                if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                    last_beat = time.monotonic()
+                    stop = self.store.heartbeat(self.run_id)
+                else:
+                    stop = self.store.stop_requested(self.run_id)
+                if stop:
                     self.stop.set()
-            except Exception:  # noqa: BLE001 - a missed beat is retried next second
+            except Exception:  # noqa: BLE001 - a missed look is retried next time
                 pass
 
 
@@ -116,11 +128,30 @@ def execute(
         store.close()
 
 
+def _next_order() -> dict[str, Any] | None:
+    """The next run order from the engine, or None at end of input."""
+    line = sys.stdin.readline()
+    if not line.strip():
+        return None
+    return json.loads(line)
+
+
+def _say_done(run_id: str, status: str) -> bool:
+    """Tell the engine this worker is free again; False if the engine is gone."""
+    try:
+        sys.stdout.write(json.dumps({"done": run_id, "status": status}) + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m covnoise.runs.engine.worker")
     parser.add_argument("--store", required=True)
     parser.add_argument("--run-fn", required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-runs", type=int, default=1)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when a run stops
 
@@ -135,17 +166,23 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _warm_up()
 
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 0  # the engine went away before handing over a run
-    order = json.loads(line)
-    if order.get("gpu") is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(order["gpu"])
-    execute(args.store, order["run_id"], run_fn, import_error)
-    # The result is in the store and its connection closed: skip the interpreter's slow
+    runs = 0
+    while (order := _next_order()) is not None:
+        if runs == 0 and order.get("gpu") is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(order["gpu"])
+        status = execute(args.store, order["run_id"], run_fn, import_error)
+        runs += 1
+        if status != "finished" or runs >= args.max_runs:
+            break
+        if not _say_done(order["run_id"], status):
+            break
+    # The results are in the store and its connection closed: skip the interpreter's slow
     # teardown (torch) so the engine's slot frees up at once.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
     os._exit(0)
 
 
