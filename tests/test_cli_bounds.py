@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from covnoise.cli.bounds import parameter_count, training_size
 from covnoise.cli.main import main
 from covnoise.config import (
     MAX_DEPTH,
@@ -22,6 +21,7 @@ from covnoise.config import (
     RunConfig,
     field_info,
 )
+from covnoise.runs.checks import parameter_count, training_size
 
 # digits: 1347 training examples, 135 held out at the default val_fraction 0.1
 DIGITS_FIT = 1347 - 135
@@ -145,6 +145,37 @@ def test_a_dead_ray_address_fails_within_the_timeout(tmp_path, capsys):
     assert line.startswith("error: address: ") and "127.0.0.1:1" in line
     assert f"{CONNECT_TIMEOUT:g} s" in line
     assert not ray.is_initialized()
+    assert not (tmp_path / "s.sqlite").exists()  # nothing left behind
+
+
+def test_an_address_that_is_not_a_ray_cluster_is_refused_and_a_grpc_server_passes():
+    """A TCP listener that never speaks gRPC made ray.init hang for minutes; a real gRPC
+    server (what Ray's GCS is) passes the check."""
+    pytest.importorskip("ray")
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from covnoise.runs.engine.ray_engine import check_address
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="accepts connections but is not a Ray cluster"):
+        check_address(f"127.0.0.1:{listener.getsockname()[1]}", timeout=1.0)
+    assert time.monotonic() - start < 5
+    listener.close()
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        check_address(f"127.0.0.1:{port}", timeout=5.0)
+        check_address(f"ray://127.0.0.1:{port}", timeout=5.0)
+    finally:
+        server.stop(None)
 
 
 def test_a_malformed_ray_address_is_named():
@@ -153,3 +184,23 @@ def test_a_malformed_ray_address_is_named():
 
     with pytest.raises(ConfigError, match="address: 'nowhere' is not host:port"):
         check_address("nowhere")
+
+
+def test_the_engine_refuses_a_config_that_cannot_run_and_stores_nothing(tmp_path):
+    from covnoise.runs import RunStore
+    from covnoise.runs.engine import LocalEngine
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    good = RunConfig(dataset="digits", steps=5, epochs=None)
+    too_big = good.replace(batch_size=DIGITS_FIT + 1)
+    engine = LocalEngine(store, workers=1, spares=0, start=False)
+    try:
+        with pytest.raises(ConfigError, match="batch_size"):
+            engine.submit(too_big)
+        with pytest.raises(ConfigError, match="batch_size"):
+            engine.sweep(good, batch_sizes=[64, DIGITS_FIT + 1])  # one bad grid point
+        assert store.runs().empty
+        assert engine.submit(good.replace(batch_size=DIGITS_FIT)) in store.runs()["run_id"].tolist()
+    finally:
+        engine.close()
+        store.close()

@@ -59,7 +59,7 @@ def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:
     probe and total steps against the training set, the model's size), so a grid that holds
     a config that cannot run is refused before anything is submitted or stored (ConfigError
     names the bad field)."""
-    from covnoise.cli.bounds import check_runnable
+    from covnoise.runs.checks import check_runnable
     from covnoise.runs.engine import expand_grid
 
     scales = _parse_list("noise_scales", args.noise_scales, float)
@@ -92,11 +92,31 @@ def _start_engine(args: argparse.Namespace, store: RunStore) -> Any:
         ) from None
 
 
+def _check_address(args: argparse.Namespace) -> None:
+    """ConfigError when --engine ray --address names something that is not a Ray cluster
+    (a missing ray package is left to _start_engine to explain)."""
+    if args.engine != "ray" or not args.address:
+        return
+    try:
+        from covnoise.runs.engine.ray_engine import check_address
+    except ImportError:
+        return
+    check_address(args.address)
+
+
+def _checked_sweep(args: argparse.Namespace) -> list[RunConfig]:
+    """The sweep's configs after every check that needs no store (ConfigError otherwise)."""
+    configs = sweep_configs(args)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("workers", f"{args.workers} is not allowed; use an integer >= 1")
+    if not args.dry_run:
+        _check_address(args)  # before the store exists: a dead address leaves no file
+    return configs
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     try:
-        configs = sweep_configs(args)
-        if args.workers is not None and args.workers < 1:
-            raise ConfigError("workers", f"{args.workers} is not allowed; use an integer >= 1")
+        configs = _checked_sweep(args)
     except ConfigError as exc:
         return bad(str(exc))
     if args.dry_run:

@@ -108,8 +108,8 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
 
 # --------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from covnoise.cli.bounds import check_runnable
     from covnoise.core.train import run
+    from covnoise.runs.checks import check_runnable
 
     config = config_from_args(args)
     check_runnable(config)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from covnoise.config import RunConfig
+from covnoise.runs.checks import check_runnable
 from covnoise.runs.engine.sweep import expand_grid
 from covnoise.runs.schema import TERMINAL
 from covnoise.runs.store import RunStore
@@ -53,17 +54,21 @@ class Engine(ABC):
 
     # ------------------------------------------------------------------ submitting
     def submit(self, config: RunConfig, rerun: bool = False) -> str:
-        """Queue one run and return its id (an existing finished run is returned as is)."""
-        config.validate()
+        """Queue one run and return its id (an existing finished run is returned as is).
+        A config that cannot run on its data set raises ConfigError and is not stored."""
+        check_runnable(config)
         run_id, _ = self.store.submit(config, rerun=rerun, engine=self.kind)
         self._wake()
         return run_id
 
     def submit_many(self, configs: Iterable[RunConfig], rerun: bool = False) -> list[str]:
-        """Queue several runs; returns their ids in order (duplicates collapse to one id)."""
+        """Queue several runs; returns their ids in order (duplicates collapse to one id).
+        Every config is checked against its data set before any is stored."""
+        configs = list(configs)
+        for config in configs:  # every config first: nothing is stored if one cannot run
+            check_runnable(config)
         ids: list[str] = []
         for config in configs:
-            config.validate()
             run_id, _ = self.store.submit(config, rerun=rerun, engine=self.kind)
             if run_id not in ids:
                 ids.append(run_id)

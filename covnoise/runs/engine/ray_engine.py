@@ -155,13 +155,43 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError("address", f"{address!r} is not host:port (or ray://host:port, auto)")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        speaks_grpc = _speaks_http2(host, int(port), timeout)
     except OSError as exc:
         raise ConfigError(
             "address",
             f"no Ray cluster answers at {address} within {timeout:g} s ({exc.strerror or exc}); "
             "start one with `ray start --head`, or leave --address out for a local one",
         ) from None
+    if not speaks_grpc:
+        raise ConfigError(
+            "address",
+            f"something at {address} accepts connections but is not a Ray cluster (it does not "
+            f"answer gRPC within {timeout:g} s); give the head node's GCS port (6379 by default) "
+            "or a ray:// client address",
+        )
+
+
+#: The HTTP/2 client preface and an empty SETTINGS frame (RFC 9113, sections 3.4 and 6.5).
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_http2(host: str, port: int, timeout: float) -> bool:
+    """Whether the server at host:port answers an HTTP/2 preface with a SETTINGS frame, as
+    every gRPC server (Ray's GCS and its client server) does; OSError if nothing listens."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        try:
+            conn.sendall(_HTTP2_HELLO)
+            head = b""
+            while len(head) < 9:
+                conn.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    return False
+                head += chunk
+        except (TimeoutError, ConnectionError):
+            return False
+    return head[3] == 4  # frame type SETTINGS
 
 
 def _connect(address: str | None, runtime_env: dict[str, Any] | None) -> None:
