@@ -11,3 +11,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def scratch_default_store(tmp_path_factory, monkeypatch):
+    """Commands that record runs in the default store (`covnoise train`) write to a scratch
+    store, never to the user's own."""
+    monkeypatch.setenv("COVNOISE_STORE", str(tmp_path_factory.mktemp("store") / "runs.sqlite"))

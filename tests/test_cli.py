@@ -106,3 +106,38 @@ def test_findings_and_sweep_refuse_bad_paths_and_values(argv, tmp_path, capsys):
     code = main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and "\n" not in err, err
+
+
+def test_train_records_its_run_in_the_store_like_an_engine(tmp_path, capsys):
+    """`covnoise train` stores the run (status, every metric row it printed); the same config
+    again is not trained twice unless --rerun; --no-store leaves the store alone."""
+    import json
+
+    from covnoise.runs import RunStore
+
+    store_path = tmp_path / "runs.sqlite"
+    argv = ["train", "--steps", "6", "--eval-every", "3", "--width", "16", "--depth", "2"]
+    argv += ["--batch-size", "64", "--noise", "diag", "--small-batch", "16", "--json"]
+    assert main([*argv, "--store", str(store_path)]) == 0
+    out = capsys.readouterr()
+    events = [json.loads(line) for line in out.out.splitlines()]
+    printed = [
+        (e["step"], k, v) for e in events if e["event"] == "metric" for k, v in e["metrics"].items()
+    ]
+    with RunStore(store_path) as store:
+        runs = store.runs()
+        assert runs["status"].tolist() == ["finished"] and runs["engine"].tolist() == ["cli"]
+        rid = runs["run_id"].iloc[0]
+        assert f"stored as run {rid}" in out.err
+        got = store.metrics([rid])
+        assert list(zip(got["step"], got["name"], got["value"], strict=True)) == printed
+        rec = store.get_run(rid)
+        assert rec["device"].startswith("cpu") and rec["steps"] == 6
+    assert main([*argv, "--store", str(store_path)]) == 0  # already there: not trained again
+    assert "already in the store (finished)" in capsys.readouterr().out
+    assert main([*argv, "--store", str(store_path), "--rerun"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--no-store", "--seed", "5", "--store", str(store_path)]) == 0
+    with RunStore(store_path) as store:
+        assert store.runs()["run_id"].tolist() == [rid]
+        assert len(store.metrics([rid])) == len(printed)  # the rerun replaced, not appended

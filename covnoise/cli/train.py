@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import decimal
 import json
+import sys
 import types
 import typing
 from dataclasses import fields
 from typing import Any
 
-from covnoise.cli.common import EXIT_DIVERGED
+from covnoise.cli.common import EXIT_DIVERGED, EXIT_OK, bad, store_argument
 from covnoise.config import RunConfig, field_info
 from covnoise.fields import MAX_INT
 
@@ -113,15 +114,53 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_runnable(config)
+    summary: dict[str, Any] = {}
 
-    def emit(event: dict[str, Any]) -> None:
-        if args.json:
-            print(json.dumps(event), flush=True)
+    def run_fn(cfg: RunConfig, emit: Any, should_stop: Any = None) -> dict[str, Any]:
+        def both(event: dict[str, Any]) -> None:
+            if emit is not None:
+                emit(event)
+            if args.json:
+                print(json.dumps(event), flush=True)
 
-    summary = run(config, emit=emit, progress=not args.json)
+        summary.update(run(cfg, emit=both, should_stop=should_stop, progress=not args.json))
+        return summary
+
+    if args.no_store:
+        run_fn(config, None)
+    elif (code := _train_into_store(args, config, run_fn)) is not None:
+        return code
     if not args.json:
         _print_summary(summary)
     return EXIT_DIVERGED if summary["status"] == "diverged" else 0
+
+
+def _train_into_store(args: argparse.Namespace, config: RunConfig, run_fn: Any) -> int | None:
+    """Run in this process, recorded in the store like an engine's run (so the app shows it);
+    an exit code when it does not run (already stored, or running elsewhere)."""
+    import os
+    import socket
+
+    from covnoise.runs import RunStore, StoreError
+    from covnoise.runs.engine.worker import execute
+    from covnoise.runs.schema import COMPLETED
+
+    try:
+        store = RunStore(args.store, check=True)
+    except (StoreError, OSError) as exc:
+        return bad(f"store: {args.store or 'the default store'}: {exc}")
+    with store:
+        owner = f"cli:{socket.gethostname()}:{os.getpid()}"
+        run_id, found = store.begin_here(config, owner, os.getpid(), rerun=args.rerun)
+        path = store.path
+    if found in COMPLETED:
+        print(f"run {run_id} is already in the store ({found}); --rerun trains it again")
+        return EXIT_OK
+    if found is not None:
+        return bad(f"store: run {run_id} is {found} there already; --no-store trains a copy")
+    execute(str(path), run_id, run_fn)
+    print(f"stored as run {run_id} in {path}", file=sys.stderr)
+    return None
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -140,4 +179,11 @@ def add_parser(sub: Any) -> None:
     train = sub.add_parser("train", help="train one run and print its metrics")
     add_train_arguments(train)
     train.add_argument("--json", action="store_true", help="print one JSON event per line")
+    store_argument(train)
+    train.add_argument(
+        "--no-store", action="store_true", help="do not record the run in the run store"
+    )
+    train.add_argument(
+        "--rerun", action="store_true", help="train again a config the store holds as finished"
+    )
     train.set_defaults(func=_cmd_train)

@@ -158,6 +158,44 @@ class RunStore(RunQueries):
 
         return self._write(tx)
 
+    def begin_here(
+        self, config: RunConfig, owner: str, pid: int, *, rerun: bool = False, engine: str = "cli"
+    ) -> tuple[str, str | None]:
+        """Record a run that this process runs itself (the `train` command) as running, in
+        one transaction; returns (run_id, None). A run of the same config that is queued or
+        running, or completed (unless `rerun`), is left alone: (run_id, its status)."""
+        run_id = config.run_id()
+
+        def tx(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is not None:
+                status = row["status"]
+                if status in ACTIVE or (status in COMPLETED and not rerun):
+                    return status
+                conn.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+                conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            now = time.time()
+            conn.execute(
+                "INSERT INTO runs (run_id, name, config, status, engine, submitted_at, owner, "
+                "started_at, heartbeat_at, host, pid, cancel_requested) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    run_id,
+                    config.name,
+                    config.to_json(),
+                    engine,
+                    now,
+                    owner,
+                    now,
+                    now,
+                    socket.gethostname(),
+                    pid,
+                ),
+            )
+            return None
+
+        return run_id, self._write(tx)
+
     def set_worker(self, run_id: str, pid: int | None, host: str | None = None) -> None:
         """Record which process runs `run_id` (so a monitor can check it is alive)."""
         self._write(

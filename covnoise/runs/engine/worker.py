@@ -118,6 +118,9 @@ def execute(
             status = "finished"
         store.finish(run_id, status, message=summary.get("message"), summary=summary)
         return status
+    except KeyboardInterrupt:  # Ctrl-C in a process that runs a run itself (`train`)
+        store.finish(run_id, "cancelled", message="interrupted (Ctrl-C)")
+        raise
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded in the store
         message = f"{type(exc).__name__}: {exc}"
         store.finish(run_id, "failed", message=message, traceback=traceback.format_exc())
