@@ -219,6 +219,27 @@ def test_export_to_an_impossible_path(kind, tmp_path, capsys):
     assert list((tmp_path / "dir").iterdir()) == []
 
 
+def test_an_export_that_import_would_refuse_is_not_written(tmp_path, capsys, monkeypatch):
+    """Export and import share their caps: what export writes, import reads back."""
+    import covnoise.runs.store as store_module
+    from covnoise.runs.parquet import ReadLimits
+
+    store = tmp_path / "runs.sqlite"
+    ids = _finished_store(store, runs=3, rows=30)  # 90 metric rows
+    small = ReadLimits(max_metric_rows=60)
+    monkeypatch.setattr(store_module, "DEFAULT_LIMITS", small)
+    to = tmp_path / "all.parquet"
+    capsys.readouterr()
+    assert main(["runs", "export", "--to", str(to), "--store", str(store)]) == 2
+    line = _one_error_line(capsys, "to")
+    assert "90 metric rows" in line and "60" in line
+    assert not to.exists()
+    # two runs (60 rows) fit, and read back under the same caps
+    assert main(["runs", "export", "--to", str(to), "--store", str(store), *ids[:2]]) == 0
+    runs, metrics = read_runs_parquet(to, small)
+    assert sorted(runs["run_id"]) == sorted(ids[:2]) and len(metrics) == 60
+
+
 # ---------------------------------------------------------------------- imports are records
 @pytest.mark.parametrize("status", ["queued", "running"])
 def test_importing_queued_or_running_runs_is_refused_and_nothing_runs(status, tmp_path, capsys):

@@ -24,6 +24,7 @@ from typing import Any
 from covnoise.cli.common import EXIT_OK, bad, guard, store_argument
 from covnoise.config import ConfigError, RunConfig
 from covnoise.runs import STATUSES, TERMINAL, RunStore, StoreFormatError, read_runs_parquet
+from covnoise.runs.parquet import FileTooLargeError
 from covnoise.runs.store import ImportRefusedError, check_importable
 
 _LS_COLUMNS = {
@@ -251,6 +252,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             n = store.export_parquet(path, runs["run_id"].tolist())
         except OSError as exc:
             return bad(printable(f"to: cannot write {args.to} ({exc.strerror or exc})"))
+        except FileTooLargeError as exc:
+            return bad(printable(f"to: {exc}"))
     print(f"wrote {n} runs to {printable(args.to)}")
     return EXIT_OK
 

@@ -26,6 +26,7 @@ from covnoise.config import RunConfig
 from covnoise.runs.frames import plain
 from covnoise.runs.parquet import (
     DEFAULT_LIMITS,
+    FileTooLargeError,
     ReadLimits,
     StoreFormatError,
     read_runs_parquet,
@@ -342,8 +343,16 @@ class RunStore(RunQueries):
         return self._write(tx)
 
     # ------------------------------------------------------------------ Parquet files
-    def export_parquet(self, path: str | Path, run_ids: Iterable[str] | None = None) -> int:
-        """Write the given runs (all when None) and their metrics to one Parquet file."""
+    def export_parquet(
+        self,
+        path: str | Path,
+        run_ids: Iterable[str] | None = None,
+        limits: ReadLimits | None = None,
+    ) -> int:
+        """Write the given runs (all when None) and their metrics to one Parquet file.
+
+        Raises FileTooLargeError, writing nothing, when the file would hold more runs or
+        metric rows than an import accepts (`limits`, by default the import's own caps)."""
         import pandas as pd
 
         ids = None if run_ids is None else list(run_ids)
@@ -355,6 +364,7 @@ class RunStore(RunQueries):
         )
         if ids is not None:
             runs = runs[runs["run_id"].isin(ids)].reset_index(drop=True)
+        _check_exportable(self, runs["run_id"].tolist(), limits or DEFAULT_LIMITS)
         metrics = self.metrics(runs["run_id"].tolist()) if len(runs) else None
         write_runs_parquet(path, runs, metrics)
         return len(runs)
@@ -421,3 +431,17 @@ def open_store(path: str | Path | None = None, *, check: bool = False) -> Iterat
         yield store
     finally:
         store.close()
+
+
+def _check_exportable(store: RunStore, ids: list[str], limits: ReadLimits) -> None:
+    """FileTooLargeError when `ids` hold more runs or metric rows than an import accepts."""
+    rows = sum(store.count_metrics(rid) for rid in ids)
+    for n, what, cap in (
+        (len(ids), "runs", limits.max_runs),
+        (rows, "metric rows", limits.max_metric_rows),
+    ):
+        if n > cap:
+            raise FileTooLargeError(
+                f"the export would hold {n:,} {what}; an import accepts at most {cap:,}, so "
+                "export fewer runs (run ids, --status, --where)"
+            )
