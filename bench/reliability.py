@@ -20,11 +20,13 @@ import gzip
 import os
 import pickle
 import shutil
+import socket
 import sqlite3
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -199,8 +201,24 @@ def sweep_cases(tmp: Path) -> list[Case]:
         ["--noises", "diag", "--noise-scales", "-1"],
         ["--engine", "spark"],
         ["--workers", "abc"],
+        ["--engine", "ray", "--address", "127.0.0.1:1"],  # nothing listens
+        ["--engine", "ray", "--address", f"127.0.0.1:{_silent_listener()}"],  # not Ray
+        ["--engine", "ray", "--address", "nowhere"],
     ]
     return cases("sweep", *[["sweep", *g, *tail] for g in grids])
+
+
+def _silent_listener() -> int:
+    """A port on this machine that accepts TCP connections and never answers (not Ray)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            held.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------- runs
