@@ -59,8 +59,11 @@ def show(found: results.StudyFindings) -> None:
     st.subheader("The four claims")
     st.table(verdict_frame(found).set_index("claim"))  # a static table wraps the long cells
     st.caption(
-        "A difference is *clear* when it exceeds twice its standard error (Welch) and the "
-        "larger seed standard deviation. 'Keeps large-batch speed' means at most "
+        "A difference is *clear* when Welch's t-test rejects equal means at 5% in that "
+        "direction (t critical value at its degrees of freedom, df) and it exceeds the "
+        "larger seed standard deviation. Claim 4 counts a statistic only when it tracks the "
+        "accuracy gap the predicted way (more noise, smaller gap). 'Keeps large-batch speed' "
+        "means at most "
         f"{results.SPEED_TOLERANCE}× the steps of plain LB to reach train loss "
         f"{s.target_train_loss:g}. Claims 2–3 use the paper's multiplier s = 1 at η = "
         f"{s.base_lr:g}. The tuned LB and the best multipliers are picked on validation "

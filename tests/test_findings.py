@@ -111,7 +111,7 @@ def _paper_like():
     fro = {"isotropic": 1.0, "diag": 3.0, "full": 6.0}
     for i, scale in enumerate((0.25, 0.5, 1.0, 2.0)):
         for noise, f in fro.items():
-            acc = 0.66 + 0.004 * f * scale
+            acc = 0.66 + 0.006 * f * scale
             arms.append(
                 dict(
                     batch=1024,
@@ -149,8 +149,47 @@ def test_difference_matches_welch():
     assert d.diff == pytest.approx(np.mean(a) - np.mean(b))
     assert d.diff / d.se == pytest.approx(t)
     assert d.spread == pytest.approx(max(np.std(a, ddof=1), np.std(b, ddof=1)))
-    assert d.clear
-    assert not results.difference(runs, "B", "A").clear
+    # t = 3.1 at df 2.5: past 2 standard errors, but Welch's test does not reject at 5%
+    assert d.diff > 2 * d.se and sps.ttest_ind(a, b, equal_var=False).pvalue > 0.05
+    assert not d.clear
+    wider = runs.assign(test_acc=[*a, 0.60, 0.64, 0.58])
+    assert results.difference(wider, "A", "B").clear
+    assert not results.difference(wider, "B", "A").clear
+
+
+def test_clear_is_welchs_test_at_its_degrees_of_freedom():
+    """`clear` agrees with scipy's Welch test (two-sided p < 0.05, in this direction, and
+    past the seeds' spread) on many small samples; 2·SE would call some of them clear."""
+    rng = np.random.default_rng(3)
+    lenient = 0
+    for _ in range(300):
+        na, nb = rng.integers(2, 9, size=2)
+        a = rng.normal(0.02 * rng.standard_normal(), 0.01, na)
+        b = rng.normal(0.0, 0.01 * rng.uniform(0.3, 3), nb)
+        runs = pd.DataFrame(
+            {"arm": ["A"] * na + ["B"] * nb, "status": "finished", "test_acc": [*a, *b]}
+        )
+        d = results.difference(runs, "A", "B")
+        test = sps.ttest_ind(a, b, equal_var=False)
+        assert d.df == pytest.approx(test.df)
+        spread = max(np.std(a, ddof=1), np.std(b, ddof=1))
+        want = test.pvalue < 0.05 and d.diff > 0 and d.diff > spread
+        assert d.clear == want
+        lenient += bool(d.diff > 2 * d.se and d.diff > spread and not want)
+    assert lenient > 0  # the old rule was more lenient on these samples
+
+
+def test_signed_tracking_counts_only_the_predicted_direction():
+    y = np.linspace(0, 1, 12)
+    up, down = y + 0.0, -y
+    # |ρ| cannot tell a statistic that tracks y the wrong way from one that tracks it right
+    assert results.correlation_difference(down, up, y, n_boot=200)[0] == pytest.approx(0.0)
+    d, lo, hi = results.correlation_difference(down, up, y, n_boot=200, direction=-1)
+    assert d == pytest.approx(2.0) and lo == pytest.approx(2.0)
+    d, _, _ = results.correlation_difference(down, up, y, n_boot=200, direction=1)
+    assert d == pytest.approx(-2.0)
+    with pytest.raises(ValueError, match="direction"):
+        results.correlation_difference(down, up, y, direction=2)
 
 
 def test_correlation_difference_point_and_interval():
@@ -315,7 +354,7 @@ def test_best_arms_are_picked_on_validation_and_reported_on_test():
     assert "best LB (LB η=0.4, picked on validation accuracy)" in claim1
     sb, tuned = [0.80, 0.81, 0.82], [0.70, 0.71, 0.72]
     se = math.sqrt(np.var(sb, ddof=1) / 3 + np.var(tuned, ddof=1) / 3)
-    assert f"{np.mean(sb) - np.mean(tuned):+.3f} ± {se:.3f} (se)" in claim1.split(";")[0]
+    assert f"{np.mean(sb) - np.mean(tuned):+.3f} ± {se:.3f} (se, df 4.0)" in claim1.split(";")[0]
     # validation picks s=0.5 (test would pick s=2); its test accuracy is what is reported
     claim2 = found.verdicts[1].evidence
     assert f"best multiplier s=0.5 at {np.mean([0.72, 0.73, 0.74]):.3f} test accuracy" in claim2

@@ -130,15 +130,23 @@ def correlation_difference(
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    direction: int | None = None,
 ) -> tuple[float, float, float]:
     """|r(x1, y)| − |r(x2, y)| with a paired percentile-bootstrap CI (same resampled points
-    for both coefficients)."""
+    for both coefficients). With `direction` (+1 or −1) the coefficients keep their sign:
+    direction · (r(x1, y) − r(x2, y)), so a statistic counts only when it tracks y the
+    predicted way."""
     x1, x2, y = _finite_pairs(x1, x2, y)
     if len(y) < 3:
         return math.nan, math.nan, math.nan
+    if direction not in (None, 1, -1):
+        raise ValueError(f"direction: {direction!r} is not one of None, 1, -1")
+
+    def score(r: np.ndarray) -> np.ndarray:
+        return np.abs(r) if direction is None else direction * r
 
     def gain(u1: np.ndarray, u2: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return np.abs(coefficients(u1, v, method)) - np.abs(coefficients(u2, v, method))
+        return score(coefficients(u1, v, method)) - score(coefficients(u2, v, method))
 
     point = float(gain(x1[None], x2[None], y[None])[0])
     lo, hi = _interval((x1, x2, y), gain, n_boot, level, seed)
