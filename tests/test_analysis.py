@@ -530,9 +530,11 @@ def test_run_seconds_throughput_and_grid_seconds():
     assert results.throughput([cost], [fixed / 2]) is None
     secs = [4.0, 3.0, 2.0, 1.0]
     # one worker: everything in sequence; as many workers as runs: the longest run
-    assert results.grid_seconds(secs, 1, overhead=0.5) == pytest.approx(10 + 4 * 0.5)
-    assert results.grid_seconds(secs, 4, overhead=0.5) == pytest.approx(4.5)
-    assert results.grid_seconds(secs, 2, overhead=0.0) == pytest.approx(5.0)
+    # one worker: one cold start, three queued starts
+    assert results.grid_seconds(secs, 1, 3.0, 0.5) == pytest.approx(10 + 3.0 + 3 * 0.5)
+    assert results.grid_seconds(secs, 4, 3.0, 0.5) == pytest.approx(4 + 3.0)
+    assert results.grid_seconds(secs, 2, 0.0, 0.0) == pytest.approx(5.0)
+    assert results.grid_seconds([], 2) == 0.0
 
 
 def test_config_from_row_round_trips():

@@ -36,7 +36,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "cost": (
         "OVERHEAD_SECONDS",
+        "QUEUED_START_SECONDS",
+        "QUEUED_START_SECONDS",
         "STRUCTURE_COST",
+        "WORKER_START_SECONDS",
         "Cost",
         "evaluation_count",
         "forward_flops",
@@ -153,6 +156,7 @@ __all__ = [
     "Sweep",
     "TAGS",
     "Verdict",
+    "WORKER_START_SECONDS",
     "X_AXES",
     "aggregate_seeds",
     "all_findings",

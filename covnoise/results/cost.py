@@ -89,13 +89,29 @@ def throughput(costs: Sequence[Cost], seconds: Sequence[float]) -> float | None:
     return float(np.median(rates)) if rates else None
 
 
-def grid_seconds(run_secs: Sequence[float], workers: int, overhead: float = 2.0) -> float:
-    """Wall-clock estimate of a grid: runs (each its time + a start overhead) spread over
-    `workers`, longest first onto the least-loaded worker."""
-    per_run = sorted((t + overhead for t in run_secs), reverse=True)
+#: Seconds before a run starts in the local engine (`python -m bench.engine`, 2-core CPU): a
+#: worker's first run pays a fresh interpreter's imports; a queued run that follows another
+#: on the same persistent worker only the hand-over.
+WORKER_START_SECONDS = 4.0
+QUEUED_START_SECONDS = 0.1
+
+
+def grid_seconds(
+    run_secs: Sequence[float],
+    workers: int,
+    first_start: float = WORKER_START_SECONDS,
+    next_start: float = QUEUED_START_SECONDS,
+) -> float:
+    """Wall-clock estimate of a grid: runs spread over `workers` (longest first onto the
+    least-loaded worker); each worker's first run adds `first_start` seconds of start-up,
+    every later run on it `next_start`."""
+    per_run = sorted(run_secs, reverse=True)
     lanes = [0.0] * max(1, workers)
+    used = [False] * len(lanes)
     for t in per_run:
-        lanes[lanes.index(min(lanes))] += t
+        i = lanes.index(min(lanes))
+        lanes[i] += t + (next_start if used[i] else first_start)
+        used[i] = True
     return max(lanes) if per_run else 0.0
 
 
