@@ -227,14 +227,88 @@ def test_lanczos_converged_means_it_stopped_on_its_tolerance_not_its_budget() ->
     assert more.converged and abs(more.value - 5.0) < 1e-10
 
 
+def first_within(history: list[float], lam: float, tol: float) -> int:
+    """The first iteration (1-based) whose Ritz value is within tol of λ (relative)."""
+    return next(k + 1 for k, h in enumerate(history) if abs(h - lam) <= tol * abs(lam))
+
+
+def resolved_top_spectrum(seed: int) -> Tensor:
+    """150 eigenvalues whose top is resolved from the rest: a clear second eigenvalue, a
+    lone top over a bulk, or a Hessian-like power law (λ_i ∝ 1/i with jitter); λ_max = 10."""
+    gen = torch.Generator().manual_seed(1000 + seed)
+    kind = seed % 3
+    if kind == 2:
+        eigs = torch.arange(1, 151, dtype=F64) ** -1.0 * (1 + 0.3 * torch.rand(150, generator=gen))
+        return 10.0 * eigs / eigs.max()
+    top = torch.tensor([10.0, 8.0]) if kind == 0 else torch.tensor([10.0])
+    return torch.cat([top, 7.0 * torch.rand(150 - top.numel(), generator=gen)]).to(F64)
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-3, 1e-4])
+def test_lanczos_stops_when_its_bound_reaches_tol_not_far_beyond(tol: float) -> None:
+    """Whenever Lanczos says it converged, λ_max is within tol and within the bound it
+    reports (the guarantee), and it stops at most two steps, on average at most one, after
+    the first Ritz value within tol of λ_max: it does not run on to tol²."""
+    late = 0
+    for seed in range(24):
+        a, _ = spectrum_matrix(resolved_top_spectrum(seed), seed=2000 + seed)
+        lam = float(torch.linalg.eigvalsh(a)[-1])
+        res = lanczos(MatrixOperator(a), k_max=150, tol=tol, generator=torch.Generator())
+        ref = lanczos(MatrixOperator(a), k_max=150, tol=1e-13, generator=torch.Generator())
+        assert res.converged and res.history == ref.history[: res.iterations]
+        assert 0 <= lam - res.value <= tol * lam
+        assert lam - res.history[-1] <= res.error_bound * (1 + 1e-9)
+        first = first_within(ref.history, lam, tol)
+        assert first <= res.iterations <= first + 2
+        late += res.iterations - first
+    assert late <= 24
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lanczos_network_lambda_max_matches_dense_hessian_at_tol(seed: int) -> None:
+    """λ_max of a trained tiny MLP against the top eigenvalue of its dense Hessian
+    (torch.autograd.functional.hessian): within tol = 1e-3, stopping near the first Ritz
+    value that is (not near 1e-7)."""
+    model = tiny_mlp().double()
+    x, y = mlp_data(40)
+    x = x.double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(30):
+        opt.zero_grad()
+        per_example_ce(model(x), y).mean().backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    h = dense_hessian(model, x, y)
+    lam = float(torch.linalg.eigvalsh((h + h.T) / 2)[-1])
+    op = HessianOperator(model, per_example_ce, x, y)
+    res = lanczos(op, tol=1e-3, generator=torch.Generator().manual_seed(seed))
+    assert res.converged
+    assert abs(res.value - lam) / lam <= 1e-3
+    # The bound uses the Ritz gap, which exceeds the true gap until θ₂ has converged: an
+    # estimate here, not a certificate (seed 2: true error 1.04× the bound).
+    assert abs(res.value - lam) <= 2 * res.error_bound
+    long = lanczos(op, k_max=60, tol=1e-12, generator=torch.Generator().manual_seed(seed))
+    assert res.iterations <= first_within(long.history, lam, 1e-3) + 1
+    assert res.n_matvecs == res.iterations  # converged: no extra residual matvec
+    v = res.vector
+    assert abs(float(torch.linalg.vector_norm(h @ v - res.value * v)) - res.residual) < 1e-10
+
+
 def test_n_matvecs_counts_are_exact() -> None:
     gen = torch.Generator().manual_seed(70)
     eigs = torch.cat([torch.tensor([5.0]), torch.rand(39, generator=gen, dtype=F64)])
     a, _ = spectrum_matrix(eigs, seed=71)
-    for tol, k_max in [(1e-3, 20), (0.0, 7)]:
+    # The explicit residual check costs one matvec, spent only when Lanczos did not converge.
+    for tol, k_max, check, extra in [
+        (1e-3, 20, None, 0),
+        (0.0, 7, None, 1),
+        (1e-3, 20, True, 1),
+        (0.0, 7, False, 0),
+    ]:
         op = Counting(MatrixOperator(a))
-        res = lanczos(op, k_max=k_max, tol=tol, generator=gen)
-        assert res.n_matvecs == op.calls == res.iterations + 1
+        res = lanczos(op, k_max=k_max, tol=tol, generator=gen, explicit_residual=check)
+        assert res.converged == (tol > 0)
+        assert res.n_matvecs == op.calls == res.iterations + extra
         assert len(res.history) == res.iterations
     op = Counting(MatrixOperator(a))
     res = power_iteration(op, tol=1e-6, generator=gen)
@@ -329,7 +403,9 @@ def test_hessian_subset_of_params_and_no_grad_context(mlp_case) -> None:
     v = torch.randn(33, generator=torch.Generator().manual_seed(103), dtype=F64)
     with torch.no_grad():
         hv = op.matvec(v)
+        hv_kept = op.matvec(v)  # the second product reuses the kept graph
     torch.testing.assert_close(hv, h[-33:, -33:] @ v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hv_kept, hv, rtol=0, atol=0)
 
 
 def test_cached_graph_follows_parameter_updates_and_is_freed() -> None:
@@ -351,6 +427,21 @@ def test_cached_graph_follows_parameter_updates_and_is_freed() -> None:
     assert op._cache is None
     assert graph_alive() is None  # freed at once: no reference cycle keeps the graph alive
     torch.testing.assert_close(op.matvec(v), h_new @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_hessian_with_a_parameter_the_loss_does_not_use(mlp_case) -> None:
+    """A trainable parameter outside the forward pass has zero rows and columns in H."""
+    model, x, y, h = mlp_case
+    model = copy.deepcopy(model)
+    model.register_parameter("unused", nn.Parameter(torch.ones(6, dtype=F64)))  # never read
+    op = HessianOperator(model, per_example_ce, x, y)
+    assert op.dim == h.shape[0] + 6
+    gen = torch.Generator().manual_seed(112)
+    for _ in range(2):  # building the graph, then reusing it
+        v = torch.randn(op.dim, generator=gen, dtype=F64)
+        hv = op.matvec(v)  # the module's own parameter comes first, before its children's
+        torch.testing.assert_close(hv[6:], h @ v[6:], rtol=1e-10, atol=1e-12)
+        assert torch.equal(hv[:6], torch.zeros(6, dtype=F64))
 
 
 def test_hessian_operator_rejects_mean_reduced_loss() -> None:

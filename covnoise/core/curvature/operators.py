@@ -127,13 +127,22 @@ class HessianOperator:
     # -- public API -------------------------------------------------------------------------
 
     def matvec(self, v: Tensor) -> Tensor:
-        """Return H v for a flat vector ``v`` (in ``v``'s dtype and device)."""
+        """Return H v for a flat ``v`` (in ``v``'s dtype and device).
+
+        ``v`` is cut into per-parameter views (no copy) that go straight to autograd as
+        ``grad_outputs``; the only copy is the one ``cat`` of the result.
+        """
         if v.shape != (self.dim,):
             raise ValueError(f"matvec expects a flat vector of length {self.dim}, got {v.shape}")
-        vw = v.detach().to(device=self.device, dtype=self.dtype)
+        vw = v.detach()
+        if vw.device != self.device or vw.dtype != self.dtype:
+            vw = vw.to(device=self.device, dtype=self.dtype)
         vs = [t.view(s) for t, s in zip(torch.split(vw, self.numels), self.shapes, strict=True)]
-        out = torch.cat([h.reshape(-1) for h in self.hvp_list(vs)])
-        return out.to(device=v.device, dtype=v.dtype)
+        hv = self._hvp(vs)
+        out = torch.cat([h.reshape(-1) for h in hv]) if len(hv) > 1 else hv[0].reshape(-1)
+        if out.device != v.device or out.dtype != v.dtype:
+            out = out.to(device=v.device, dtype=v.dtype)
+        return out
 
     def hvp_list(self, vs: list[Tensor]) -> list[Tensor]:
         """Return H v with ``v`` and the result given as tensors shaped like the params."""
@@ -143,14 +152,7 @@ class HessianOperator:
             t.detach().to(device=self.device, dtype=self.dtype).reshape(s)
             for t, s in zip(vs, self.shapes, strict=True)
         ]
-        self.n_matvecs += 1
-        total: list[Tensor] | None = None
-        with torch.enable_grad():
-            for grads in self._chunk_grads():
-                hv = self._grad_of_dot(grads, vs)
-                total = hv if total is None else [a.add_(b) for a, b in zip(total, hv, strict=True)]
-        assert total is not None
-        return total
+        return self._hvp(vs)
 
     def gradient(self) -> Tensor:
         """Return the flat gradient of the mean loss (no graph kept; a timing reference)."""
@@ -178,6 +180,20 @@ class HessianOperator:
         self.close()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _hvp(self, vs: list[Tensor]) -> list[Tensor]:
+        """H v for ``vs`` already detached, shaped, on the params' device and dtype."""
+        self.n_matvecs += 1
+        cache = self._cache
+        if cache is not None and len(cache) == 1 and self._cache_versions == self._versions():
+            return self._grad_of_dot(cache[0], vs)  # the common case: one kept graph, no loop
+        total: list[Tensor] | None = None
+        with torch.enable_grad():
+            for grads in self._chunk_grads():
+                hv = self._grad_of_dot(grads, vs)
+                total = hv if total is None else [a.add_(b) for a, b in zip(total, hv, strict=True)]
+        assert total is not None
+        return total
 
     def _chunk_loss(self, start: int, end: int) -> Tensor:
         xc, yc = self.x[start:end], self.y[start:end]
@@ -213,14 +229,17 @@ class HessianOperator:
 
     def _grad_of_dot(self, grads: Sequence[Tensor], vs: list[Tensor]) -> list[Tensor]:
         """d/dθ ⟨g(θ), v⟩ = H v. Gradients that do not depend on θ contribute zero."""
-        live = [(g, v) for g, v in zip(grads, vs, strict=True) if g.requires_grad]
-        if not live:
-            return [torch.zeros_like(p) for p in self.params]
+        outs, gos = grads, vs
+        if not all(g.requires_grad for g in grads):
+            live = [(g, v) for g, v in zip(grads, vs, strict=True) if g.requires_grad]
+            if not live:
+                return [torch.zeros_like(p) for p in self.params]
+            outs, gos = [g for g, _ in live], [v for _, v in live]
         return list(
             torch.autograd.grad(
-                [g for g, _ in live],
+                outs,
                 self.params,
-                grad_outputs=[v for _, v in live],
+                grad_outputs=gos,
                 retain_graph=self.cache_graph,
                 allow_unused=True,
                 materialize_grads=True,
