@@ -1,5 +1,7 @@
 """Fixtures shared by several test modules."""
 
+import os
+
 import pytest
 import torch
 
@@ -13,8 +15,14 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+#: The store named by the environment pytest started in (the user's, or none).
+_USERS_STORE = os.environ.get("COVNOISE_STORE")
+
+
 @pytest.fixture(autouse=True)
 def scratch_default_store(tmp_path_factory, monkeypatch):
     """Commands that record runs in the default store (`covnoise train`) write to a scratch
-    store, never to the user's own."""
-    monkeypatch.setenv("COVNOISE_STORE", str(tmp_path_factory.mktemp("store") / "runs.sqlite"))
+    store, never to the user's own (a store a module's fixture chose is left alone)."""
+    if os.environ.get("COVNOISE_STORE") == _USERS_STORE:
+        path = tmp_path_factory.mktemp("store") / "runs.sqlite"
+        monkeypatch.setenv("COVNOISE_STORE", str(path))
