@@ -7,7 +7,7 @@ import streamlit as st
 
 from covnoise import results, viz
 from covnoise.runs import FileTooLargeError, StoreFormatError
-from covnoise.ui import filters, formatting, guards, resources, runsdata
+from covnoise.ui import filters, formatting, guards, memo, resources, runsdata
 from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, ListParam, UrlState
 
 METRICS = tuple(results.METRIC_LABELS)
@@ -137,7 +137,7 @@ def main() -> None:
     if not curve["value"].notna().any():  # nothing logged (validation without a split)
         st.warning(f"None of these runs logged {y_label}.")
     elif v["draw"] == "groups":
-        agg = results.aggregate_seeds(curve, groups)
+        agg = memo.aggregate_seeds(curve, groups)
         fig = viz.group_bands_figure(agg, x_label, y_label, log_y=v["log_y"])
         st.plotly_chart(fig, key="compare-curves")
         st.caption("Lines: mean over the runs of a group (seeds); bands: ± one sample std.")

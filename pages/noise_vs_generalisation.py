@@ -7,7 +7,7 @@ import streamlit as st
 
 from covnoise import results, viz
 from covnoise.runs import COMPLETED
-from covnoise.ui import filters, guards, resources, runsdata
+from covnoise.ui import filters, guards, memo, resources, runsdata
 from covnoise.ui.urlstate import BoolParam, ChoiceParam, UrlState
 
 STATE = UrlState(
@@ -80,9 +80,8 @@ def main() -> None:
         st.info("No finished runs match the filters.")
         return
     metrics = runsdata.metrics_for(store, runs)
-    points = results.run_points(runs, metrics, how=v["how"])
     columns = [*results.NOISE_STATISTICS, *results.GENERALISATION]
-    grouped = results.group_seeds(points, columns)
+    points, grouped = memo.seed_points(runs, metrics, v["how"], columns)
     stat, measure = v["stat"], v["measure"]
     x_label, y_label = results.NOISE_STATISTICS[stat], results.GENERALISATION[measure]
     table = correlations(grouped[["group", "n", *columns]], measure)

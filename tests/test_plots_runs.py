@@ -115,7 +115,7 @@ def test_live_figure_thins_long_traces_keeping_the_ends():
     steps = list(range(1001))
     m = long_metrics({"a": {"train_loss": [float(s) for s in steps]}}, steps)
     trace = viz.live_figure(m, {"a": "A"}, max_points=100).data[0]
-    assert len(trace.x) == 100 and trace.x[0] == 0 and trace.x[-1] == 1000
+    assert 50 <= len(trace.x) <= 100 and trace.x[0] == 0 and trace.x[-1] == 1000
     np.testing.assert_array_equal(trace.y, trace.x)  # the points kept are the real ones
     assert np.all(np.diff(trace.x) > 0)
     assert len(viz.live_figure(m, {"a": "A"}, max_points=None).data[0].x) == 1001

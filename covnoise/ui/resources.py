@@ -88,10 +88,23 @@ def engine_problem(info: dict[str, Any]) -> str | None:
     return None
 
 
+#: Set to 0 to skip the background imports (memo.warm_imports) after the first page.
+WARM_ENV = "COVNOISE_WARM_IMPORTS"
+
+
 @st.cache_resource(show_spinner=False)
 def device_found() -> str:
-    """The training device a run with device=auto gets: the GPU's name, or the CPU."""
+    """The training device a run with device=auto gets: the GPU's name, or the CPU.
+
+    Called once per server, on the first page drawn: it also starts the background imports
+    of the modules other pages would otherwise import on their first open (memo.warm_imports).
+    """
     import torch
+
+    from covnoise.ui import memo
+
+    if os.environ.get(WARM_ENV, "1") != "0":
+        memo.warm_imports()
 
     if torch.cuda.is_available():
         n = torch.cuda.device_count()

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from covnoise.viz.style import axis_type, palette, rgba
+from covnoise.viz.thinning import MAX_LINE_POINTS, extreme_indices
 
 
 def run_lines_figure(
@@ -24,10 +25,16 @@ def run_lines_figure(
     x_label: str,
     y_label: str,
     log_y: bool = False,
+    max_points: int | None = MAX_LINE_POINTS,
 ) -> go.Figure:
     """One line per run: reads curves [run_id, x, value]; `labels` maps run_id → legend name.
 
-    One trace per run with a value, named by its label, in the order of `labels`.
+    One trace per run with a value, named by its label, in the order of `labels`, with a
+    marker at each evaluation. A run with more than `max_points` evaluations is drawn from at
+    most that many (viz.thinning.extreme_indices: the first and last, and the lowest and
+    highest of each short stretch, so the line's envelope, spikes and gaps look the same at
+    any screen width) as a line without markers, since its markers would no longer be its
+    evaluations; None draws every point.
     """
     fig = go.Figure()
     colors = palette(list(labels.values()))
@@ -35,11 +42,14 @@ def run_lines_figure(
         df = curves[curves["run_id"] == rid]
         if not df["value"].notna().any():
             continue  # nothing logged (validation of a run without a split)
+        x, y = df["x"].to_numpy(), df["value"].to_numpy()
+        keep = extreme_indices([y], max_points)
+        thinned = len(keep) < len(y)
         fig.add_trace(
             go.Scatter(
-                x=df["x"].to_numpy(),
-                y=df["value"].to_numpy(),
-                mode="lines+markers",
+                x=x[keep],
+                y=y[keep],
+                mode="lines" if thinned else "lines+markers",
                 name=label,
                 line={"color": colors[label], "width": 2},
                 marker={"size": 4},
@@ -61,12 +71,16 @@ def group_bands_figure(
     x_label: str,
     y_label: str,
     log_y: bool = False,
+    max_points: int | None = MAX_LINE_POINTS,
 ) -> go.Figure:
     """Mean line ± one sample std band per group: reads agg [group, x, mean, std, n].
 
     Traces per group: "<group> (n=k)" (the mean line), then, when n > 1, an unnamed upper
     band edge and "<group> ± std" (the filled lower edge). Under a log axis the band's lower
-    edge is clipped to the smallest positive value.
+    edge is clipped to the smallest positive value. A group with more than `max_points` x
+    values is drawn at most that many, the same ones for its three lines (the first and last,
+    and in each short stretch those of the lowest and highest mean, band top and band bottom:
+    viz.thinning.extreme_indices), so the lines and the band look the same; None: every x.
     """
     fig = go.Figure()
     groups = list(dict.fromkeys(agg["group"]))
@@ -75,28 +89,30 @@ def group_bands_figure(
         df = agg[agg["group"] == group]
         n = int(df["n"].iloc[0])
         color = colors[group]
-        x = df["x"].to_numpy()
+        band = n > 1 and df["std"].notna().any()
+        upper, lower = df["mean"] + df["std"], df["mean"] - df["std"]
+        if band and log_y:
+            positive = df["mean"][df["mean"] > 0]
+            floor = float(positive.min()) / 10 if len(positive) else 1e-12
+            lower = lower.clip(lower=floor)
+        mean, upper, lower = (c.to_numpy(dtype=float) for c in (df["mean"], upper, lower))
+        keep = extreme_indices([mean, upper, lower] if band else [mean], max_points)
+        x = df["x"].to_numpy()[keep]
         fig.add_trace(
             go.Scatter(
                 x=x,
-                y=df["mean"].to_numpy(),
+                y=mean[keep],
                 mode="lines",
                 name=f"{group} (n={n})",
                 legendgroup=group,
                 line={"color": color, "width": 2},
             )
         )
-        if n > 1 and df["std"].notna().any():
-            upper = df["mean"] + df["std"]
-            lower = df["mean"] - df["std"]
-            if log_y:
-                positive = df["mean"][df["mean"] > 0]
-                floor = float(positive.min()) / 10 if len(positive) else 1e-12
-                lower = lower.clip(lower=floor)
+        if band:
             fig.add_trace(
                 go.Scatter(
                     x=x,
-                    y=upper.to_numpy(),
+                    y=upper[keep],
                     mode="lines",
                     line={"width": 0},
                     showlegend=False,
@@ -108,7 +124,7 @@ def group_bands_figure(
             fig.add_trace(
                 go.Scatter(
                     x=x,
-                    y=lower.to_numpy(),
+                    y=lower[keep],
                     mode="lines",
                     line={"width": 0},
                     fill="tonexty",
@@ -179,8 +195,9 @@ def live_figure(
     points where Lanczos did not converge), ‖Σ‖_F, tr Σ and Tr(HΣ).
     A series without a finite value (validation of a run without a split) is not drawn.
 
-    A trace with more than `max_points` points is thinned to that many, evenly spaced and
-    keeping the first and last (a live view redraws every few seconds).
+    A trace with more than `max_points` points is drawn from at most that many real ones (a
+    live view redraws every few seconds): the first and last, and the lowest and highest of
+    each short stretch (viz.thinning.extreme_indices), so spikes, dips and gaps still show.
 
     Reads the long metrics [run_id, <x>, name, value]; `labels` maps run_id → name (and sets
     the order). Traces are named "<label> · <metric>"; the stability line of run r is
@@ -307,8 +324,5 @@ def _unconverged_trace(groups: dict, rid: str, x: str, label: str, color: str) -
 
 
 def _thin(df: pd.DataFrame, max_points: int | None) -> pd.DataFrame:
-    """At most `max_points` rows, evenly spaced, first and last kept."""
-    if max_points is None or len(df) <= max_points:
-        return df
-    idx = np.unique(np.linspace(0, len(df) - 1, max(2, max_points)).round().astype(int))
-    return df.iloc[idx]
+    """At most `max_points` rows: the first, the last and each stretch's extremes of value."""
+    return df.iloc[extreme_indices([df["value"].to_numpy(dtype=float)], max_points)]
