@@ -12,10 +12,19 @@ trained on stays at the labels y:
 - diag, isotropic: when the statistics are refreshed, one extra backward of the
   sampled-label loss of the statistics rows records them; it stops at the layers' outputs
   (no parameter gradients) and reuses the forward.
+
+The update is :class:`SGD`, plain SGD with momentum and weight decay written out with the
+same tensor operations torch.optim.SGD runs (so the same numbers), without torch.optim: its
+first step imports torch._dynamo (2.6 s of a fresh process) and its per-step Python costs a
+tenth of a small MLP's step. On the CPU the finiteness check is read on the host (free there);
+on an accelerator it stays on the device: the update is applied through ``torch.where`` on a
+0-d flag, so a step needs no read-back and the caller reads the losses when it likes.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
 
@@ -71,10 +80,94 @@ def _fisher_backward(
     return losses, recorder.result() if record else None
 
 
+class SGD:
+    """Plain SGD: ``d = g + weight_decay·θ``; with momentum ``b ← momentum·b + d`` (b = d at
+    the first step) and ``d = b``; then ``θ ← θ − lr·d``, in place under no_grad.
+
+    The same operations in the same order as ``torch.optim.SGD(params, lr, momentum,
+    weight_decay)`` (no dampening, no Nesterov): per tensor where it loops over tensors (CPU),
+    ``torch._foreach_*`` where it takes its foreach path (CUDA, XPU), so the parameters are
+    bit for bit the same (tests/test_train_step.py). ``lr`` may be changed between steps.
+    ``step()`` updates; ``step(ok)`` with a 0-d bool tensor updates only where ``ok`` holds,
+    without reading it back (the parameters and momentum are then left as they were).
+    """
+
+    def __init__(
+        self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+    ) -> None:
+        self.params = list(params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.buffers: list[Tensor] | None = None
+        # torch.optim.SGD's default: foreach when every parameter is on a foreach device
+        self.foreach = bool(self.params) and all(
+            p.device.type in ("cuda", "xpu") for p in self.params
+        )
+        #: whether noisy_step should gate this optimiser on the device (no read-back)
+        self.on_device = self.foreach
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop the gradients (they are always replaced by the next backward)."""
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, ok: Tensor | None = None) -> None:
+        """One update from the parameters' ``.grad``; with ``ok`` only where ``ok`` is true."""
+        grads = [p.grad for p in self.params]
+        if ok is None and not self.foreach:
+            self._loop(grads)
+            return
+        params, wd, m = self.params, self.weight_decay, self.momentum
+        if wd != 0:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        if m != 0:
+            if self.buffers is None:
+                bufs = [g.detach().clone() for g in grads]
+            elif ok is None:
+                bufs = self.buffers
+                torch._foreach_mul_(bufs, m)
+                torch._foreach_add_(bufs, grads, alpha=1)
+            else:
+                bufs = torch._foreach_mul(self.buffers, m)
+                torch._foreach_add_(bufs, grads, alpha=1)
+            grads = bufs
+        if ok is None:
+            torch._foreach_add_(params, grads, alpha=-self.lr)
+            self.buffers = grads if m != 0 else None
+            return
+        moved = torch._foreach_add(params, grads, alpha=-self.lr)
+        for p, q in zip(params, moved, strict=True):
+            p.copy_(torch.where(ok, q, p))
+        if m != 0:
+            old = self.buffers if self.buffers is not None else [torch.zeros_like(b) for b in grads]
+            self.buffers = [torch.where(ok, b, o) for b, o in zip(grads, old, strict=True)]
+
+    def _loop(self, grads: list[Tensor | None]) -> None:
+        """torch.optim.SGD's single-tensor update, tensor by tensor."""
+        wd, m, lr = self.weight_decay, self.momentum, self.lr
+        first = self.buffers is None
+        if m != 0 and first:
+            self.buffers = []
+        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+            if wd != 0:
+                g = g.add(p, alpha=wd)
+            if m != 0:
+                if first:
+                    buf = g.detach().clone()
+                    self.buffers.append(buf)  # type: ignore[union-attr]
+                else:
+                    buf = self.buffers[i].mul_(m).add_(g, alpha=1)  # type: ignore[index]
+                g = buf
+            p.add_(g, alpha=-lr)
+
+
+Optimizer = torch.optim.Optimizer | SGD
+
+
 def noisy_step(
     model: nn.Module,
     params: list[Tensor],
-    opt: torch.optim.Optimizer,
+    opt: Optimizer,
     structure: NoiseStructure,
     state: Any,
     x: Tensor,
@@ -85,7 +178,9 @@ def noisy_step(
 
     Returns the per-example losses (detached) and the new noise state. The parameters are
     not updated when the loss or the noisy gradient is not finite (the losses returned are
-    then NaN), so a diverging run stops on its last good state.
+    then NaN), so a diverging run stops on its last good state. `opt` is an :class:`SGD` or
+    a torch optimiser; an :class:`SGD` on an accelerator is gated on the device, with no
+    read-back.
     """
     plan = structure.plan(len(x), state, generator)
     opt.zero_grad(set_to_none=True)
@@ -93,14 +188,23 @@ def noisy_step(
         losses, stats = _fisher_backward(model, params, plan, x, y, generator)
     else:
         losses, stats = _batch_backward(model, params, plan, x, y)
-    noisy, state = structure.update([p.grad for p in params], state, stats, generator)
-    for p, g in zip(params, noisy, strict=True):
-        p.grad = g
+    grads = [p.grad for p in params]
+    noisy, state = structure.update(grads, state, stats, generator)
+    for p, g, old in zip(params, noisy, grads, strict=True):
+        if g is not old:
+            p.grad = g
     losses = losses.detach()
     # One fused norm over all gradients and one read-back, instead of an isfinite pass per
     # tensor (that cost 0.4 of a plain step on a small MLP, bench.epoch). A gradient whose
-    # norm overflows (entries beyond ~1e19 in float32) counts as non-finite too.
-    checks = torch.stack([losses.sum(), torch.nn.utils.get_total_norm(noisy).to(losses.dtype)])
+    # norm overflows (entries beyond ~1e19 in float32) counts as non-finite too. The norm is
+    # get_total_norm's (one device and dtype) without its grouping, a tenth of a small step.
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(noisy)))
+    checks = torch.stack([losses.sum(), total.to(losses.dtype)])
+    if isinstance(opt, SGD) and opt.on_device:
+        finite = torch.isfinite(checks)
+        opt.step(finite.all())
+        nan = torch.full_like(losses, math.nan)
+        return torch.where(finite[0] & ~finite[1], nan, losses), state
     loss_ok, grad_ok = torch.isfinite(checks).tolist()
     if loss_ok and grad_ok:
         opt.step()

@@ -6,6 +6,13 @@ device; at each evaluation it emits one `metric` event with losses, accuracies, 
 and Tr(HΣ), the gradient norm and the distance from initialisation. A non-finite loss ends
 the run with status `diverged`. Events are plain JSON-ready dicts (see `run`).
 
+The loop does no host read-back per step on an accelerator: the batch losses stay on the
+device and are read every `_CHECK_EVERY` steps, at each evaluation and on a stop request
+(on the CPU, where a read-back costs nothing, after every step); a non-finite one ends the
+run `diverged` at its own step, as if it had been read at once. The step leaves the
+parameters alone at a non-finite step either way (`step`), and nothing trained after it is
+evaluated or reported.
+
 The parts live next door: the step (`step`), the schedule (`schedule`), the metrics
 (`evaluation`) and what a run records about itself (`provenance`); this module sets a run
 up, loops over its steps and writes its events. The names other layers import from here
@@ -29,7 +36,7 @@ from covnoise.core.models import build_model
 from covnoise.core.noise import make_structure
 from covnoise.core.provenance import code_revision, describe_device, provenance, versions
 from covnoise.core.schedule import is_evaluation, learning_rate, total_steps
-from covnoise.core.step import noisy_step
+from covnoise.core.step import SGD, noisy_step
 from covnoise.data import load_dataset
 
 __all__ = [
@@ -47,6 +54,9 @@ __all__ = [
 ]
 
 Emit = Callable[[dict[str, Any]], None]
+
+#: Steps between reads of the batch losses on an accelerator (every step on the CPU).
+_CHECK_EVERY = 32
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,6 +98,10 @@ class _Batches:
 
     def next(self) -> Tensor:
         """The next batch's row indices, on the training device."""
+        if 0 < self.n - self.pos >= self.size:  # the whole batch from this permutation
+            idx = self.perm[self.pos : self.pos + self.size]
+            self.pos += self.size
+            return idx.to(self.device)
         if self.drop_last:
             if self.pos + self.size > self.n:
                 self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
@@ -137,7 +151,7 @@ class _Training:
             source=config.noise_source,
         )
         self.state = self.structure.init(self.params)
-        self.opt = torch.optim.SGD(
+        self.opt = SGD(
             self.params,
             lr=config.effective_lr,
             momentum=config.momentum,
@@ -151,6 +165,10 @@ class _Training:
         self.step = 0
         self.last: dict[str, float] = {}
         self.bar: Any = None
+        # batch losses (0-d, on the device) of the steps not yet read, and the last one read
+        self.pending: list[Tensor] = []
+        self.batch_loss = math.nan
+        self.check_every = 1 if device.type == "cpu" else _CHECK_EVERY
 
     # -- events
     def start_event(self, info: dict[str, Any]) -> dict[str, Any]:
@@ -205,17 +223,36 @@ class _Training:
         }
 
     # -- the loop
-    def train_step(self) -> tuple[float, float]:
-        """One noisy SGD step on the next batch: (learning rate, mean batch loss)."""
+    def train_step(self) -> float:
+        """One noisy SGD step on the next batch; returns its learning rate and keeps its
+        mean batch loss (on the device) for the next `check`."""
         idx = self.batches.next()
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         lr = learning_rate(self.config, self.step, self.per_epoch, self.n_steps)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        self.opt.lr = lr
         losses, self.state = noisy_step(
             self.model, self.params, self.opt, self.structure, self.state, x, y, self.noise_gen
         )
-        return lr, float(losses.mean())
+        self.pending.append(losses.mean())
+        self.step += 1
+        return lr
+
+    def check(self) -> tuple[str, str] | None:
+        """Read the pending batch losses: ("diverged", message) at the first non-finite
+        one (the run's step count set back to it), otherwise None."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return None
+        values = [float(pending[0])] if len(pending) == 1 else torch.stack(pending).tolist()
+        first = self.step - len(values)
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                self.step = first + i
+                return "diverged", f"loss became {value} at step {self.step}"
+        self.batch_loss = values[-1]
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{self.batch_loss:.4f}", refresh=False)
+        return None
 
     def loop(self, should_stop: Callable[[], bool] | None) -> tuple[str, str | None]:
         """Evaluate at step 0, then step until the end, a stop request or divergence;
@@ -223,22 +260,19 @@ class _Training:
         self.evaluation(learning_rate(self.config, 0, self.per_epoch, self.n_steps), {})
         while self.step < self.n_steps:
             if should_stop is not None and should_stop():
-                return "cancelled", f"cancelled at step {self.step}"
-            lr, batch_loss = self.train_step()
-            if not math.isfinite(batch_loss):
-                return "diverged", f"loss became {batch_loss} at step {self.step}"
-            self.step += 1
-            self._tick(batch_loss)
-            if is_evaluation(self.step, self.n_steps, self.config.eval_every):
-                self.evaluation(lr, {"batch_loss": batch_loss})
+                return self.check() or ("cancelled", f"cancelled at step {self.step}")
+            lr = self.train_step()
+            evaluating = is_evaluation(self.step, self.n_steps, self.config.eval_every)
+            if evaluating or len(self.pending) >= self.check_every:
+                if (diverged := self.check()) is not None:
+                    return diverged
+            if self.bar is not None:
+                self.bar.update(1)
+            if evaluating:
+                self.evaluation(lr, {"batch_loss": self.batch_loss})
                 if not math.isfinite(self.last["train_loss"]):
                     return "diverged", f"loss became {self.last['train_loss']} at step {self.step}"
         return "finished", None
-
-    def _tick(self, batch_loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{batch_loss:.4f}")
 
 
 def _progress_bar(config: RunConfig, n_steps: int) -> Any:

