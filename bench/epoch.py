@@ -147,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", default=None, help="only the cases of this data set")
     args = parser.parse_args(argv)
     cases = GPU_CASES if args.device == "cuda" else CPU_CASES
+    cases = [c for c in cases if args.only is None or c[0] == args.only]
     print(f"machine: {describe_machine(args.device)}")
     print(
         "| case | train images | steps/epoch | covnoise img/s | plain img/s | "
