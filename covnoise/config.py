@@ -190,9 +190,10 @@ class RunConfig:
     eval_every: int = config_field(
         10, "steps between evaluations", "evaluate every", low=1, high=1_000_000
     )
-    sharpness_every: int = config_field(
-        1,
-        "evaluations between sharpness/noise measurements (0 = never)",
+    sharpness_every: int | None = config_field(
+        None,
+        "evaluations between sharpness/noise measurements (0 = never; unset: chosen by the "
+        "run's length, about 20 per run)",
         "sharpness every",
         low=0,
         high=1000,

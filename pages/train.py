@@ -176,9 +176,14 @@ def cost_panel(configs: list) -> None:
         if summary["calibrated_on"]
         else "an assumed rate; no finished runs to calibrate on"
     )
+    split = summary["split"]
+    total = sum(split.values()) or 1.0
+    shares = ", ".join(f"{part} {t / total:.0%}" for part, t in split.items())
     st.caption(
         f"≈ {summary['flops'] / 1e9:,.1f} GFLOP over {workers} parallel run(s) at "
-        f"{summary['rate'] / 1e9:.2g} GFLOP/s ({basis}). A rough estimate."
+        f"{summary['rate'] / 1e9:.2g} GFLOP/s ({basis}), plus worker start-up. Of the work: "
+        f"{shares} (λ_max and noise statistics at every *sharpness every*-th evaluation). "
+        "A rough estimate."
     )
 
 

@@ -352,6 +352,7 @@ def test_train_launches_a_real_run_and_live_draws_it(env):
         lr=0.5,
         epochs=2.0,
         eval_every=5,
+        sharpness_every=1,  # the form's own default: every evaluation
         probe_size=32,
         seed=0,
     )

@@ -53,8 +53,10 @@ class Evaluator:
         data: Dataset,
         structure: NoiseStructure,
         device: torch.device,
+        curvature_every: int = 1,
     ) -> None:
         self.config, self.model, self.data, self.structure = config, model, data, structure
+        self.curvature_every = curvature_every  # schedule.curvature_every of the run
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.init = [p.detach().clone() for p in self.params]
         g = torch.Generator().manual_seed(config.seed + 7919)
@@ -82,7 +84,7 @@ class Evaluator:
         loss = per_example_loss(model(self.probe_x), self.probe_y).mean()
         grads = torch.autograd.grad(loss, self.params)
         m["grad_norm"] = _flat_norm(list(grads))
-        if measures_curvature(self.n_evals, self.config.sharpness_every):
+        if measures_curvature(self.n_evals, self.curvature_every):
             m.update(self._curvature())
         model.train()
         self.n_evals += 1

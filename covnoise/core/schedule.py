@@ -7,7 +7,10 @@ permutation is cut into full batches and its remainder dropped: ⌊N/L⌋ steps 
 runs made before the option did. The learning rate follows the config's schedule (constant,
 step, warm-up then cosine), its epochs converted to steps with the steps per epoch. A run
 is evaluated at step 0, every `eval_every` steps and at its last step; sharpness and noise
-statistics are measured at every `sharpness_every`-th evaluation (the first included). The
+statistics are measured at every `sharpness_every`-th evaluation (the first included); left
+unset, the cadence is chosen by the run's length so that about CURVATURE_PER_RUN evaluations
+measure them (they cost several times a plain evaluation, and at every evaluation of a short
+run they were more than half of its work). The
 training loop and the cost model both read these functions, so the estimate cannot drift
 from what a run does.
 """
@@ -59,6 +62,19 @@ def is_evaluation(step: int, n_steps: int, eval_every: int) -> bool:
 def evaluation_count(n_steps: int, eval_every: int) -> int:
     """Evaluations of a run of `n_steps`: step 0, every `eval_every` steps, and the last."""
     return 1 + n_steps // eval_every + (1 if n_steps % eval_every else 0)
+
+
+#: Evaluations that measure sharpness and noise in a run whose config leaves the cadence unset.
+CURVATURE_PER_RUN = 20
+
+
+def curvature_every(sharpness_every: int | None, evaluations: int) -> int:
+    """The cadence a run uses: the config's `sharpness_every`, or when unset the smallest
+    one that measures at most CURVATURE_PER_RUN of its `evaluations` (every evaluation of a
+    short run)."""
+    if sharpness_every is not None:
+        return sharpness_every
+    return max(1, -(-evaluations // CURVATURE_PER_RUN))
 
 
 def measures_curvature(evaluation: int, sharpness_every: int) -> bool:

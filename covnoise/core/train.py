@@ -35,7 +35,13 @@ from covnoise.core.losses import per_example_loss
 from covnoise.core.models import build_model
 from covnoise.core.noise import make_structure
 from covnoise.core.provenance import code_revision, describe_device, provenance, versions
-from covnoise.core.schedule import is_evaluation, learning_rate, total_steps
+from covnoise.core.schedule import (
+    curvature_every,
+    evaluation_count,
+    is_evaluation,
+    learning_rate,
+    total_steps,
+)
 from covnoise.core.step import SGD, noisy_step
 from covnoise.data import load_dataset
 
@@ -161,7 +167,12 @@ class _Training:
             n_train, config.batch_size, config.seed, device, drop_last=config.drop_last
         )
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-        self.evaluator = Evaluator(config, self.model, self.data, self.structure, device)
+        self.curvature_every = curvature_every(
+            config.sharpness_every, evaluation_count(self.n_steps, config.eval_every)
+        )
+        self.evaluator = Evaluator(
+            config, self.model, self.data, self.structure, device, self.curvature_every
+        )
         self.step = 0
         self.last: dict[str, float] = {}
         self.bar: Any = None
@@ -181,6 +192,7 @@ class _Training:
             **info,
             "total_steps": self.n_steps,
             "steps_per_epoch": self.per_epoch,
+            "curvature_every": self.curvature_every,
             "probe_size": len(self.evaluator.probe_x),
             "n_train": len(data.x_train),
             "n_val": len(data.x_val),

@@ -15,7 +15,12 @@ import numpy as np
 
 from covnoise.config import RunConfig
 from covnoise.core.noise import HSIGMA_MAX_DRAWS
-from covnoise.core.schedule import curvature_count, evaluation_count, total_steps
+from covnoise.core.schedule import (
+    curvature_count,
+    curvature_every,
+    evaluation_count,
+    total_steps,
+)
 from covnoise.data.validation import validation_size
 
 #: Step time relative to a plain step, per structure (the design's cost targets).
@@ -38,11 +43,24 @@ class Cost:
     hvps: int
     examples: int
     flops: float
+    train_flops: float = 0.0  # of `flops`: the training steps
+    curvature_flops: float = 0.0  # of `flops`: the Hessian-vector products
 
     def fixed_seconds(self) -> float:
         """Time the per-operation overheads take whatever the FLOP rate."""
         o = OVERHEAD_SECONDS
         return self.steps * o["step"] + self.hvps * o["hvp"] + self.evaluations * o["evaluation"]
+
+    def split_seconds(self, rate: float) -> dict[str, float]:
+        """run_seconds split into training steps, evaluations (losses, accuracies, the probe
+        gradient) and curvature (λ_max and the noise statistics); the parts sum to it."""
+        o = OVERHEAD_SECONDS
+        eval_flops = self.flops - self.train_flops - self.curvature_flops
+        return {
+            "training": self.train_flops / rate + self.steps * o["step"],
+            "evaluation": eval_flops / rate + self.evaluations * o["evaluation"],
+            "curvature": self.curvature_flops / rate + self.hvps * o["hvp"],
+        }
 
 
 def run_cost(config: RunConfig, n_train: int, n_test: int, forward_flops: float) -> Cost:
@@ -62,15 +80,15 @@ def run_cost(config: RunConfig, n_train: int, n_test: int, forward_flops: float)
     n_fit = n_train - validation_size(n_train, config.val_fraction)
     _, steps = total_steps(config, n_fit)
     evals = evaluation_count(steps, config.eval_every)
-    sharp = curvature_count(evals, config.sharpness_every)
+    sharp = curvature_count(evals, curvature_every(config.sharpness_every, evals))
     draws = 0 if config.noise == "none" else max(config.noise_samples, HSIGMA_MAX_DRAWS)
     hvps = sharp * (config.lanczos_iters + 1 + draws)  # +1: Lanczos residual
     probe = min(config.probe_size, n_fit)
     f = float(forward_flops)
-    flops = steps * 3 * f * config.batch_size * STRUCTURE_COST.get(config.noise, 1.3)
-    flops += evals * (f * (n_train + n_test) + 3 * f * probe)
-    flops += hvps * 6 * f * probe
-    return Cost(steps, evals, sharp, hvps, steps * config.batch_size, flops)
+    train = steps * 3 * f * config.batch_size * STRUCTURE_COST.get(config.noise, 1.3)
+    curvature = hvps * 6 * f * probe
+    flops = train + evals * (f * (n_train + n_test) + 3 * f * probe) + curvature
+    return Cost(steps, evals, sharp, hvps, steps * config.batch_size, flops, train, curvature)
 
 
 def run_seconds(cost: Cost, rate: float) -> float:

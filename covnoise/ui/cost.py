@@ -43,7 +43,12 @@ def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int)
     if rate is None:
         rate = DEFAULT_RATE["gpu" if device_found().startswith("GPU") else "cpu"]
     secs = [results.run_seconds(c, rate) for c in costs]
+    split = {"training": 0.0, "evaluation": 0.0, "curvature": 0.0}
+    for c in costs:
+        for part, t in c.split_seconds(rate).items():
+            split[part] += t
     return {
+        "split": split,
         "runs": len(configs),
         "steps": sum(c.steps for c in costs),
         "evaluations": sum(c.evaluations for c in costs),
