@@ -1,6 +1,7 @@
 """The training loop and the CLI end to end on tiny configs."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -103,6 +104,23 @@ def test_diverging_run_ends_diverged_and_names_the_step():
     assert "at step" in summary["message"]
     step = int(summary["message"].rsplit(" ", 1)[1])
     assert summary["steps"] == step < 30
+
+
+def test_a_blown_up_but_finite_loss_ends_diverged():
+    """A loss past 1e6 × the initial training loss ends the run, before it overflows."""
+    from covnoise.core.train import BLOW_UP_FACTOR
+
+    cfg = RunConfig(noise="none", **{**TINY, "lr": 300.0, "steps": 30, "eval_every": 1})
+    events, summary = _events(cfg)
+    metrics = [e["metrics"] for e in events if e["event"] == "metric"]
+    initial = metrics[0]["train_loss"]
+    assert summary["status"] == "diverged" and "exceeded" in summary["message"]
+    step = int(summary["message"].rsplit(" ", 1)[1])
+    assert summary["steps"] == step < 30
+    loss = float(summary["message"].split()[2])
+    assert loss > BLOW_UP_FACTOR * initial and all(math.isfinite(m["train_loss"]) for m in metrics)
+    # every evaluation before the end was under the bound
+    assert all(m["train_loss"] <= BLOW_UP_FACTOR * initial for m in metrics[:-1])
 
 
 def test_cancel_between_steps():

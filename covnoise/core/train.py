@@ -3,8 +3,10 @@
 Large-batch SGD with structured noise (covnoise.core.noise) on a dataset held on the training
 device; at each evaluation it emits one `metric` event with losses, accuracies, sharpness
 (Lanczos λ_max on a fixed probe batch, with its residual), the injected noise's tr Σ, ‖Σ‖_F
-and Tr(HΣ), the gradient norm and the distance from initialisation. A non-finite loss ends
-the run with status `diverged`. Events are plain JSON-ready dicts (see `run`).
+and Tr(HΣ), the gradient norm and the distance from initialisation. A run ends `diverged`
+at the step where its loss stops being finite or exceeds BLOW_UP_FACTOR × its initial
+training loss, or where an evaluation finds its parameters, gradient or noise statistics
+overflowed. Events are plain JSON-ready dicts (see `run`).
 
 The loop does no host read-back per step on an accelerator: the batch losses stay on the
 device and are read every `_CHECK_EVERY` steps, at each evaluation and on a stop request
@@ -63,6 +65,12 @@ Emit = Callable[[dict[str, Any]], None]
 
 #: Steps between reads of the batch losses on an accelerator (every step on the CPU).
 _CHECK_EVERY = 32
+#: A run whose batch or training loss exceeds this multiple of its initial training loss
+#: has blown up: it ends `diverged` even while its numbers are still finite.
+BLOW_UP_FACTOR = 1e6
+#: Metrics whose overflow (inf or nan) at an evaluation ends a run `diverged`: the loss, the
+#: parameters (their distance from the start), the gradient and the injected noise.
+_MUST_BE_FINITE = ("train_loss", "dist_init", "grad_norm", "noise_trace", "noise_fro")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -178,6 +186,7 @@ class _Training:
         self.bar: Any = None
         # batch losses (0-d, on the device) of the steps not yet read, and the last one read
         self.pending: list[Tensor] = []
+        self.blow_up = math.inf  # BLOW_UP_FACTOR × the initial training loss, once known
         self.batch_loss = math.nan
         self.check_every = 1 if device.type == "cpu" else _CHECK_EVERY
 
@@ -261,6 +270,12 @@ class _Training:
             if not math.isfinite(value):
                 self.step = first + i
                 return "diverged", f"loss became {value} at step {self.step}"
+            if value > self.blow_up:
+                self.step = first + i + 1
+                return "diverged", (
+                    f"batch loss {value:.3g} exceeded {BLOW_UP_FACTOR:.0e} × the initial "
+                    f"training loss at step {self.step}"
+                )
         self.batch_loss = values[-1]
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{self.batch_loss:.4f}", refresh=False)
@@ -270,6 +285,9 @@ class _Training:
         """Evaluate at step 0, then step until the end, a stop request or divergence;
         returns (status, message)."""
         self.evaluation(learning_rate(self.config, 0, self.per_epoch, self.n_steps), {})
+        if (diverged := self.overflowed()) is not None:
+            return diverged
+        self.blow_up = BLOW_UP_FACTOR * self.last["train_loss"]
         while self.step < self.n_steps:
             if should_stop is not None and should_stop():
                 return self.check() or ("cancelled", f"cancelled at step {self.step}")
@@ -282,9 +300,24 @@ class _Training:
                 self.bar.update(1)
             if evaluating:
                 self.evaluation(lr, {"batch_loss": self.batch_loss})
-                if not math.isfinite(self.last["train_loss"]):
-                    return "diverged", f"loss became {self.last['train_loss']} at step {self.step}"
+                if (diverged := self.overflowed()) is not None:
+                    return diverged
         return "finished", None
+
+    def overflowed(self) -> tuple[str, str] | None:
+        """("diverged", message) when the last evaluation shows a blown-up run: a metric of
+        _MUST_BE_FINITE not finite, or the training loss past the blow-up bound."""
+        m = self.last
+        for name in _MUST_BE_FINITE:
+            if name in m and not math.isfinite(m[name]):
+                what = "loss" if name == "train_loss" else name
+                return "diverged", f"{what} became {m[name]} at step {self.step}"
+        if m["train_loss"] > self.blow_up:
+            return "diverged", (
+                f"training loss {m['train_loss']:.3g} exceeded {BLOW_UP_FACTOR:.0e} × the "
+                f"initial training loss at step {self.step}"
+            )
+        return None
 
 
 def _progress_bar(config: RunConfig, n_steps: int) -> Any:
