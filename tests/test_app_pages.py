@@ -760,3 +760,29 @@ def test_the_form_checks_the_batch_against_the_examples_a_run_trains_on():
     configs = trainform.form_configs(values)
     baseline = [c for c in configs if c.batch_size == 32]
     assert baseline and all(c.eval_every == 4 * 1024 // 32 for c in baseline)
+
+
+@pytest.mark.parametrize("dataset", ["teacher", "mnist1d", "digits", "mnist-5k"])
+@pytest.mark.parametrize("model", ["mlp", "cnn", "vgg", "resnet"])
+def test_every_data_set_and_model_the_form_allows_runs_or_is_refused_by_field(dataset, model):
+    """Each data set × model pair of the form either builds (checked by building the model on
+    the meta device) or is refused with a ConfigError naming the model, never a ValueError."""
+    import torch
+
+    from covnoise.core.models import build_model
+    from covnoise.data import input_shape, num_classes
+
+    values = {p.name: p.default for p in trainform.TRAIN_PARAMS}
+    values.update(dataset=dataset, model=model, width=8, depth=2, batch_size=128, small_batch=32)
+    try:
+        with torch.device("meta"):
+            build_model(model, input_shape(dataset), num_classes(dataset), width=8, depth=2)
+        builds = True
+    except ValueError:
+        builds = False
+    if builds:
+        assert trainform.form_configs(values)
+    else:
+        with pytest.raises(ConfigError) as err:
+            trainform.form_configs(values)
+        assert err.value.field == "model"

@@ -162,6 +162,7 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
     validation fraction and drop-last choice; the noise source applies to the runs with
     injected noise. Raises ConfigError naming the Train-form parameter at fault.
     """
+    from covnoise.runs.checks import check_runnable
     from covnoise.runs.engine import expand_grid
 
     try:
@@ -227,6 +228,8 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
             configs += [sb.replace(seed=s) for s in seeds]
         for cfg in configs:
             cfg.validate(n_train=n_train)
+        if configs and spec is not None:  # the model on this data set (all share it)
+            check_runnable(configs[0])
     except ConfigError as err:
         raise ConfigError(FIELD_TO_PARAM.get(err.field, err.field), error_text(err)) from None
     return configs
