@@ -172,7 +172,7 @@ def cost_panel(configs: list) -> None:
     )
     d.metric("estimated time", formatting.fmt_seconds(summary["seconds"]))
     basis = (
-        f"calibrated on {summary['calibrated_on']} finished runs"
+        f"calibrated on {summary['calibrated_on']} finished runs of this machine"
         if summary["calibrated_on"]
         else "an assumed rate; no finished runs to calibrate on"
     )

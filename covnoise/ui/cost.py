@@ -8,6 +8,7 @@ count, and calibrates the FLOP rate on the finished runs this machine has timed.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from covnoise import results
 from covnoise.config import RunConfig
 from covnoise.data import DATASETS as DATASET_SPECS
 from covnoise.ui.resources import device_found
+from covnoise.ui.runsdata import OWN_SOURCE
 
 #: FLOP rate assumed before any run has been timed on this machine.
 DEFAULT_RATE = {"cpu": 2e9, "gpu": 2e11}
@@ -35,8 +37,9 @@ def forward_flops(dataset: str, model: str, width: int, depth: int) -> float:
 def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int) -> dict[str, Any]:
     """Steps, evaluations, FLOPs and a wall-clock estimate for launching `configs`.
 
-    The FLOP rate is calibrated on the finished runs in `past` (their predicted FLOPs over
-    their measured wall time); without any it is a fixed guess for the device.
+    The FLOP rate is calibrated on this machine's own finished runs in `past` (their
+    predicted FLOPs over their measured wall time; cached and uploaded runs ran elsewhere);
+    without any it is a fixed guess for the device.
     """
     costs = [_cost(cfg) for cfg in configs]
     rate, calibrated = _calibrated_rate(past)
@@ -71,7 +74,13 @@ def _calibrated_rate(past: pd.DataFrame) -> tuple[float | None, int]:
     if past is None or past.empty:
         return None, 0
     done = past[(past["status"] == "finished") & past["wall_time"].notna()]
-    done = done[done["cfg_dataset"].isin(list(DATASET_SPECS))].tail(CALIBRATION_RUNS)
+    done = done[done["cfg_dataset"].isin(list(DATASET_SPECS))]
+    # only this machine's own runs: cached and uploaded runs were timed elsewhere
+    if "source" in done:
+        done = done[done["source"] == OWN_SOURCE]
+    if "host" in done:
+        done = done[done["host"].isna() | (done["host"] == socket.gethostname())]
+    done = done.tail(CALIBRATION_RUNS)
     costs, secs = [], []
     for row in done.to_dict("records"):
         try:
