@@ -14,7 +14,9 @@ STATE = UrlState(
     "live",
     [
         IntParam("recent", 6, 1, 50),
-        ChoiceParam("x", "step", tuple(results.X_AXES)),
+        # epochs: a small-batch run takes L/M times the steps of a large-batch one, so on a
+        # step axis the large-batch curves would be squeezed into the left edge
+        ChoiceParam("x", "epoch", tuple(results.X_AXES)),
         BoolParam("log_loss", False),
         FloatParam("every", 2.0, 0.5, 60.0),
     ],

@@ -85,6 +85,13 @@ def test_live_figure_panels_and_stability_line():
     }
     m = long_metrics(spec, steps)
     fig = viz.live_figure(m, {"a": "A", "b": "B"}, x="step", momentum={"a": 0.9})
+    # the same axes keep the user's zoom across redraws; another axis or scale resets it
+    again = viz.live_figure(m.iloc[:-3], {"a": "A", "b": "B"}, x="step")
+    assert fig.layout.uirevision == again.layout.uirevision
+    assert viz.live_figure(m, {"a": "A"}, x="step", log_loss=True).layout.uirevision not in (
+        fig.layout.uirevision,
+        None,
+    )
     by_name = {t.name: t for t in fig.data}
     for label in ("A", "B"):
         for suffix in (

@@ -251,6 +251,8 @@ def live_figure(
         height=620,
         margin={"l": 50, "r": 20, "t": 40, "b": 50},
         legend={"orientation": "h", "y": -0.15, "font": {"size": 11}},
+        # zoom, pan and hidden traces survive the refreshes while the axes stay the same
+        uirevision=f"live:{x}:{log_loss}",
     )
     return fig
 
