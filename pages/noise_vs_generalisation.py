@@ -18,6 +18,7 @@ STATE = UrlState(
         ChoiceParam("measure", "gen_gap", tuple(results.GENERALISATION)),
         ChoiceParam("how", "mean", ("mean", "final")),
         BoolParam("noisy_only", False),
+        BoolParam("flagged", False),
         BoolParam("log_x", False),
     ],
 )
@@ -56,6 +57,13 @@ def controls() -> None:
             key=K("noisy_only"),
             help="Runs without injected noise have ‖Σ‖_F = tr Σ = 0.",
         )
+        st.checkbox(
+            "include diverged and at-chance runs",
+            key=K("flagged"),
+            help="Runs that blew up or learned nothing (final test accuracy at most "
+            f"{results.CHANCE_FACTOR:g} / classes) are left out of the points and the "
+            "correlations unless this is on.",
+        )
         st.checkbox("log-scale x", key=K("log_x"))
 
 
@@ -82,6 +90,21 @@ def main() -> None:
     metrics = runsdata.metrics_for(store, runs)
     columns = [*results.NOISE_STATISTICS, *results.GENERALISATION]
     points, grouped = memo.seed_points(runs, metrics, v["how"], columns)
+    flags = results.run_flags(points, runs)
+    flagged = flags[flags != ""]
+    if len(flagged) and not v["flagged"]:
+        runs = runs[~runs["run_id"].isin(flagged.index)]
+        if runs.empty:
+            st.info("Every run that matches the filters diverged or is at chance accuracy.")
+            return
+        metrics = metrics[metrics["run_id"].isin(runs["run_id"])]
+        points, grouped = memo.seed_points(runs, metrics, v["how"], columns)
+        counts = flagged.value_counts()
+        st.caption(
+            "Left out: "
+            + ", ".join(f"{n} {why}" for why, n in counts.items())
+            + " run(s) (sidebar: include diverged and at-chance runs)."
+        )
     stat, measure = v["stat"], v["measure"]
     x_label, y_label = results.NOISE_STATISTICS[stat], results.GENERALISATION[measure]
     table = correlations(grouped[["group", "n", *columns]], measure)

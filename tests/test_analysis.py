@@ -542,3 +542,25 @@ def test_config_from_row_round_trips():
     row = runs_frame([cfg]).iloc[0].to_dict()
     assert results.config_from_row(row).run_id() == cfg.run_id()
     assert json.loads(row["config"])["seed"] == 3
+
+
+def test_run_flags_mark_diverged_and_chance_runs():
+    points = pd.DataFrame(
+        {
+            "run_id": ["ok", "blown", "chance", "teacher-chance", "low-but-learning"],
+            "test_acc": [0.9, 0.95, 0.12, 0.14, 0.16],
+            "cfg_dataset": ["digits", "digits", "mnist1d", "teacher", "digits"],
+        }
+    )
+    runs = pd.DataFrame(
+        {"run_id": points["run_id"], "status": ["finished", "diverged", *["finished"] * 3]}
+    )
+    flags = results.run_flags(points, runs)
+    # every data set here has 10 classes (chance 0.1, flagged up to 0.15)
+    assert flags.to_dict() == {
+        "ok": "",
+        "blown": "diverged",
+        "chance": "at chance",
+        "teacher-chance": "at chance",
+        "low-but-learning": "",
+    }

@@ -95,9 +95,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "run_study",
     ),
     "summaries": (
+        "CHANCE_FACTOR",
         "final_values",
         "group_seeds",
         "mean_values",
+        "run_flags",
         "run_points",
     ),
     "tables": (
@@ -127,6 +129,7 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
     "ALL_STUDIES",
     "BEGIN",
+    "CHANCE_FACTOR",
     "CLAIMS",
     "Correlation",
     "Cost",
@@ -193,6 +196,7 @@ __all__ = [
     "replace_block",
     "run_cost",
     "run_parts",
+    "run_flags",
     "run_points",
     "run_seconds",
     "run_study",

@@ -96,3 +96,29 @@ def group_seeds(points: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         row.update({c: g[c].iloc[0] for c in g.columns if c.startswith("cfg_")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: A run is "at chance" when its final test accuracy is at most this multiple of 1/classes.
+CHANCE_FACTOR = 1.5
+
+
+def run_flags(points: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
+    """Why a run should not count in a comparison, by run_id ("" when it should): "diverged"
+    (its status), "at chance" (final test accuracy at most CHANCE_FACTOR / classes of its
+    data set: it learned nothing). `points` are run_points (run_id, test_acc, cfg_dataset)."""
+    from covnoise.data import DATASETS, num_classes
+
+    flags = pd.Series("", index=pd.Index(points["run_id"], name="run_id"), dtype=object)
+    status = runs.set_index("run_id")["status"] if "status" in runs else pd.Series(dtype=object)
+    for row in points.itertuples(index=False):
+        rid, dataset = row.run_id, getattr(row, "cfg_dataset", None)
+        if status.get(rid) == "diverged":
+            flags[rid] = "diverged"
+        elif dataset in DATASETS and np.isfinite(row.test_acc):
+            try:
+                chance = 1.0 / num_classes(dataset)
+            except Exception:  # noqa: BLE001 - a data set whose classes need its options
+                continue
+            if row.test_acc <= CHANCE_FACTOR * chance:
+                flags[rid] = "at chance"
+    return flags
