@@ -381,3 +381,68 @@ def test_noise_statistics_uses_the_structures_own_sampler(probe):
     assert st["noise_trace"] == P and st["noise_fro"] == math.sqrt(P)
     assert st["noise_trace_hsigma"] == pytest.approx(float(vals.mean()), rel=1e-12)
     assert st["noise_trace_hsigma_se"] == pytest.approx(float(vals.std() / math.sqrt(50)), rel=1e-9)
+
+
+def test_default_schedule_refreshes_less_often_at_small_batches():
+    """The default schedule (128 rows every 4 steps) keeps its interval from B = 512 up and
+    stretches it below (4·(512 // B)); any other schedule is taken as given. The refresh
+    steps follow from the interval set at each refresh."""
+    from covnoise.config import RunConfig
+    from covnoise.core.noise.diagstats import stats_interval
+    from covnoise.core.pergrad import DiagStats
+
+    rows, every = RunConfig().stats_rows, RunConfig().stats_every
+    assert (rows, every) == (128, 4)
+    got = {B: stats_interval(B, rows, every) for B in (4096, 1024, 512, 300, 256, 128, 64)}
+    assert got == {4096: 4, 1024: 4, 512: 4, 300: 4, 256: 8, 128: 16, 64: 32}
+    assert stats_interval(128, None, 1) == 1 and stats_interval(128, 64, 4) == 4
+    assert stats_interval(128, 128, 2) == 2 and stats_interval(None, rows, every) == 4
+    params = [torch.zeros(300, 100), torch.zeros(100)]  # B · P ≥ 2²³ at B = 1024
+    for B, want in ((128, [0, 16, 32]), (1024, [0, 4, 8, 12, 16, 20, 24, 28, 32])):
+        s = make_structure("diag", 0.1, stats_rows=rows, stats_every=every)
+        state, gen, refreshed = s.init(params), torch.Generator().manual_seed(0), []
+        for step in range(34):
+            stats = None
+            if s.plan(B, state, gen).record_stats:
+                refreshed.append(step)
+                sq = [torch.ones_like(p) for p in params]
+                stats = DiagStats(sq, [torch.zeros_like(p) for p in params], 128, B)
+            _, state = s.update([torch.zeros_like(p) for p in params], state, stats, gen)
+        assert refreshed == want
+
+
+def test_default_schedule_refreshes_less_often_at_small_work():
+    """B · P < 2²³: the default schedule refreshes every 8 steps (no less often than the
+    batch rule says); the interval follows the refreshed statistics' P; each refresh is the
+    fresh unbiased estimate, and the kept scale is the one of the latest refresh."""
+    from covnoise.config import RunConfig
+    from covnoise.core.noise.diagstats import SMALL_WORK, stats_interval
+    from covnoise.core.pergrad import DiagStats
+
+    rows, every = RunConfig().stats_rows, RunConfig().stats_every
+    assert SMALL_WORK == 2**23
+    assert stats_interval(512, rows, every, 10_000) == 8
+    assert stats_interval(512, rows, every, 2**14) == 4  # 512 · 2¹⁴ = 2²³
+    assert stats_interval(2048, rows, every, 4000) == 8
+    assert stats_interval(1024, rows, every, 10_000) == 4
+    assert stats_interval(128, rows, every, 100) == 16  # the batch rule is longer
+    assert stats_interval(256, rows, every, 100) == 8
+    assert stats_interval(512, rows, 2, 100) == 2  # other schedules as given
+    assert stats_interval(512, None, 1, 100) == 1
+    params = [torch.zeros(30, 10), torch.zeros(10)]  # P = 310, B · P < 2²³
+    s = make_structure("diag", 0.1, stats_rows=rows, stats_every=every)
+    state, gen, refreshed, scales = s.init(params), torch.Generator().manual_seed(0), [], []
+    for step in range(34):
+        stats = None
+        if s.plan(1024, state, gen).record_stats:
+            refreshed.append(step)
+            sq = [torch.full_like(p, float(step + 1)) for p in params]
+            stats = DiagStats(sq, [torch.zeros_like(p) for p in params], 128, 1024)
+        _, state = s.update([torch.zeros_like(p) for p in params], state, stats, gen)
+        scales.append(float(state.scale[0]))
+    assert refreshed == [0, 8, 16, 24, 32]
+    # v̂ = sumsq · (B − 1)/(B(b − 1)) of the latest refresh, never a mix of refreshes
+    for step, got in enumerate(scales):
+        last = max(r for r in refreshed if r <= step)
+        want = math.sqrt(0.1 * (last + 1) * 1023 / (1024 * 127))
+        assert got == pytest.approx(want, rel=1e-6)

@@ -24,6 +24,7 @@ from covnoise.core.noise import (
     IsotropicNoise,
     make_structure,
     noise_statistics,
+    stats_interval,
 )
 from covnoise.core.pergrad import DiagStatsRecorder, per_example_grads
 from tests.helpers import ce
@@ -212,8 +213,10 @@ def _one_percent_more(monkeypatch, name: str) -> None:
         ("full", None, 1, 6000),
         ("diag", None, 1, 6000),
         ("isotropic", None, 1, 6000),
-        ("diag", RECOMMENDED_STATS_ROWS, RECOMMENDED_STATS_EVERY, 6000),
-        ("isotropic", RECOMMENDED_STATS_ROWS, RECOMMENDED_STATS_EVERY, 6000),
+        # the default schedule refreshes every 8 steps at B = 256: twice the draws for the
+        # same number of refreshes
+        ("diag", RECOMMENDED_STATS_ROWS, RECOMMENDED_STATS_EVERY, 12000),
+        ("isotropic", RECOMMENDED_STATS_ROWS, RECOMMENDED_STATS_EVERY, 12000),
     ],
 )
 def test_injected_covariance_scale_within_one_percent(monkeypatch, name, rows, every, S):
@@ -225,11 +228,14 @@ def test_injected_covariance_scale_within_one_percent(monkeypatch, name, rows, e
     c = 1 / 32 - 1 / 256
     sigma = dense_sigma(name, c, flat_grads(model, x, y))
     xi = _draws(name, c, model, x, y, S, rows, every, seed=23)
-    z, se = _whitened_z(xi, sigma, block=4)
+    # blocks of draws that share one refresh (the default schedule refreshes every 8 steps
+    # at B = 256: covnoise.core.noise.stats_interval)
+    block = max(4, stats_interval(len(x), rows, every))
+    z, se = _whitened_z(xi, sigma, block=block)
     assert abs(z) < 3.5, z
     assert 0.01 / se > 5, se  # a 1% error is more than 5 standard errors
     _one_percent_more(monkeypatch, name)
-    wrong, _ = _whitened_z(_draws(name, c, model, x, y, S, rows, every, seed=24), sigma, 4)
+    wrong, _ = _whitened_z(_draws(name, c, model, x, y, S, rows, every, seed=24), sigma, block)
     assert wrong > 5, wrong
 
 

@@ -252,3 +252,112 @@ def test_backward_to_layers_records_another_loss_without_parameter_gradients(con
     G = per_example_grads(model, ce, x[rows], other[rows])
     for ref, sq, s in zip(G, stats.sumsq, stats.sum, strict=True):
         assert _close(sq, (ref * ref).sum(0)) and _close(s, ref.sum(0))
+
+
+@pytest.mark.parametrize("conv_kw", CONV_OPTIONS[:3])
+@pytest.mark.parametrize("how", ["backward", "accumulate", "grad", "grad_subset"])
+def test_sums_from_the_parameter_gradient_match_reference(conv_kw, how):
+    """Whole batch, equal weights: Σ_n g_n comes from the backward's own parameter gradient
+    (an earlier .grad does not leak into it); parameters the backward leaves out fall back
+    to the product from (a, δ)."""
+    torch.manual_seed(15)
+    model = Chain(True, conv_kw)
+    B = 8
+    x, y = _data(B, seed=16)
+    params = list(model.parameters())
+    if how == "accumulate":  # .grad already holds something the new backward adds to
+        ce(model(x), (y + 1) % 3).mean().backward()
+    with DiagStatsRecorder(model, None, torch.full((B,), 1.0 / B)) as rec:
+        loss = ce(model(x), y).mean()
+        if how in ("backward", "accumulate"):
+            loss.backward()
+        else:
+            torch.autograd.grad(loss, params if how == "grad" else params[::2])
+    st = rec.result()
+    ref = per_example_grads(model, ce, x, y)
+    for g, sq, s in zip(ref, st.sumsq, st.sum, strict=True):
+        assert _close(sq, (g * g).sum(0)) and _close(s, g.sum(0))
+
+
+class _CountMM(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.mm = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+            self.mm += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    "rows,weights,extra",
+    [
+        (None, 1 / 16, 2),  # (δ²)ᵀ(a²) per linear weight; Σg from the gradient
+        (None, "uniform", 2),  # the same with a tensor of equal weights
+        (None, "unequal", 4),  # and δᵀa where the gradient is not w·Σg
+        ([1, 4, 9], 1 / 16, 4),  # a sub-batch needs its own Σg
+    ],
+)
+def test_exact_statistics_add_one_product_per_linear_layer(rows, weights, extra):
+    """A plain forward and backward of a 2-layer MLP run 5 matrix products; the recorder
+    adds one per linear weight when the parameter gradient gives Σ_n g_n, two otherwise."""
+    torch.manual_seed(17)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    if weights == "uniform":
+        weights = torch.full((16,), 1 / 16)
+    elif weights == "unequal":
+        weights = torch.linspace(0.5, 1.5, 16) / 16
+    w = weights if isinstance(weights, torch.Tensor) else torch.full((16,), weights)
+    with _CountMM() as plain:
+        (w * ce(model(x), y)).sum().backward()
+    rows_t = None if rows is None else torch.tensor(rows)
+    with DiagStatsRecorder(model, rows_t, weights) as rec, _CountMM() as counted:
+        (w * ce(model(x), y)).sum().backward()
+    assert plain.mm == 5  # forward 2, backward 3 (no gradient for the input)
+    assert counted.mm == plain.mm + extra
+    st = rec.result()
+    ref = per_example_grads(model, ce, x, y)
+    idx = torch.arange(16) if rows is None else rows_t
+    for g, sq, s in zip(ref, st.sumsq, st.sum, strict=True):
+        assert _close(sq, (g[idx] ** 2).sum(0)) and _close(s, g[idx].sum(0))
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_shared_uniform_weights_need_no_read_back(monkeypatch, subset):
+    """`uniform_weights` hands out one tensor per (B, dtype, device) whose value a recorder
+    knows without reading it back; the statistics equal those of the float weight 1/B. A
+    tensor modified in place is checked like any other weights (and replaced)."""
+    from covnoise.core.pergrad import recorder as recorder_module
+    from covnoise.core.pergrad import uniform_weights
+
+    torch.manual_seed(3)
+    model, B = Chain(True, CONV_OPTIONS[0]), 12
+    x, y = _data(B, seed=5)
+    rows = torch.tensor([1, 4, 5, 9]) if subset else None
+    w = uniform_weights(B)
+    assert w is uniform_weights(B) and w is not uniform_weights(B, torch.float64)
+    assert torch.equal(w, torch.full((B,), 1.0 / B))
+
+    def stats(weights):
+        model.zero_grad()
+        with DiagStatsRecorder(model, rows, weights) as rec:
+            (weights * ce(model(x), y)).sum().backward()
+        return rec.result()
+
+    real = recorder_module._nonzero_uniform
+    calls = []
+    monkeypatch.setattr(recorder_module, "_nonzero_uniform", lambda t: calls.append(1) or real(t))
+    got = stats(w)
+    assert not calls  # known: no read-back
+    ref = stats(torch.full((B,), 1.0 / B))
+    assert calls  # an ordinary tensor is checked
+    for a, b in zip(got.sumsq + got.sum, ref.sumsq + ref.sum, strict=True):
+        assert torch.equal(a, b)
+    w.mul_(2.0)  # modified: no longer known, checked and then replaced
+    calls.clear()
+    stats(w)
+    assert calls
+    fresh = uniform_weights(B)
+    assert fresh is not w and torch.equal(fresh, torch.full((B,), 1.0 / B))

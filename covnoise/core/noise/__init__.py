@@ -36,6 +36,7 @@ logged standard error states the precision reached. mean ± 2 SE covered the exa
 from covnoise.config import RunConfig
 from covnoise.core.noise.base import SOURCES, NoiseState, NoiseStructure, StepPlan, Structure
 from covnoise.core.noise.diag import DiagNoise
+from covnoise.core.noise.diagstats import stats_interval
 from covnoise.core.noise.full import FullNoise
 from covnoise.core.noise.isotropic import IsotropicNoise
 from covnoise.core.noise.none import NoNoise
@@ -46,8 +47,10 @@ from covnoise.core.noise.statistics import HSIGMA_MAX_DRAWS, HSIGMA_REL_SE, nois
 # The run defaults for diag and isotropic (RunConfig is their home), tuned with
 # `python -m bench.steps` on a 2-core CPU: 128 rows every 4 steps keeps both within 1.3× of a
 # plain step for the MLP at B = 1024 and the small CNN at B = 512 (exact v every step costs
-# 2–3×). Per refresh, v̂ on 128 rows has about 20% relative error and tr C about 1%; the
-# injected covariance stays unbiased.
+# about 1.5× for the MLP since Σg is taken from the batch gradient). Per refresh, v̂ on 128
+# rows has about 20% relative error and tr C about 1%; the injected covariance stays
+# unbiased. Below B = 512, and when B · P < 2²³, the default schedule refreshes less often
+# (diagstats.stats_interval).
 RECOMMENDED_STATS_ROWS = RunConfig().stats_rows
 RECOMMENDED_STATS_EVERY = RunConfig().stats_every
 
@@ -70,4 +73,5 @@ __all__ = [
     "Structure",
     "make_structure",
     "noise_statistics",
+    "stats_interval",
 ]

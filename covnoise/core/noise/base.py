@@ -26,7 +26,7 @@ from torch import Tensor
 
 from covnoise.config import NOISE_SOURCES
 from covnoise.core.noise.probe import Probe, ProbeNoise
-from covnoise.core.pergrad import DiagStats
+from covnoise.core.pergrad import DiagStats, uniform_weights
 
 #: Whose per-example gradients the noise's C is the covariance of (see the module docstring);
 #: the choices of RunConfig.noise_source.
@@ -42,6 +42,7 @@ class NoiseState:
     scale: Tensor | None = None  # ξ = scale ⊙ z: √(c·v) flat (diag), √(c·Σv/P) 0-d (isotropic)
     refreshes: int = 0  # how many times the statistics were refreshed
     last_stats_step: int | None = None
+    stats_interval: int | None = None  # steps until the next refresh, set at each refresh
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,11 @@ class Structure:
         generator: torch.Generator,
         dtype: torch.dtype | None = None,
     ) -> Tensor:
-        """Per-example loss weights (B,), summing to one: 1/B unless the structure says so."""
-        return torch.full((batch_size,), 1.0 / batch_size, dtype=dtype, device=generator.device)
+        """Per-example loss weights (B,), summing to one: 1/B unless the structure says so.
+
+        The uniform weights are one shared read-only tensor per (B, dtype, device)
+        (`pergrad.uniform_weights`), which a statistics recorder knows without a read-back."""
+        return uniform_weights(batch_size, dtype, generator.device)
 
     def label_weights(
         self,

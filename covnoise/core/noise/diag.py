@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from covnoise.core.noise.diagstats import DiagStatsNoise
@@ -15,7 +16,18 @@ class DiagNoise(DiagStatsNoise):
     name = "diag"
 
     def _scale(self, v: Tensor) -> Tensor:
-        return v.mul(self.c).sqrt_()
+        """√(c·v), in place (v is the refresh's own flat buffer)."""
+        return v.mul_(self.c).sqrt_()
+
+    def _add_noise(
+        self, grads: list[Tensor], z: list[Tensor], scale: Tensor, sizes: list[int]
+    ) -> list[Tensor]:
+        """g + s ⊙ z into z, in one pass per parameter, s the kept √(c·v) split like z."""
+        if scale.dtype != z[0].dtype:
+            scale = scale.to(z[0].dtype)
+        for g, s, t in zip(grads, scale.split(sizes), z, strict=True):
+            torch.addcmul(g, s.view(t.shape), t, out=t)
+        return z
 
     def _probe_scale(
         self, v: list[Tensor], trace_c: float, n_params: int

@@ -10,6 +10,38 @@ the losses at labels sampled from the model's predictions, recorded on the same 
 one extra backward of that loss in the steps that refresh them (covnoise.core.step). A
 subclass says how v becomes the noise scale, in a step (`_scale`) and on the probe
 (`_probe_scale`).
+
+Schedule at small batches and small models (`stats_interval`): the default schedule
+(RunConfig: 128 rows every 4 steps) refreshes every 4 · (512 // B) steps below B = 512 (8 at
+B = 256, 16 at B = 128, 32 at B = 64) and every 4 steps from B = 512 up, except that it
+refreshes every 8 steps when B · P < 2²³ (≈ 8.4·10⁶: B = 512 at P < 16384, B = 1024 at
+P < 8192), P the number of parameters. At B ≤ 128 the default records the whole batch, and
+a refresh then costs 0.4–1.6 plain steps (a third of its matrix products, plus a fixed cost
+per refresh that dominates at small P), so every 4 steps it alone takes 0.1–0.4 of a plain
+step (MLP at P = 1e6 and 1e4, bench.steps --bp-grid). At small B · P a plain step is about a
+millisecond and the refresh's fixed cost (hooks, the sub-batch's row selection, the
+variance and scale, ≈ 1 plain step at B = 512, P = 10⁴) is what every 4 steps costs 0.25 of
+a plain step; every 8 steps halves it, the interval B = 256 already has. The rule changes
+only how long an estimate is reused: each refresh is the same unbiased estimate of diag(C)
+at the step that records it (the whole-batch or sub-batch v̂, drawn afresh), and z is
+drawn afresh every step independently of v̂, so Cov(ξ) = c·E[diag(v̂)] = c·K as above; the
+estimate is up to interval − 1 steps old. What the staleness costs is measured by
+`python -m bench.steps --stale-errors` (the kept v̂ and tr C against each step's batch, plain
+SGD at lr 0.1 from initialisation, MLP and CNN at P ≈ 10⁴, B = 512): v̂ 0.20–0.27 relative
+error (mostly the 128-row sub-batch's own), tr C 2–3% over 4 steps and 7–9% over 8. Any
+other (stats_rows, stats_every) is used as given, at every batch size and model size.
+
+The noise itself: z ~ N(0, I_P) is drawn fresh every step into one new flat buffer with
+torch's `normal_` (the numbers torch.randn gives) and turned into g + ξ in place, one pass
+per parameter (isotropic: g + σ z with σ read as a number on the CPU; diag: g + s ⊙ z,
+`addcmul`, with s = √(c·v̂) computed once per refresh); the noisy gradients are views of that
+buffer and the inputs are left alone. On
+the CPU `normal_` costs about 3.4–4.5 ns per entry (it is torch's serial mt19937 draw of a
+uniform per entry, then Box–Muller: `uniform_` alone costs the same), 3.5–4.5 ms for
+P = 10⁶, which is 0.2–0.35 of a plain step of a 10⁶-parameter MLP at B = 128 on one thread
+depending on the machine's load; everything else in a non-refreshing step is under 0.03.
+The per-step noise cost is therefore about 30–45/B of a plain step for an MLP, and ≤ 1.3× is
+out of reach at B ≲ 128 and large P whatever the statistics schedule.
 """
 
 from __future__ import annotations
@@ -19,9 +51,40 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from covnoise.config import RunConfig
 from covnoise.core.noise.base import NoiseState, Structure
 from covnoise.core.noise.probe import Draw, Probe, ProbeNoise
 from covnoise.core.pergrad import DiagStats, DiagStatsRecorder
+
+#: The default schedule (RunConfig.stats_rows, RunConfig.stats_every): the one that
+#: `stats_interval` stretches at small batches.
+DEFAULT_SCHEDULE = (RunConfig().stats_rows, RunConfig().stats_every)
+#: Below this batch size the default schedule refreshes less often.
+STRETCH_BELOW = 512
+#: Below this B · P the default schedule refreshes every 8 steps (see the module docstring).
+SMALL_WORK = 2**23
+
+
+def stats_interval(
+    batch_size: int | None, stats_rows: int | None, stats_every: int, n_params: int | None = None
+) -> int:
+    """Steps between refreshes of v̂: `stats_every`, except for the default schedule
+    (128 rows every 4 steps): 4 · (512 // B) below B = 512 (8 at B = 256, 16 at B = 128),
+    and at least 8 when B · P < 2²³ (P = `n_params`; not applied when it is None).
+
+    At B ≤ 128 the default records the whole batch, a third of a plain step's matrix
+    products plus a fixed cost per refresh, every 4 steps; stretching the interval keeps that
+    cost per step at what it is at B = 512. At small B · P the refresh's fixed cost is about
+    a plain step, and every 8 steps halves it. v̂ stays the unbiased whole-batch (or
+    sub-batch) estimate of diag(C) at the step that records it; it is only reused for longer
+    (at most interval − 1 steps old). Other schedules are taken as given.
+    """
+    if (stats_rows, stats_every) != DEFAULT_SCHEDULE or not batch_size:
+        return stats_every
+    factor = max(1, STRETCH_BELOW // batch_size)
+    if n_params is not None and batch_size * n_params < SMALL_WORK:
+        factor = max(factor, 2)
+    return stats_every * factor
 
 
 def _materialise(grads: list[Tensor | None], state: NoiseState, like: Tensor) -> list[Tensor]:
@@ -60,8 +123,12 @@ class DiagStatsNoise(Structure):
     uses_stats = True
 
     def needs_stats(self, state: NoiseState) -> bool:
-        """True on the first step and every `stats_every` steps after it."""
-        return state.last_stats_step is None or state.step % self.stats_every == 0
+        """True on the first step and every `stats_interval(B, ...)` steps after a refresh
+        (`stats_every` steps, except for the default schedule at small batches)."""
+        if state.last_stats_step is None:
+            return True
+        every = self.stats_every if state.stats_interval is None else state.stats_interval
+        return state.step - state.last_stats_step >= every
 
     def _scale(self, v: Tensor) -> Tensor:
         """The step's noise scale from the flat v."""
@@ -80,28 +147,46 @@ class DiagStatsNoise(Structure):
         stats: DiagStats | None,
         generator: torch.Generator,
     ) -> tuple[list[Tensor], NoiseState]:
-        """grads + scale ⊙ z with fresh z; refreshes the kept scale when `stats` are given."""
+        """grads + scale ⊙ z with fresh z; refreshes the kept scale when `stats` are given.
+
+        z is drawn into one flat buffer, new each call (the same numbers as torch.randn of
+        P); the subclass's `_add_noise` turns it into grads + scale ⊙ z in one pass per
+        parameter; the returned gradients are views of that buffer and the inputs are left
+        as they were."""
         changes: dict[str, Any] = {}
         if stats is not None:
-            v = torch.cat([t.reshape(-1) for t in stats.variance()])
             changes = {
-                "scale": self._scale(v),
+                "scale": self._scale_from(stats),
                 "refreshes": state.refreshes + 1,
                 "last_stats_step": state.step,
+                "stats_interval": stats_interval(
+                    stats.batch_size,
+                    self.stats_subbatch,
+                    self.stats_every,
+                    sum(t.numel() for t in stats.sumsq),
+                ),
             }
         elif self.needs_stats(state):
             raise ValueError(f"{self.name} noise needs DiagStats at step {state.step}")
         new_state = self._advance(state, **changes)
         like = _first(grads)
-        grads = _materialise(grads, new_state, like)
-        z = torch.randn(
-            sum(g.numel() for g in grads), generator=generator, device=like.device, dtype=like.dtype
-        )
-        z.mul_(new_state.scale.to(like.dtype))
-        noise = [
-            t.view(g.shape) for t, g in zip(z.split([g.numel() for g in grads]), grads, strict=True)
-        ]
-        return list(torch._foreach_add(grads, noise)), new_state
+        if any(g is None for g in grads):
+            grads = _materialise(grads, new_state, like)
+        sizes = [g.numel() for g in grads]
+        z = torch.empty(sum(sizes), device=like.device, dtype=like.dtype)
+        z.normal_(generator=generator)
+        zs = [t.view(g.shape) for t, g in zip(z.split(sizes), grads, strict=True)]
+        return self._add_noise(grads, zs, new_state.scale, sizes), new_state
+
+    def _add_noise(
+        self, grads: list[Tensor], z: list[Tensor], scale: Tensor, sizes: list[int]
+    ) -> list[Tensor]:
+        """grads + scale ⊙ z, written into z (the step's own buffer, viewed per parameter)."""
+        raise NotImplementedError
+
+    def _scale_from(self, stats: DiagStats) -> Tensor:
+        """The kept noise scale from freshly recorded statistics."""
+        return self._scale(stats.variance_flat())
 
     def statistics(self, probe: Probe) -> ProbeNoise:
         """v on the whole probe (at its sampled labels for source "fisher"); tr Σ = c·Σv,

@@ -18,6 +18,20 @@ class IsotropicNoise(DiagStatsNoise):
     def _scale(self, v: Tensor) -> Tensor:
         return (v.sum(dtype=torch.float64) * (self.c / v.numel())).sqrt().to(v.dtype)
 
+    def _add_noise(
+        self, grads: list[Tensor], z: list[Tensor], scale: Tensor, sizes: list[int]
+    ) -> list[Tensor]:
+        """g + σ z into z, in one pass per parameter; σ is read as a number on the CPU (free
+        there), kept on the device elsewhere (no read-back: z is scaled first)."""
+        if scale.device.type == "cpu":
+            sigma = scale.item()
+            for g, t in zip(grads, z, strict=True):
+                torch.add(g, t, alpha=sigma, out=t)
+            return z
+        torch._foreach_mul_(z, scale.to(z[0].dtype))
+        torch._foreach_add_(z, grads)
+        return z
+
     def _probe_scale(
         self, v: list[Tensor], trace_c: float, n_params: int
     ) -> tuple[float, list[Tensor]]:

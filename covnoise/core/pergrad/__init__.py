@@ -21,7 +21,9 @@ same forward pass: `recorder.backward(loss)` backpropagates it only as far as th
 layers' outputs (no parameter gradients, graph kept), as the true-Fisher source does with
 the loss at sampled labels (covnoise.core.step).
 
-Modules: `layers` (one layer's per-example gradients), `recorder` (the hooks), `diag`
+Modules: `layers` (one layer's per-example gradients), `recorder` (the hooks, and
+`uniform_weights`: the shared read-only 1/B loss weights a recorder knows without reading
+them back, which the noise structures' plans hand out), `diag`
 (DiagStats, DiagStatsRecorder), `gram` (GramRecorder), `reference` (`per_example_grads`, the
 dense torch.func reference used by tests and small probes).
 """
@@ -29,6 +31,7 @@ dense torch.func reference used by tests and small probes).
 from covnoise.core.pergrad.diag import DiagStats, DiagStatsRecorder
 from covnoise.core.pergrad.gram import GramRecorder
 from covnoise.core.pergrad.layers import SUPPORTED_LAYERS
+from covnoise.core.pergrad.recorder import uniform_weights
 from covnoise.core.pergrad.reference import per_example_grads
 
 __all__ = [
@@ -37,4 +40,5 @@ __all__ = [
     "DiagStatsRecorder",
     "GramRecorder",
     "per_example_grads",
+    "uniform_weights",
 ]

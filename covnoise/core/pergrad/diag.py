@@ -2,11 +2,16 @@
 
 This is what the diagonal and isotropic noise structures need. For a linear layer on (b, in)
 inputs Σ_n g_n² = (δ²)ᵀ(a²): one extra matrix product, no per-example gradient formed;
-other layers form their per-example weight gradients chunk by chunk.
+other layers form their per-example weight gradients chunk by chunk. Σ_n g_n is the batch
+gradient autograd forms anyway (divided by the common loss weight) whenever the statistics
+cover the whole batch with equal weights; only a sub-batch, unequal weights or a backward
+that forms no parameter gradient compute it from (a, δ) (`DiagStatsRecorder`). With equal
+weights w, δ is not rescaled: the results are multiplied by 1/w and 1/w² instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,18 +43,7 @@ class DiagStats:
         B − 1, so it is scaled by (B − 1)/B. With b = B this is exactly the population
         variance. Clamped at zero (negative values can only come from rounding).
         """
-        B = self.batch_size if batch_size is None else batch_size
-        if B is None:
-            raise ValueError("variance: batch_size is unknown; pass it explicitly")
-        b = self.count
-        if b > B:
-            raise ValueError(f"variance: {b} rows cannot come from a batch of {B}")
-        if b == B:
-            scale = 1.0 / b
-        elif b >= 2:
-            scale = (B - 1) / (B * (b - 1))
-        else:
-            raise ValueError("variance: a sub-batch needs at least 2 rows")
+        b, scale = self._count_scale(batch_size)
         # (Σg² − (Σg)²/b) · scale, as a few fused list operations
         sq_mean = torch._foreach_mul(self.sum, self.sum)
         torch._foreach_mul_(sq_mean, 1.0 / b)
@@ -57,6 +51,29 @@ class DiagStats:
         torch._foreach_mul_(out, scale)
         torch._foreach_clamp_min_(out, 0.0)
         return list(out)
+
+    def variance_flat(self, batch_size: int | None = None, factor: float = 1.0) -> Tensor:
+        """`factor` times `variance` as one flat tensor (parameters in order), in one new
+        buffer: what a noise step needs, with fewer passes over the P entries."""
+        b, scale = self._count_scale(batch_size)
+        out = torch.cat([t.reshape(-1) for t in self.sumsq])
+        sums = torch.cat([t.reshape(-1) for t in self.sum])
+        out.addcmul_(sums, sums, value=-1.0 / b)
+        return out.mul_(scale * factor).clamp_min_(0.0)
+
+    def _count_scale(self, batch_size: int | None) -> tuple[int, float]:
+        """(b, the factor turning Σg² − (Σg)²/b into the unbiased population variance)."""
+        B = self.batch_size if batch_size is None else batch_size
+        if B is None:
+            raise ValueError("variance: batch_size is unknown; pass it explicitly")
+        b = self.count
+        if b > B:
+            raise ValueError(f"variance: {b} rows cannot come from a batch of {B}")
+        if b == B:
+            return b, 1.0 / b
+        if b >= 2:
+            return b, (B - 1) / (B * (b - 1))
+        raise ValueError("variance: a sub-batch needs at least 2 rows")
 
 
 class DiagStatsRecorder(LayerRecorder):
@@ -66,7 +83,18 @@ class DiagStatsRecorder(LayerRecorder):
     tensor of shape (B,) or one float, normally 1/B). `rows` (distinct indices into the
     batch, None = all) is the sub-batch the statistics are computed on. Call `result()` after
     backward (inside or after the `with` block).
+
+    Σ_n g_n is not computed when autograd computes it anyway: when the rows are the whole
+    batch and the weights are one value w, the parameter's gradient of this backward (seen by
+    a tensor hook on the parameter, so an earlier .grad does not matter) is w Σ_n g_n, and
+    Σ_n g_n = gradient / w. That saves the product δᵀa of every linear layer (a third of a
+    plain step's matrix products). It assumes what the recorders assume everywhere: the
+    backpropagated loss is Σ_n w_n l_n and the parameter is used only by its layer. Sub-batch
+    rows, unequal weights and `backward(loss)` (no parameter gradients) compute the sum from
+    (a, δ); so does `result()` for a parameter whose gradient the backward did not form.
     """
+
+    _defer_scale = True  # equal weights: δ arrives unscaled, the sums are scaled instead
 
     def __init__(
         self,
@@ -78,33 +106,85 @@ class DiagStatsRecorder(LayerRecorder):
         super().__init__(model, rows, weights, params)
         self._sumsq: list[Tensor | None] = [None] * len(self.params)
         self._sum: list[Tensor | None] = [None] * len(self.params)
+        # Σ_n g_n still to come from the parameter's gradient: i → the fallback from (a, δ)
+        self._pending: dict[int, Callable[[], Tensor]] = {}
+        self._to_outputs = False
 
     def __enter__(self) -> DiagStatsRecorder:
-        return super().__enter__()
+        super().__enter__()
+        for i, p in enumerate(self.params):
+            if p.requires_grad:
+                self._handles.append(p.register_hook(self._grad_hook(i)))
+        return self
 
-    def _accumulate(self, layer: Layer, a: Tensor, d: Tensor) -> None:
+    def backward(self, loss: Tensor) -> None:
+        """`LayerRecorder.backward`; the sums are computed from (a, δ) (no parameter
+        gradient is formed, or a parameter gradient of a loss on other rows)."""
+        self._to_outputs = True
+        try:
+            super().backward(loss)
+        finally:
+            self._to_outputs = False
+
+    def _grad_hook(self, i: int) -> Callable[[Tensor], None]:
+        def hook(grad: Tensor) -> None:
+            if self._pending.pop(i, None) is not None:
+                self._sum[i] = grad.detach() * self._uniform_inv_w
+
+        return hook
+
+    def _sum_from_grad(self) -> bool:
+        """Whether Σ_n g_n comes from the parameter gradient (see the class docstring)."""
+        return self.rows is None and not self._to_outputs and self._uniform_inv_w is not None
+
+    def _accumulate(self, layer: Layer, a: Tensor, d: Tensor, k: float = 1.0) -> None:
+        """Σg² and Σg of one layer from its input a and k·δ (the per-example δ_n/w_n)."""
         m = layer.module
-        if is_plain_linear(m, a):  # (δ²)ᵀ(a²) and δᵀa; the bias from the same δ²
+        lazy = self._sum_from_grad()
+        k2 = k * k
+        if is_plain_linear(m, a):  # (δ²)ᵀ(a²) (and δᵀa unless lazy); the bias from the same δ²
             d2 = d * d
             if layer.weight is not None:
-                self._add(layer.weight, d2.t().mm(a * a), d.t().mm(a))
+                sq = _scaled(d2.t().mm(a * a), k2)
+                self._add(layer.weight, sq, lambda: _scaled(d.t().mm(a), k), lazy)
             if layer.bias is not None:
-                self._add(layer.bias, d2.sum(0), d.sum(0))
+                self._add(layer.bias, _scaled(d2.sum(0), k2), lambda: _scaled(d.sum(0), k), lazy)
             return
+        if k != 1.0:
+            d = d * k
         if layer.weight is not None:
-            wshape = m.weight.shape
-            sq = torch.zeros(wshape[0], m.weight[0].numel(), dtype=d.dtype, device=d.device)
-            s = torch.zeros_like(sq)
-            for c in chunks(m, a, d):
-                g = per_example_weight(m, a[c], d[c])
-                sq += (g * g).sum(0)
-                s += g.sum(0)
-            self._add(layer.weight, sq.view(wshape), s.view(wshape))
+            self._add_conv_weight(layer, a, d, lazy)
         if layer.bias is not None:
             gb = per_example_bias(m, d)
-            self._add(layer.bias, (gb * gb).sum(0), gb.sum(0))
+            self._add(layer.bias, (gb * gb).sum(0), lambda: gb.sum(0), lazy)
 
-    def _add(self, i: int, sq: Tensor, s: Tensor) -> None:
+    def _add_conv_weight(self, layer: Layer, a: Tensor, d: Tensor, lazy: bool) -> None:
+        """Per-example weight gradients chunk by chunk: Σg², and Σg unless `lazy`."""
+        m = layer.module
+        wshape = m.weight.shape
+        sq = torch.zeros(wshape[0], m.weight[0].numel(), dtype=d.dtype, device=d.device)
+        s = None if lazy else torch.zeros_like(sq)
+        for c in chunks(m, a, d):
+            g = per_example_weight(m, a[c], d[c])
+            sq += (g * g).sum(0)
+            if s is not None:
+                s += g.sum(0)
+        self._add(
+            layer.weight,
+            sq.view(wshape),
+            (lambda: _weight_sum(m, a, d).view(wshape)) if s is None else s.view(wshape),
+            lazy,
+        )
+
+    def _add(
+        self, i: int, sq: Tensor, s: Tensor | Callable[[], Tensor], lazy: bool = False
+    ) -> None:
+        """Add a layer's Σg² and Σg (a tensor, or when `lazy` its fallback computation)."""
+        if lazy and self._sumsq[i] is None:
+            self._sumsq[i] = sq
+            self._pending[i] = s if callable(s) else (lambda: s)
+            return
+        s = s() if callable(s) else s
         if self._sumsq[i] is None:
             self._sumsq[i], self._sum[i] = sq, s
         else:
@@ -114,6 +194,9 @@ class DiagStatsRecorder(LayerRecorder):
     def result(self) -> DiagStats:
         """Statistics per parameter, in the order of `params` (zeros for unused layers)."""
         self._check_recorded()
+        for i, fallback in list(self._pending.items()):  # gradients the backward did not form
+            self._sum[i] = fallback()
+            del self._pending[i]
         sumsq = [
             torch.zeros_like(p) if t is None else t
             for p, t in zip(self.params, self._sumsq, strict=True)
@@ -123,3 +206,16 @@ class DiagStatsRecorder(LayerRecorder):
             for p, t in zip(self.params, self._sum, strict=True)
         ]
         return DiagStats(sumsq=sumsq, sum=sums, count=self.count, batch_size=self.batch_size)
+
+
+def _scaled(t: Tensor, k: float) -> Tensor:
+    return t if k == 1.0 else t.mul_(k)
+
+
+def _weight_sum(m: nn.Module, a: Tensor, d: Tensor) -> Tensor:
+    """Σ_n of the per-example weight gradients, chunk by chunk (flattened per output)."""
+    total = None
+    for c in chunks(m, a, d):
+        s = per_example_weight(m, a[c], d[c]).sum(0)
+        total = s if total is None else total + s
+    return total

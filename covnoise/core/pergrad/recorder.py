@@ -78,12 +78,66 @@ def find_layers(model: nn.Module, params: list[Tensor]) -> list[Layer]:
     return layers
 
 
+def _nonzero_uniform(w: Tensor) -> tuple[bool, float | None]:
+    """(all of w non-zero, w's one value when all are equal else None), one read-back."""
+    if w.numel() == 0:
+        return True, None
+    w = w.double()
+    nonzero, equal, first = torch.stack([w.all(), (w == w[0]).all(), w[0]]).tolist()
+    return bool(nonzero), first if equal else None
+
+
+# Uniform loss weights handed out by `uniform_weights`: (n, dtype, device asked for) → the
+# tensor; id → (the tensor, its version when made, its one value). A recorder given that
+# tensor, unmodified, knows its value without a read-back.
+_UNIFORM: dict[tuple[int, torch.dtype, str], Tensor] = {}
+_KNOWN: dict[int, tuple[Tensor, int, float]] = {}
+
+
+def uniform_weights(
+    n: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """torch.full((n,), 1/n), one shared tensor per (n, dtype, device): treat it as read-only.
+
+    A recorder given it skips the read-back that checks that the weights are uniform and
+    non-zero. Modified in place, it is recognised by its version, checked like any other
+    weights and replaced by a fresh one at the next call."""
+    key = (n, dtype or torch.get_default_dtype(), str(device or "cpu"))
+    t = _UNIFORM.get(key)
+    known = _KNOWN.get(id(t)) if t is not None else None
+    if known is not None and known[0] is t and known[1] == t._version:
+        return t
+    if t is not None:
+        _KNOWN.pop(id(t), None)
+    if len(_UNIFORM) >= 64:
+        _UNIFORM.clear()
+        _KNOWN.clear()
+    t = torch.full((n,), 1.0 / n, dtype=key[1], device=device)
+    if n:
+        _UNIFORM[key] = t
+        _KNOWN[id(t)] = (t, t._version, float(t[0]))
+    return t
+
+
+def _known_uniform(w: Tensor) -> float | None:
+    """The value of `w` when it is an unmodified `uniform_weights` tensor, else None."""
+    known = _KNOWN.get(id(w))
+    if known is None or known[0] is not w or w._version != known[1]:
+        return None
+    return known[2]
+
+
 class LayerRecorder:
     """Hooks on every supported layer that owns a tracked parameter; subclasses add the
     statistic computed from (layer input, per-example output gradient) of the recorded rows.
 
     Run the forward and the backward inside the `with` block: leaving it removes the hooks.
+    A subclass with `_defer_scale` set receives, when every recorded row has the same weight
+    w, the unscaled δ and 1/w as a fourth argument of `_accumulate`, so it can scale its
+    (smaller) results instead of δ.
     """
+
+    _defer_scale = False
 
     def __init__(
         self,
@@ -111,19 +165,28 @@ class LayerRecorder:
 
     def _set_weights(self, weights: Tensor | float) -> None:
         """Keep 1/w_n of the recorded rows (w_n must be non-zero there)."""
-        if isinstance(weights, Tensor):
+        known = _known_uniform(weights) if isinstance(weights, Tensor) else None
+        if known is not None:  # one value, non-zero, known without a read-back
+            self._weights = None
+            self._inv_w = self._uniform_inv_w = 1.0 / known
+            self._n_weights = weights.numel()
+        elif isinstance(weights, Tensor):
             self._weights: Tensor | None = weights.detach().reshape(-1)
             w = self._weights
             if self.rows is not None:
                 w = w.index_select(0, self.rows.to(w.device))
-            if not bool(w.all()):
+            nonzero, uniform = _nonzero_uniform(w)
+            if not nonzero:
                 raise ValueError("per-example loss weights must be non-zero on the recorded rows")
             self._inv_w: Tensor | float = w.reciprocal()
             self._n_weights: int | None = weights.numel()
+            # 1/w when every recorded row has the same weight w, else None
+            self._uniform_inv_w: float | None = 1.0 / uniform if uniform is not None else None
         else:
             if float(weights) == 0.0:
                 raise ValueError("per-example loss weight must be non-zero")
             self._inv_w = 1.0 / float(weights)
+            self._uniform_inv_w = self._inv_w
             self._n_weights = None
             self._weights = None
 
@@ -178,6 +241,8 @@ class LayerRecorder:
             self.rows = None
             if self._weights is not None:
                 self._inv_w = self._weights.reciprocal()
+                uniform = _nonzero_uniform(self._weights)[1]
+                self._uniform_inv_w = 1.0 / uniform if uniform is not None else None
 
     def _backward_hook(self, layer: Layer) -> Callable[[Tensor], None]:
         def hook(grad_output: Tensor) -> None:
@@ -188,6 +253,10 @@ class LayerRecorder:
             if self.rows is not None:
                 d = d.index_select(0, self.rows.to(d.device))
             inv_w = self._inv_w
+            if self._defer_scale and self._uniform_inv_w is not None:
+                with torch.no_grad():  # the subclass scales its results by 1/w instead
+                    self._accumulate(layer, a, d, self._uniform_inv_w)
+                return
             if isinstance(inv_w, Tensor):
                 inv_w = inv_w.to(device=d.device, dtype=d.dtype)
                 d = d * inv_w.view(-1, *([1] * (d.dim() - 1)))
