@@ -36,7 +36,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "cost": (
         "OVERHEAD_SECONDS",
-        "QUEUED_START_SECONDS",
+    "QUEUED_START_SECONDS",
         "QUEUED_START_SECONDS",
         "STRUCTURE_COST",
         "WORKER_START_SECONDS",

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from covnoise.config import RunConfig
-from covnoise.runs.checks import check_runnable
 from covnoise.runs.engine.sweep import expand_grid
 from covnoise.runs.schema import TERMINAL
 from covnoise.runs.store import RunStore
@@ -56,6 +55,8 @@ class Engine(ABC):
     def submit(self, config: RunConfig, rerun: bool = False) -> str:
         """Queue one run and return its id (an existing finished run is returned as is).
         A config that cannot run on its data set raises ConfigError and is not stored."""
+        from covnoise.runs.checks import check_runnable  # the data registry imports torch
+
         check_runnable(config)
         run_id, _ = self.store.submit(config, rerun=rerun, engine=self.kind)
         self._wake()
@@ -64,6 +65,8 @@ class Engine(ABC):
     def submit_many(self, configs: Iterable[RunConfig], rerun: bool = False) -> list[str]:
         """Queue several runs; returns their ids in order (duplicates collapse to one id).
         Every config is checked against its data set before any is stored."""
+        from covnoise.runs.checks import check_runnable
+
         configs = list(configs)
         for config in configs:  # every config first: nothing is stored if one cannot run
             check_runnable(config)
