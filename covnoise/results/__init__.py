@@ -36,7 +36,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "cost": (
         "OVERHEAD_SECONDS",
-    "QUEUED_START_SECONDS",
         "QUEUED_START_SECONDS",
         "STRUCTURE_COST",
         "WORKER_START_SECONDS",
@@ -147,6 +146,7 @@ __all__ = [
     "NOISY",
     "NON_EXPERIMENT_FIELDS",
     "OVERHEAD_SECONDS",
+    "QUEUED_START_SECONDS",
     "PICKED_ON",
     "SCALES",
     "SEEDS",
