@@ -115,7 +115,9 @@ def cases(tmp: Path, readme: bool) -> list[tuple[str, list[str], bool]]:
         rows.append(
             (
                 "README example `covnoise train --dataset digits ... --json`",
-                [py, "-m", "covnoise", *README_EXAMPLE, "--json"],
+                # --rerun: every repeat trains and records the run (the store in the
+                # temporary folder already holds it after the first)
+                [py, "-m", "covnoise", *README_EXAMPLE, "--json", "--rerun"],
                 True,
             )
         )
