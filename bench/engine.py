@@ -17,9 +17,10 @@ All measured side by side in one process, on a scratch store in a temporary fold
   against a fresh interpreter per run (`recycle_after=1`, the engine before persistent
   workers). Target: ≤ 1 s.
 - overhead: a tiny real run (digits MLP, 30 steps) called in-process versus submitted to the
-  local engine until the store says finished, with the warm spare worker (default) and with
-  a cold worker process (spares=0), in interleaved rounds so that load drifts affect all
-  three alike. Medians; the ratio and the difference in seconds.
+  local engine until the store says finished, with a warm persistent worker (default) and
+  with a fresh interpreter for every run (spares=0, recycle_after=1), in interleaved rounds
+  so that load drifts affect all three alike. Medians; the ratio and the difference in
+  seconds.
 """
 
 from __future__ import annotations
@@ -162,7 +163,9 @@ def _overhead(folder: Path, repeats: int) -> dict[str, float]:
 
     run(TINY)  # warm up imports and data in this process
     warm = LocalEngine(RunStore(folder / "warm.sqlite"), workers=1, spares=1, poll_interval=0.02)
-    cold = LocalEngine(RunStore(folder / "cold.sqlite"), workers=1, spares=0, poll_interval=0.02)
+    cold = LocalEngine(  # a fresh interpreter for every run: no spare, no reuse
+        RunStore(folder / "cold.sqlite"), workers=1, spares=0, recycle_after=1, poll_interval=0.02
+    )
     times: dict[str, list[float]] = {"in_process_s": [], "engine_cold_s": [], "engine_warm_s": []}
     for i in range(repeats):
         time.sleep(15)  # the warm engine's spare finishes its imports, as in an idle app
