@@ -141,3 +141,16 @@ def test_train_records_its_run_in_the_store_like_an_engine(tmp_path, capsys):
     with RunStore(store_path) as store:
         assert store.runs()["run_id"].tolist() == [rid]
         assert len(store.metrics([rid])) == len(printed)  # the rerun replaced, not appended
+
+
+def test_train_with_missing_data_files_is_one_line_and_stores_nothing(tmp_path, capsys):
+    from covnoise.runs import RunStore
+
+    store_path = tmp_path / "runs.sqlite"
+    argv = ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere")]
+    argv += ["--batch-size", "4", "--small-batch", "2", "--probe-size", "4", "--steps", "1"]
+    assert main([*argv, "--store", str(store_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
+    with RunStore(store_path) as store:
+        assert store.runs().empty

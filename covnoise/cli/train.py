@@ -11,8 +11,8 @@ import typing
 from dataclasses import fields
 from typing import Any
 
-from covnoise.cli.common import EXIT_DIVERGED, EXIT_OK, bad, store_argument
-from covnoise.config import RunConfig, field_info
+from covnoise.cli.common import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK, bad, store_argument
+from covnoise.config import ConfigError, RunConfig, field_info
 from covnoise.fields import MAX_INT
 
 
@@ -128,14 +128,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.no_store:
         run_fn(config, None)
-    elif (code := _train_into_store(args, config, run_fn)) is not None:
+    elif (code := _train_into_store(args, config, run_fn, summary)) is not None:
         return code
     if not args.json:
         _print_summary(summary)
     return EXIT_DIVERGED if summary["status"] == "diverged" else 0
 
 
-def _train_into_store(args: argparse.Namespace, config: RunConfig, run_fn: Any) -> int | None:
+def _train_into_store(
+    args: argparse.Namespace, config: RunConfig, run_fn: Any, summary: dict[str, Any]
+) -> int | None:
     """Run in this process, recorded in the store like an engine's run (so the app shows it);
     an exit code when it does not run (already stored, or running elsewhere)."""
     import os
@@ -158,7 +160,16 @@ def _train_into_store(args: argparse.Namespace, config: RunConfig, run_fn: Any) 
         return EXIT_OK
     if found is not None:
         return bad(f"store: run {run_id} is {found} there already; --no-store trains a copy")
-    execute(str(path), run_id, run_fn)
+    from covnoise.data import DatasetError
+
+    # bad input found before training (a data set's files, a size) is one line and exit 2,
+    # and leaves no record; a run that fails while training stays in the store as failed
+    status = execute(str(path), run_id, run_fn, passthrough=(ConfigError, DatasetError))
+    if not summary:  # the run function raised: the store holds the failure
+        with RunStore(path) as store:
+            message = (store.get_run(run_id) or {}).get("message")
+        print(f"error: run {run_id} {status}: {message}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"stored as run {run_id} in {path}", file=sys.stderr)
     return None
 

@@ -80,8 +80,11 @@ def execute(
     run_id: str,
     run_fn: Any = None,
     import_error: BaseException | None = None,
+    passthrough: tuple[type[BaseException], ...] = (),
 ) -> str:
-    """Run `run_id` from the store at `store_path` with the run function; returns its status."""
+    """Run `run_id` from the store at `store_path` with the run function; returns its status.
+    An exception of a `passthrough` type (bad input found before training, for a caller that
+    reports it itself) removes the run's record and propagates."""
     from covnoise.config import RunConfig
     from covnoise.runs.schema import TERMINAL
     from covnoise.runs.store import RunStore
@@ -113,6 +116,9 @@ def execute(
             status = "finished"
         store.finish(run_id, status, message=summary.get("message"), summary=summary)
         return status
+    except passthrough:
+        store.delete([run_id])
+        raise
     except KeyboardInterrupt:  # Ctrl-C in a process that runs a run itself (`train`)
         store.finish(run_id, "cancelled", message="interrupted (Ctrl-C)")
         raise
