@@ -564,3 +564,26 @@ def test_run_flags_mark_diverged_and_chance_runs():
         "teacher-chance": "at chance",
         "low-but-learning": "",
     }
+
+
+def test_setting_labels_name_only_the_setting_fields_that_differ():
+    rows = [
+        dict(dataset="digits", lr=0.4, noise="diag", seed=0),
+        dict(dataset="digits", lr=0.4, noise="full", seed=1),
+        dict(dataset="mnist1d", lr=0.4, noise="diag", seed=0),
+        dict(dataset="mnist1d", lr=0.8, noise="none", seed=0),
+    ]
+    runs = pd.DataFrame(
+        {"run_id": list("abcd"), **{f"cfg_{k}": [r[k] for r in rows] for k in rows[0]}}
+    )
+    # noise and seed differ too, but they are what a comparison compares, not its setting
+    assert results.setting_fields(runs) == ["dataset", "lr"]
+    labels = results.setting_labels(runs)
+    assert labels.to_dict() == {
+        "a": "dataset=digits · lr=0.4",
+        "b": "dataset=digits · lr=0.4",
+        "c": "dataset=mnist1d · lr=0.4",
+        "d": "dataset=mnist1d · lr=0.8",
+    }
+    one = runs[runs["cfg_dataset"] == "digits"]
+    assert results.setting_fields(one) == [] and set(results.setting_labels(one)) == {"all runs"}

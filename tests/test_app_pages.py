@@ -810,3 +810,30 @@ def test_the_cost_estimate_calibrates_on_this_machines_own_runs_only():
     assert n == 1
     alone, _ = cost._calibrated_rate(past.iloc[:1])
     assert rate == pytest.approx(alone)
+
+
+def test_noise_page_compares_one_setting_unless_the_user_pools(env):
+    """Cached runs at two learning rates are two settings: the page shows one (with its own
+    correlations) and pools them only when asked, saying which fields differ."""
+    runs, metrics = env["runs"], env["metrics"]
+    configs = runs["config"].map(json.loads)
+    for c in configs:
+        c["lr"] = 2 * c["lr"]
+    ids = {rid: "f" + rid[1:] for rid in runs["run_id"]}
+    other = runs.assign(config=configs.map(json.dumps), run_id=runs["run_id"].map(ids))
+    extra = env["tmp"] / "cached" / "d-lr.parquet"
+    write_runs_parquet(extra, other, metrics.assign(run_id=metrics["run_id"].map(ids)))
+    try:
+        source = {"source": CACHED + ",d-lr.parquet"}
+        at = open_page("pages/noise_vs_generalisation.py", source)
+        assert_clean(at)
+        assert at.caption[0].value == "16 runs in 8 settings."  # one learning rate
+        box = at.selectbox(key="noise.setting")
+        assert len(box.options) == 3 and box.options[-1] == "all settings (pooled)"
+        assert {o.split("=")[0] for o in box.options[:2]} == {"lr"}
+        pooled = box.set_value("all settings (pooled)").run()
+        assert_clean(pooled)
+        assert pooled.caption[0].value == "32 runs in 16 settings."
+        assert "learning rate" in pooled.warning[0].value
+    finally:
+        extra.unlink()

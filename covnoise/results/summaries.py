@@ -122,3 +122,28 @@ def run_flags(points: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
             if row.test_acc <= CHANCE_FACTOR * chance:
                 flags[rid] = "at chance"
     return flags
+
+
+#: Config fields that make runs a different experimental setting: points of one comparison
+#: (a noise-vs-generalisation correlation) share them unless the user pools settings, since a
+#: relation across settings can reverse within each (Simpson's paradox).
+SETTING_FIELDS = ("dataset", "model", "lr", "epochs", "steps", "noise_source", "drop_last")
+
+
+def setting_fields(runs: pd.DataFrame) -> list[str]:
+    """The SETTING_FIELDS whose values differ across `runs`."""
+    return [k for k in varying_keys(runs, exclude=()) if k in SETTING_FIELDS]
+
+
+def setting_labels(runs: pd.DataFrame) -> pd.Series:
+    """Per run (index run_id) a label of its setting: its values of the SETTING_FIELDS that
+    differ across `runs` ("all runs" when none does)."""
+    keys = setting_fields(runs)
+    if not keys:
+        return pd.Series("all runs", index=runs["run_id"].to_numpy(), name="setting")
+    values = runs[[f"cfg_{k}" for k in keys]].map(hashable)
+    text = [
+        " · ".join(f"{k}={v}" for k, v in zip(keys, row, strict=True))
+        for row in values.itertuples(index=False)
+    ]
+    return pd.Series(text, index=runs["run_id"].to_numpy(), name="setting", dtype=object)
