@@ -28,6 +28,14 @@ def main() -> None:
         "- **Findings**: what the shipped study runs show about the paper's four claims.\n"
         "- **Quadratic** and **Noise geometry**: the exact theory behind it."
     )
+    st.subheader("Show me: the story in ten minutes")
+    st.caption(
+        "Views of the cached MNIST-1D study (five seeds per setting), then the theory; "
+        "then try it yourself with a preset below."
+    )
+    for page, label, shows, params in presets.SHOW_ME:
+        st.page_link(page, label=label, icon=":material/arrow_forward:", query_params=params)
+        st.caption(shows)
     st.subheader("Teaching presets")
     cols = st.columns(len(presets.PRESETS))
     for col, (key, preset) in zip(cols, presets.PRESETS.items(), strict=True):

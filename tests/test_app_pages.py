@@ -837,3 +837,24 @@ def test_noise_page_compares_one_setting_unless_the_user_pools(env):
         assert "learning rate" in pooled.warning[0].value
     finally:
         extra.unlink()
+
+
+def test_the_show_me_links_open_the_views_they_promise(tmp_path, monkeypatch):
+    """Home's guided tour: every link's parameters are accepted by its page (no notice, no
+    error), and the study views show the groups the tour describes."""
+    from covnoise.ui import presets
+
+    monkeypatch.setenv("COVNOISE_CACHED_RUNS", str(ROOT / "cached_runs"))
+    monkeypatch.setenv("COVNOISE_STORE", str(tmp_path / "runs.sqlite"))
+    home = AppTest.from_file(APP, default_timeout=120).run()
+    assert_clean(home)
+    want_groups = {0: 4, 1: 8}  # SB + LB at 3 rates; SB, LB and 3 structures at s = 0.5, 1
+    for i, (page, _, _, params) in enumerate(presets.SHOW_ME):
+        at = open_page(page, params, timeout=120)
+        assert_clean(at)
+        assert not [x.value for x in at.info if "Ignored" in x.value], page
+        if i in want_groups:
+            table = at.dataframe[0].value  # one row per run, five seeds per group
+            assert table["group"].nunique() == want_groups[i] and len(table) == 5 * want_groups[i]
+        if page.endswith("noise_vs_generalisation.py"):
+            assert at.caption[0].value == "60 runs in 12 settings."
