@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.engine import TINY as ENGINE_TINY
 from bench.machine import describe_machine
-from covnoise.config import RunConfig
 from covnoise.runs import RunStore
 from covnoise.runs.engine import LocalEngine
 from covnoise.runs.engine.monitor import pid_alive
@@ -41,18 +41,7 @@ from covnoise.runs.engine.monitor import pid_alive
 N_NAMES = 10
 EVENTS = 250  # per concurrent run
 WRITER_EVENTS = 4_000  # per writer process
-TINY = RunConfig(
-    dataset="digits",
-    model="mlp",
-    width=16,
-    depth=2,
-    batch_size=64,
-    small_batch=16,
-    steps=EVENTS,
-    epochs=None,
-    eval_every=1,
-    sharpness_every=0,
-)
+TINY = ENGINE_TINY.replace(steps=EVENTS, eval_every=1)  # only its seed and steps matter
 
 
 def burst_run(config, emit, should_stop=None, progress=False):

@@ -12,6 +12,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from covnoise.config import RunConfig
+
+#: A run of a few seconds on digits, for tests of engines and workers (no curvature).
+TINY_RUN = RunConfig(
+    dataset="digits",
+    model="mlp",
+    width=16,
+    depth=2,
+    batch_size=64,
+    small_batch=16,
+    steps=30,
+    epochs=None,
+    eval_every=5,
+    sharpness_every=0,
+)
+
 
 def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-example cross-entropy (reduction none)."""

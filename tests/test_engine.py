@@ -24,20 +24,10 @@ from covnoise.runs import RunStore
 from covnoise.runs.engine import LocalEngine, expand_grid
 from covnoise.runs.engine.monitor import pid_alive
 from covnoise.runs.engine.process import is_worker_of, kill_worker_of, spawn_worker
+from tests.helpers import TINY_RUN
 from tests.helpers import wait_for as _wait_for
 
-TINY = RunConfig(
-    dataset="digits",
-    model="mlp",
-    width=16,
-    depth=2,
-    batch_size=64,
-    small_batch=16,
-    steps=30,
-    epochs=None,
-    eval_every=5,
-    sharpness_every=0,
-)
+TINY = TINY_RUN
 LONG = TINY.replace(steps=200_000, eval_every=20)
 
 

@@ -11,24 +11,14 @@ import torch
 from covnoise.config import RunConfig
 from covnoise.core.train import run
 from covnoise.runs import RunStore
+from tests.helpers import TINY_RUN
 from tests.helpers import wait_for as _wait_for
 
 ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.ray
 
-TINY = RunConfig(
-    dataset="digits",
-    model="mlp",
-    width=16,
-    depth=2,
-    batch_size=64,
-    small_batch=16,
-    steps=30,
-    epochs=None,
-    eval_every=5,
-    sharpness_every=0,
-)
+TINY = TINY_RUN
 LONG = TINY.replace(steps=200_000, eval_every=20)
 
 

@@ -11,25 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from covnoise.config import RunConfig
 from covnoise.core.train import run
 from covnoise.runs import RunStore
 from covnoise.runs.engine import LocalEngine
 from covnoise.runs.engine.monitor import pid_alive
-from tests.helpers import wait_for
+from tests.helpers import TINY_RUN, wait_for
 
-TINY = RunConfig(
-    dataset="digits",
-    model="mlp",
-    width=16,
-    depth=2,
-    batch_size=64,
-    small_batch=16,
-    steps=30,
-    epochs=None,
-    eval_every=5,
-    sharpness_every=10,
-)
+TINY = TINY_RUN.replace(sharpness_every=10)
 FAIL_SEED = 13
 SLOW_SEED = 14
 

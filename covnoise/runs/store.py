@@ -122,13 +122,8 @@ class RunStore(RunQueries):
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            if row is not None:
-                status = row["status"]
-                if status in ACTIVE or (status in COMPLETED and not rerun):
-                    return False
-                conn.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
-                conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            if _kept(conn, run_id, rerun) is not None:
+                return False
             conn.execute(
                 "INSERT INTO runs (run_id, name, config, status, engine, submitted_at) "
                 "VALUES (?, ?, ?, 'queued', ?, ?)",
@@ -168,13 +163,8 @@ class RunStore(RunQueries):
         run_id = config.run_id()
 
         def tx(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            if row is not None:
-                status = row["status"]
-                if status in ACTIVE or (status in COMPLETED and not rerun):
-                    return status
-                conn.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
-                conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            if (status := _kept(conn, run_id, rerun)) is not None:
+                return status
             now = time.time()
             conn.execute(
                 "INSERT INTO runs (run_id, name, config, status, engine, submitted_at, owner, "
@@ -431,6 +421,21 @@ def open_store(path: str | Path | None = None, *, check: bool = False) -> Iterat
         yield store
     finally:
         store.close()
+
+
+def _kept(conn: sqlite3.Connection, run_id: str, rerun: bool) -> str | None:
+    """Inside a write transaction: the status of a stored run of `run_id` that a new run must
+    leave alone (queued, running, or completed unless `rerun`); otherwise None, after
+    removing any older record of it and its metric rows."""
+    row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    status = row["status"]
+    if status in ACTIVE or (status in COMPLETED and not rerun):
+        return status
+    conn.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+    conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+    return None
 
 
 def _check_exportable(store: RunStore, ids: list[str], limits: ReadLimits) -> None:
