@@ -259,8 +259,9 @@ class _Training:
         return lr
 
     def check(self) -> tuple[str, str] | None:
-        """Read the pending batch losses: ("diverged", message) at the first non-finite
-        one (the run's step count set back to it), otherwise None."""
+        """Read the pending batch losses: ("diverged", message) at the first one that is not
+        finite (a step the update skipped) or past the blow-up bound (a step it applied), the
+        run's step count set back to that step; otherwise None."""
         pending, self.pending = self.pending, []
         if not pending:
             return None
