@@ -24,12 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from covnoise.config import RunConfig
+from covnoise.results.calibration import matched_scale, pilot_ratios
 from covnoise.runs import COMPLETED, TERMINAL
 from covnoise.runs.engine import expand_grid, make_engine
 
 SCALES = (0.25, 0.5, 1.0, 2.0)
 SEEDS = (0, 1, 2)
+PILOT_SEEDS = (0, 1)
 NOISY = ("isotropic", "diag", "full")
+#: Structures whose multiplier the equal-Frobenius design matches to full noise's ‖Σ‖_F.
+MATCHED = ("isotropic", "diag")
+#: Sweep labels (recorded in each run's name) that the findings read the design from.
+PILOT = "pilot"
+EQUAL_FROBENIUS = "equal Frobenius"
+SOURCE_SWEEP = "noise source"
 
 #: Grid axes of a sweep and the RunConfig field each one varies.
 GRID_AXES = {
@@ -84,6 +92,14 @@ class Study:
     large-batch baseline reaches within its budget. `made_by` is the command recorded in the
     names of the cached runs when they were made by an earlier entry point (the same code
     path); None means :attr:`command`.
+
+    `seeds` are the seeds of every arm that decides claims 2–4 (SB, LB at the base learning
+    rate, every noisy arm); `tuned_seeds` those of the larger learning rates (None: `seeds`).
+    With `matched_scales` the study has the equal-Frobenius design: a short `pilot` (LB with
+    each structure at s = 1 for `pilot_epochs`) measures the ratio of ‖K‖_F between the
+    structures, and for each s in `matched_scales` isotropic and diagonal noise run at the
+    multiplier whose ‖Σ‖_F matches full noise's at s (covnoise.results.calibration).
+    `sources` are further noise sources for the s = 1 diag and full arms.
     """
 
     name: str
@@ -101,57 +117,116 @@ class Study:
     seeds: tuple[int, ...] = SEEDS
     scales: tuple[float, ...] = SCALES
     made_by: str | None = None
+    tuned_seeds: tuple[int, ...] | None = None
+    matched_scales: tuple[float, ...] = ()
+    sources: tuple[str, ...] = ()
+    pilot_epochs: float = 0.0
+    pilot_seeds: tuple[int, ...] = PILOT_SEEDS
     extra: dict = field(default_factory=dict)
 
-    def sweeps(self) -> list[Sweep]:
-        """The study's sweeps, in the order they are run."""
-        shared = {
+    def _shared(self) -> dict[str, Any]:
+        return {
             **self.common,
             "small_batch": self.small_batch,
             "epochs": float(self.epochs),
             "lr": self.base_lr,
         }
+
+    def pilot(self) -> Sweep | None:
+        """The calibration pilot of the equal-Frobenius design (None without one): LB with
+        each structure at s = 1 for the first `pilot_epochs`, noise measured every
+        evaluation."""
+        if not self.matched_scales:
+            return None
+        base = {
+            **self._shared(),
+            "eval_every": self.large_eval_every,
+            "epochs": float(self.pilot_epochs),
+            "sharpness_every": 1,
+        }
+        grid = {
+            "batch_sizes": (self.large_batch,),
+            "noises": NOISY,
+            "noise_scales": (1.0,),
+            "seeds": tuple(self.pilot_seeds),
+        }
+        return Sweep(PILOT, base, grid)
+
+    def sweeps(self, ratios: dict[str, float] | None = None) -> list[Sweep]:
+        """The study's sweeps, in the order they are run: the pilot first (when the study
+        has one), then the rest. The equal-Frobenius sweeps need the pilot's `ratios`
+        (‖K_full‖_F / ‖K_structure‖_F); without them they are left out."""
+        shared = self._shared()
         seeds = tuple(self.seeds)
         large = {**shared, "eval_every": self.large_eval_every}
-        return [
+        lb = {"batch_sizes": (self.large_batch,)}
+        out = [] if self.pilot() is None else [self.pilot()]
+        out += [
             Sweep(
                 "small batch",
                 {**shared, "eval_every": self.small_eval_every},
                 {"batch_sizes": (self.small_batch,), "seeds": seeds},
             ),
             Sweep(
+                "large batch, base learning rate",
+                large,
+                {**lb, "lrs": (self.base_lr,), "seeds": seeds},
+            )
+            if self.tuned_seeds is not None
+            else Sweep(
                 "large batch, learning rates",
                 large,
-                {
-                    "batch_sizes": (self.large_batch,),
-                    "lrs": (self.base_lr, *self.tuned_lrs),
-                    "seeds": seeds,
-                },
+                {**lb, "lrs": (self.base_lr, *self.tuned_lrs), "seeds": seeds},
             ),
+        ]
+        if self.tuned_seeds is not None and self.tuned_lrs:
+            out.append(
+                Sweep(
+                    "large batch, tuned learning rates",
+                    large,
+                    {**lb, "lrs": tuple(self.tuned_lrs), "seeds": tuple(self.tuned_seeds)},
+                )
+            )
+        out.append(
             Sweep(
                 "large batch + noise",
                 large,
-                {
-                    "batch_sizes": (self.large_batch,),
-                    "noises": NOISY,
-                    "noise_scales": tuple(self.scales),
-                    "seeds": seeds,
-                },
-            ),
-        ]
+                {**lb, "noises": NOISY, "noise_scales": tuple(self.scales), "seeds": seeds},
+            )
+        )
+        if ratios is not None and self.matched_scales:
+            for structure in MATCHED:
+                scales = tuple(matched_scale(s, ratios[structure]) for s in self.matched_scales)
+                out.append(
+                    Sweep(
+                        f"{EQUAL_FROBENIUS}, {structure} (‖K_full‖_F/‖K_{structure}‖_F = "
+                        f"{ratios[structure]:.4g} from the pilot)",
+                        large,
+                        {**lb, "noises": (structure,), "noise_scales": scales, "seeds": seeds},
+                    )
+                )
+        for source in self.sources:
+            out.append(
+                Sweep(
+                    f"{SOURCE_SWEEP} {source}",
+                    {**large, "noise_source": source},
+                    {**lb, "noises": ("diag", "full"), "noise_scales": (1.0,), "seeds": seeds},
+                )
+            )
+        return out
 
-    def configs(self) -> list[RunConfig]:
+    def configs(self, ratios: dict[str, float] | None = None) -> list[RunConfig]:
         """Every RunConfig of the study, labelled with how it was made."""
-        return [cfg for sw in self.sweeps() for cfg in sw.configs(self.run_name(sw.label))]
+        return [cfg for sw in self.sweeps(ratios) for cfg in sw.configs(self.run_name(sw.label))]
 
-    def commands(self) -> list[tuple[str, str]]:
+    def commands(self, ratios: dict[str, float] | None = None) -> list[tuple[str, str]]:
         """(label, shell command) of each sweep: what ``covnoise study run`` is equivalent to."""
         return [
             (
                 sw.label,
                 shlex.join(["covnoise", "sweep", *sw.argv(), "--name", self.run_name(sw.label)]),
             )
-            for sw in self.sweeps()
+            for sw in self.sweeps(ratios)
         ]
 
     def run_name(self, label: str) -> str:
@@ -168,10 +243,12 @@ class Study:
 
 
 _MLP = {"model": "mlp", "width": 256, "depth": 3}
-_MEASURE = {"sharpness_every": 10, "probe_size": 256}
-#: The cached studies were made before validation splits and equal data per epoch: their
-#: runs cut each epoch into full batches and train on the whole training set.
-_LEGACY_DATA = {"drop_last": True, "val_fraction": 0.0}
+#: Seeds of the arms that decide claims 2–4, and of the other arms.
+DECISIVE_SEEDS = tuple(range(8))
+OTHER_SEEDS = tuple(range(5))
+#: Every arm of the studies holds out 10% of the training set for picking (the tuned
+#: learning rate, the best multiplier) and sees every training example once per epoch.
+_DATA = {"val_fraction": 0.1, "drop_last": False}
 
 STUDIES: dict[str, Study] = {
     "mnist1d": Study(
@@ -183,14 +260,52 @@ STUDIES: dict[str, Study] = {
         tuned_lrs=(0.8, 1.6),
         epochs=600,
         target_train_loss=0.1,
-        common={"dataset": "mnist1d", **_MLP, **_MEASURE, **_LEGACY_DATA},
+        common={
+            "dataset": "mnist1d",
+            **_MLP,
+            **_DATA,
+            "sharpness_every": 20,
+            "probe_size": 256,
+        },
         small_eval_every=250,
         large_eval_every=6,
-        seeds=(0, 1, 2, 3, 4),
-        made_by="python -m covnoise.study run mnist1d",
-        description="MNIST-1D (4000 train / 1000 test), MLP 256×3, plain SGD at a constant "
-        "learning rate, 600 epochs, five seeds; M = 32, L = 1024; evaluations every "
-        "2 epochs, sharpness and noise statistics every 20 epochs",
+        seeds=DECISIVE_SEEDS,
+        tuned_seeds=OTHER_SEEDS,
+        matched_scales=(0.25, 0.5),
+        sources=("fisher",),
+        pilot_epochs=30,
+        description="MNIST-1D (3600 train / 400 validation / 1000 test), MLP 256×3, plain SGD "
+        "at a constant learning rate, 600 epochs; M = 32, L = 1024; eight seeds per "
+        "deciding arm, five for the larger learning rates; equal-trace and "
+        "equal-Frobenius arms, batch and Fisher noise sources",
+    ),
+    "mnist-5k": Study(
+        name="mnist-5k",
+        dataset="mnist-5k",
+        small_batch=32,
+        large_batch=1024,
+        base_lr=0.1,
+        tuned_lrs=(0.2, 0.4),
+        epochs=200,
+        target_train_loss=0.05,
+        common={
+            "dataset": "mnist-5k",
+            **_MLP,
+            **_DATA,
+            "sharpness_every": 5,
+            "probe_size": 256,
+        },
+        small_eval_every=225,
+        large_eval_every=7,
+        seeds=DECISIVE_SEEDS,
+        tuned_seeds=OTHER_SEEDS,
+        matched_scales=(0.25, 0.5),
+        sources=("fisher",),
+        pilot_epochs=10,
+        description="mnist-5k (3600 train / 400 validation / 1000 test real MNIST images), "
+        "MLP 256×3, plain SGD at a constant learning rate, 200 epochs; M = 32, L = 1024; "
+        "eight seeds per deciding arm, five for the larger learning rates; equal-trace and "
+        "equal-Frobenius arms, batch and Fisher noise sources",
     ),
     "digits": Study(
         name="digits",
@@ -201,13 +316,19 @@ STUDIES: dict[str, Study] = {
         tuned_lrs=(0.2, 0.8),
         epochs=400,
         target_train_loss=0.02,
-        common={"dataset": "digits", **_MLP, **_MEASURE, **_LEGACY_DATA},
+        common={
+            "dataset": "digits",
+            **_MLP,
+            **_DATA,
+            "sharpness_every": 10,
+            "probe_size": 256,
+        },
         small_eval_every=84,
         large_eval_every=2,
-        made_by="python -m covnoise.study run digits",
-        description="digits (1347 train / 450 test), MLP 256×3, plain SGD at a constant "
-        "learning rate, 400 epochs, three seeds; M = 32, L = 1024; evaluations every "
-        "2 epochs, sharpness and noise statistics every 20 epochs",
+        seeds=OTHER_SEEDS,
+        description="digits (1212 train / 135 validation / 450 test), MLP 256×3, plain SGD at "
+        "a constant learning rate, 400 epochs, five seeds; M = 32, L = 1024: the control "
+        "without a large-batch gap",
     ),
 }
 
@@ -257,17 +378,43 @@ def run_study(
 ) -> int:
     """Run every sweep of `study` on the local engine into `store` and export the runs.
 
-    Returns the number of runs written to `output`; see :func:`run_parts`.
+    A study with the equal-Frobenius design runs its pilot first and takes the multipliers
+    of the equal-Frobenius arms from the pilot's runs. Returns the number of runs written to
+    `output`; see :func:`run_parts`. With a lasting `store`, running it again resumes: runs
+    that already finished there are kept, not run again.
     """
-    parts = [
-        (f"[{study.name}] {sw.label}", sw.configs(study.run_name(sw.label)))
-        for sw in study.sweeps()
-    ]
+    pilot = study.pilot()
+
+    def rest(runs: Any) -> list[RunConfig]:
+        ratios = None
+        if pilot is not None:
+            ids = [c.run_id() for c in pilot.configs(study.run_name(PILOT))]
+            ratios = pilot_ratios(runs.runs(run_ids=ids), runs.metrics(run_ids=ids))
+            report(
+                f"[{study.name}] pilot: ‖K_full‖_F/‖K‖_F = "
+                + ", ".join(f"{k} {v:.4g}" for k, v in sorted(ratios.items()))
+            )
+        return [
+            cfg
+            for sw in study.sweeps(ratios)
+            if sw.label != PILOT
+            for cfg in sw.configs(study.run_name(sw.label))
+        ]
+
+    parts: list[tuple[str, Part]] = []
+    if pilot is not None:
+        parts.append((f"[{study.name}] {PILOT}", pilot.configs(study.run_name(PILOT))))
+    parts.append((f"[{study.name}] arms", rest))
     return run_parts(parts, output, workers=workers, store=store, report=report)
 
 
+#: A part of a run: its configs, or a function of the store (after the earlier parts) that
+#: returns them.
+Part = list[RunConfig] | Callable[[Any], list[RunConfig]]
+
+
 def run_parts(
-    parts: list[tuple[str, list[RunConfig]]],
+    parts: list[tuple[str, Part]],
     output: str | Path,
     workers: int | None = None,
     store: str | Path | None = None,
@@ -283,8 +430,9 @@ def run_parts(
         engine = make_engine("local", store or Path(tmp) / "runs.sqlite", workers=workers)
         try:
             ids: list[str] = []
-            for tag, configs in parts:
+            for tag, part in parts:
                 t0 = time.monotonic()
+                configs = part(engine.store) if callable(part) else part
                 part_ids = engine.submit_many(configs)
                 report(f"{tag}: {len(part_ids)} runs queued")
                 statuses = _wait(engine, part_ids, tag, t0, report)
