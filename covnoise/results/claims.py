@@ -25,8 +25,16 @@ import pandas as pd
 from scipy import stats as sps
 
 from covnoise.results.correlations import correlation_difference
+from covnoise.results.designs import design_test, design_verdict
 from covnoise.results.study import Study
-from covnoise.results.tables import PICKED_ON, best_arm, claim4_table, noise_settings, pick_column
+from covnoise.results.tables import (
+    PICKED_ON,
+    arm_label,
+    best_arm,
+    claim4_table,
+    noise_settings,
+    pick_column,
+)
 
 #: Speed-up band: an arm "keeps large-batch speed" when it needs at most this many times the
 #: steps of plain LB to reach the target, and "optimises more slowly" above it.
@@ -165,15 +173,22 @@ def large_batch_gap(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> 
 
 
 def _noise_evidence(
-    per_run: pd.DataFrame, arms: pd.DataFrame, structure: str, base: str, gap: Difference
+    per_run: pd.DataFrame,
+    arms: pd.DataFrame,
+    structure: str,
+    base: str,
+    gap: Difference,
+    source: str = "batch",
 ) -> tuple[bool, float, str]:
-    """Whether LB + `structure` at s = 1 clearly beats `base`, its steps-to-target ratio to
-    `base`, and the evidence text."""
-    arm = f"LB + {structure} s=1"
+    """Whether LB + `structure` at s = 1 (noise from `source`) clearly beats `base`, its
+    steps-to-target ratio to `base`, and the evidence text."""
+    arm = arm_label(2, 1, structure, 1.0, 0.0, source)
     gain = difference(per_run, arm, base)
     ratio, speed_text = _speed(arms, arm, base)
     share = gain.diff / gap.diff if gap.clear else math.nan
-    candidates = arms[(arms["noise"] == structure) & (arms["finished"] > 0)]
+    candidates = arms[
+        (arms["noise"] == structure) & (arms["finished"] > 0) & (arms["noise_source"] == source)
+    ]
     best, picked = best_arm(candidates), _picked(candidates)
     evidence = (
         f"test accuracy {arm} − {base}: {gain.text()} (clear: {_yes(gain.clear)}"
@@ -191,16 +206,17 @@ def _noise_claim(
     per_run: pd.DataFrame,
     arms: pd.DataFrame,
     study: Study,
+    source: str = "batch",
 ) -> Verdict:
-    """Claims 2 and 3: LB + `structure` at s = 1 narrows the SB − LB gap, at large-batch speed
-    (`want_fast`) or more slowly."""
-    arm, base = f"LB + {structure} s=1", _base(study)
+    """Claims 2 and 3: LB + `structure` at s = 1 (noise from `source`) narrows the SB − LB
+    gap, at large-batch speed (`want_fast`) or more slowly."""
+    arm, base = arm_label(2, 1, structure, 1.0, 0.0, source), _base(study)
     if arm not in set(arms["arm"]):
         return Verdict(claim, CLAIMS[claim], "not testable", f"no {arm} runs")
     if arms.set_index("arm").loc[arm, "finished"] < 2:
         return Verdict(claim, CLAIMS[claim], "not testable", f"fewer than two finished {arm} runs")
     gap = difference(per_run, _sb(study), base)
-    narrows, ratio, evidence = _noise_evidence(per_run, arms, structure, base, gap)
+    narrows, ratio, evidence = _noise_evidence(per_run, arms, structure, base, gap, source)
     fast = ratio <= SPEED_TOLERANCE
     speed_ok = fast if want_fast else not fast
     if not gap.clear:  # nothing to narrow: the speed half alone cannot carry the claim
@@ -231,14 +247,40 @@ def full_noise(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> Verdi
 
 
 def frobenius_tracks(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> Verdict:
-    """Claim 4: over the noisy settings, ‖Σ‖_F tracks the test-acc gap in the predicted
-    direction (more noise, smaller gap: −Spearman ρ) more than tr Σ does. Reproduced when
-    ‖Σ‖_F itself tracks it (the interval of ρ_F is below 0) and the paired bootstrap interval
-    of (−ρ_F) − (−ρ_tr) is above 0; partly when only the estimate of the difference is above
-    0 (for example because tr Σ tracks the wrong way while ‖Σ‖_F is within noise)."""
+    """Claim 4: ‖Σ‖_F rather than tr Σ characterises the effect of the noise.
+
+    With the equal-Frobenius design (covnoise.results.designs) the verdict is the design
+    test's: reproduced when the equal-Frobenius arms land clearly closer together than the
+    equal-trace arms (the interval of D lies above 0), reversed when clearly farther apart,
+    partly or not reproduced by the sign of D otherwise. Without it (studies made before the
+    design), the rank-correlation rule: reproduced when ‖Σ‖_F tracks the test-accuracy gap
+    in the predicted direction (the interval of ρ_F below 0) and the paired bootstrap
+    interval of (−ρ_F) − (−ρ_tr) is above 0; partly when only that difference's estimate is
+    above 0. Not testable without a clear SB − LB gap at the base learning rate."""
     settings = noise_settings(per_run, study)
     if len(settings) < 3:
         return Verdict(4, CLAIMS[4], "not testable", "fewer than three noisy settings")
+    lead, base = "", _base(study)
+    gap_clear = difference(per_run, _sb(study), base).clear
+    if not gap_clear:
+        lead = f"no clear gap between SB and {base} to explain; "
+    test = design_test(per_run, study)
+    if test is not None:
+        v = design_verdict(test) if gap_clear else "not testable"
+        t = test.spreads
+        spreads = "; ".join(
+            f"s={s:g}: equal trace {_spread(t, s, 'equal trace')}, equal Frobenius "
+            f"{_spread(t, s, 'equal Frobenius')}"
+            for s in study.matched_scales
+        )
+        return Verdict(
+            4,
+            CLAIMS[4],
+            v,
+            lead + f"spread (range) of the arms' mean test accuracy — {spreads}; "
+            f"D = spread(equal trace) − spread(equal Frobenius) = {test.d:+.3f} "
+            f"[{test.lo:+.3f}, {test.hi:+.3f}] ({test.n_boot} bootstrap resamples of runs)",
+        )
     table = claim4_table(settings).set_index(["measure", "statistic"])
     d, lo, hi = correlation_difference(
         settings["noise_fro"], settings["noise_trace"], settings["acc_gap"], direction=-1
@@ -247,9 +289,8 @@ def frobenius_tracks(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) ->
     rt = table.loc[("acc_gap", "noise_trace")]
     tracks = rf["spearman_hi"] < 0
     v = "reproduced" if lo > 0 and tracks else "partly" if d > 0 else "not reproduced"
-    lead, base = "", _base(study)
-    if not difference(per_run, _sb(study), base).clear:
-        v, lead = "not testable", f"no clear gap between SB and {base} to explain; "
+    if not gap_clear:
+        v = "not testable"
     return Verdict(
         4,
         CLAIMS[4],
@@ -259,6 +300,24 @@ def frobenius_tracks(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) ->
         f"{rt['spearman']:+.2f} [{rt['spearman_lo']:+.2f}, {rt['spearman_hi']:+.2f}]; "
         f"(−ρ_F) − (−ρ_tr) = {d:+.2f} [{lo:+.2f}, {hi:+.2f}]",
     )
+
+
+def _spread(spreads: pd.DataFrame, s: float, design: str) -> str:
+    row = spreads[np.isclose(spreads["matched_scale"], s) & (spreads["design"] == design)]
+    if row.empty:
+        return "–"
+    r = row.iloc[0]
+    return f"{r['spread']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
+
+
+def source_verdicts(per_run: pd.DataFrame, arms: pd.DataFrame, study: Study) -> list[Verdict]:
+    """Claims 2 and 3 judged again with the noise of each further source of the study (the
+    true Fisher): does the source change them? Same rules as with batch noise."""
+    out = []
+    for source in study.sources:
+        out.append(_noise_claim(2, "diag", True, per_run, arms, study, source))
+        out.append(_noise_claim(3, "full", False, per_run, arms, study, source))
+    return out
 
 
 #: The judge of each claim, in the order of CLAIMS.

@@ -24,22 +24,38 @@ Markdown written in covnoise.results.markdown.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from covnoise.results.claims import Verdict, verdicts
+from covnoise.results.calibration import pilot_ratios
+from covnoise.results.claims import Verdict, source_verdicts, verdicts
+from covnoise.results.designs import (
+    DesignTest,
+    design_table,
+    design_test,
+    run_bootstrap_correlations,
+)
 from covnoise.results.markdown import render, replace_block
-from covnoise.results.study import ALL_STUDIES, Study
-from covnoise.results.tables import arm_table, claim4_table, noise_settings, run_table
+from covnoise.results.study import ALL_STUDIES, PILOT, Study
+from covnoise.results.tables import (
+    arm_table,
+    claim4_table,
+    noise_settings,
+    run_table,
+    study_runs,
+    sweep_label,
+)
 
 __all__ = ["StudyFindings", "all_findings", "render", "replace_block", "study_findings"]
 
 
 @dataclass(frozen=True)
 class StudyFindings:
-    """One study's findings: its run and arm tables, claim-4 settings and correlations, and
-    the verdicts."""
+    """One study's findings: its run and arm tables, claim-4 settings and correlations, the
+    verdicts, and (for studies with them) the pilot's ratios, the equal-trace vs
+    equal-Frobenius test, the run-level correlations, the verdicts of claims 2–3 with each
+    further noise source, and how long the study took."""
 
     study: Study
     per_run: pd.DataFrame
@@ -47,6 +63,26 @@ class StudyFindings:
     settings: pd.DataFrame
     correlations: pd.DataFrame
     verdicts: list[Verdict]
+    ratios: dict[str, float] = field(default_factory=dict)
+    designs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    design: DesignTest | None = None
+    run_correlations: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sources: list[Verdict] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def study_timing(runs: pd.DataFrame) -> dict[str, float]:
+    """Hours from the first run's start to the last run's end, and the runs' summed wall
+    time in hours (the work; the first figure is what the machine's workers took)."""
+    if runs.empty:
+        return {}
+    start = pd.to_numeric(runs["started_at"], errors="coerce")  # Unix seconds
+    end = pd.to_numeric(runs["ended_at"], errors="coerce")
+    return {
+        "elapsed_h": float((end.max() - start.min()) / 3600),
+        "work_h": float(pd.to_numeric(runs["wall_time"], errors="coerce").sum() / 3600),
+        "runs": float(len(runs)),
+    }
 
 
 def study_findings(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> StudyFindings:
@@ -55,7 +91,27 @@ def study_findings(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> S
     arms = arm_table(per_run)
     settings = noise_settings(per_run, study) if len(per_run) else pd.DataFrame()
     corr = claim4_table(settings) if len(settings) >= 3 else pd.DataFrame()
-    return StudyFindings(study, per_run, arms, settings, corr, verdicts(per_run, arms, study))
+    mine = study_runs(runs, study)
+    pilot = mine[mine["name"].fillna("").astype(str).map(sweep_label) == PILOT]
+    ratios = pilot_ratios(pilot, metrics) if len(pilot) else {}
+    sb = f"SB M={study.small_batch}"
+    run_corr = (
+        run_bootstrap_correlations(per_run, settings, sb) if len(settings) >= 3 else pd.DataFrame()
+    )
+    return StudyFindings(
+        study,
+        per_run,
+        arms,
+        settings,
+        corr,
+        verdicts(per_run, arms, study),
+        ratios=ratios,
+        designs=design_table(per_run, study),
+        design=design_test(per_run, study) if len(per_run) else None,
+        run_correlations=run_corr,
+        sources=source_verdicts(per_run, arms, study) if len(arms) else [],
+        timing=study_timing(mine),
+    )
 
 
 def all_findings(runs: pd.DataFrame, metrics: pd.DataFrame) -> list[StudyFindings]:

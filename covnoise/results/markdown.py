@@ -70,13 +70,100 @@ def correlation_markdown(corr: pd.DataFrame) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def design_markdown(f: StudyFindings) -> str:
+    """The equal-trace vs equal-Frobenius table: each design's arms at each matched s."""
+    head = (
+        "| full noise's s | design | arm | runs (diverged) | test acc (diverged at chance) | "
+        "mean ‖Σ‖_F | mean tr Σ |\n|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {r.matched_scale:g} | {r.design} | {r.arm} | {r.runs} ({r.diverged}) | "
+        f"{format_pm(r.test_acc, r.test_acc_std)} | {r.noise_fro:.3g} | {r.noise_trace:.3g} |"
+        for r in f.designs.itertuples()
+    ]
+    text = head + "\n".join(lines) + "\n"
+    if f.design is not None:
+        spreads = "; ".join(
+            f"s={r.matched_scale:g} {r.design}: {r.spread:.3f} [{r.lo:.3f}, {r.hi:.3f}]"
+            for r in f.design.spreads.itertuples()
+        )
+        text += (
+            f"\nSpread (range of the three arms' mean test accuracy, 95% bootstrap interval "
+            f"over runs): {spreads}. D = {f.design.d:+.3f} [{f.design.lo:+.3f}, "
+            f"{f.design.hi:+.3f}].\n"
+        )
+    return text
+
+
+def run_correlation_markdown(table: pd.DataFrame) -> str:
+    """Spearman ρ of the test-acc gap with ‖Σ‖_F and tr Σ, intervals bootstrapped over
+    settings and runs."""
+    head = (
+        "| statistic | settings | Spearman ρ [95% CI, settings and runs resampled] |\n"
+        "|---|---|---|\n"
+    )
+    lines = [
+        f"| {r.statistic} | {r.n} | {r.spearman:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] |"
+        for r in table.itertuples()
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def _timing(f: StudyFindings) -> str:
+    t = f.timing
+    if not t:
+        return ""
+    return (
+        f" Made in {t['elapsed_h']:.2f} h from the first run's start to the last one's end "
+        f"({t['work_h']:.2f} h of run wall time; device "
+        f"{_devices(f)})."
+    )
+
+
+def _devices(f: StudyFindings) -> str:
+    return ", ".join(sorted(set(f.per_run.get("device", pd.Series(["–"])).astype(str)))) or "–"
+
+
+def _extras(f: StudyFindings) -> list[str]:
+    """The sections of a study with the round-two design: calibration, designs, sources."""
+    parts: list[str] = []
+    if f.ratios:
+        ratios = ", ".join(f"{k} {v:.3g}" for k, v in sorted(f.ratios.items()) if k != "full")
+        parts.append(
+            f"Pilot calibration (LB with each structure at s = 1 for the first "
+            f"{f.study.pilot_epochs:g} epochs; ‖K_full‖_F / ‖K‖_F): {ratios}.\n"
+        )
+    if len(f.designs):
+        parts.append("Equal trace against equal Frobenius (claim 4's test):\n")
+        parts.append(design_markdown(f))
+    if f.sources:
+        parts.append("Claims 2 and 3 with noise that imitates the true Fisher:\n")
+        parts.append("| claim | verdict | numbers |\n|---|---|---|")
+        parts.extend(f"| {v.claim}. | **{v.verdict}** | {v.evidence} |" for v in f.sources)
+        parts.append("")
+    if len(f.run_correlations):
+        parts.append(
+            f"Rank correlation with the test-acc gap to SB over the {len(f.settings)} noisy "
+            "batch-noise settings at the base learning rate (2000 two-level bootstrap "
+            "resamples: settings, and runs within each):\n"
+        )
+        parts.append(run_correlation_markdown(f.run_correlations))
+    return parts
+
+
 def render(found: Sequence[StudyFindings]) -> str:
     """The generated part of FINDINGS.md (between the markers)."""
     parts = []
     for f in found:
         s = f.study
         parts.append(f"### {s.name}: {s.description}\n")
-        parts.append(f"Cached runs: `{s.output}`, made by `{s.command}` ({len(f.per_run)} runs).\n")
+        parts.append(
+            f"Cached runs: `{s.output}`, made by `{s.command}` ({len(f.per_run)} runs"
+            + (" and the pilot's" if f.ratios else "")
+            + ")."
+            + _timing(f)
+            + "\n"
+        )
         parts.append("| claim | verdict | numbers |\n|---|---|---|")
         parts.extend(
             f"| {v.claim}. {v.statement} | **{v.verdict}** | {v.evidence} |" for v in f.verdicts
@@ -89,6 +176,7 @@ def render(found: Sequence[StudyFindings]) -> str:
                 f"η = {s.base_lr:g} (seed means; 2000 paired bootstrap resamples):\n"
             )
             parts.append(correlation_markdown(f.correlations))
+        parts.extend(_extras(f))
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from covnoise.results.correlations import correlation_table
-from covnoise.results.study import Study
+from covnoise.results.study import PILOT, Study
 from covnoise.results.summaries import final_values, mean_values
 
 #: Order of the structures in the tables (plain LB first, then by how much of Σ is kept).
@@ -39,6 +39,8 @@ PICKED_ON = {"val_acc": "validation accuracy", "test_acc": "test accuracy"}
 #: Generalisation measures of claim 4: the test-accuracy gap to SB (the gap of claims 1–3)
 #: first, then the loss gap of each run.
 GAPS = {"acc_gap": "test-acc gap to SB", "gen_gap": "test − train loss"}
+#: Readable names of the noise sources in arm labels.
+SOURCE_NAMES = {"batch": "batch", "fisher": "Fisher"}
 
 
 def study_runs(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
@@ -60,18 +62,28 @@ def steps_to_target(metrics: pd.DataFrame, target: float) -> pd.Series:
     return pd.Series(out, name="steps_to_target", dtype=float)
 
 
-def arm_label(batch_size: int, small_batch: int, noise: str, scale: float, lr: float) -> str:
-    """Short name of an arm, e.g. 'SB M=32', 'LB η=0.4', 'LB + diag s=1'."""
+def arm_label(
+    batch_size: int, small_batch: int, noise: str, scale: float, lr: float, source: str = "batch"
+) -> str:
+    """Short name of an arm, e.g. 'SB M=32', 'LB η=0.4', 'LB + diag s=1', 'LB + diag s=1
+    (Fisher)' for noise that imitates the true Fisher rather than the batch covariance."""
     if noise == "none" and batch_size <= small_batch:
         return f"SB M={batch_size}"
     if noise == "none":
         return f"LB η={lr:g}"
-    return f"LB + {noise} s={scale:g}"
+    return f"LB + {noise} s={scale:g}" + (f" ({SOURCE_NAMES[source]})" if source != "batch" else "")
+
+
+def sweep_label(name: str) -> str:
+    """The sweep a study run came from, as recorded at the end of its name."""
+    return name.rsplit("; sweep: ", 1)[-1] if "; sweep: " in name else ""
 
 
 def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.DataFrame:
-    """One row per run of the study: its arm, status, final metrics, noise means, speed."""
+    """One row per run of the study (its pilot runs left out): its arm, sweep, status, final
+    metrics, noise means, speed."""
     runs = study_runs(runs, study)
+    runs = runs[runs["name"].fillna("").astype(str).map(sweep_label) != PILOT]
     if runs.empty:
         return pd.DataFrame()
     metrics = metrics[metrics["run_id"].isin(set(runs["run_id"]))]
@@ -88,12 +100,17 @@ def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.Dat
             "noise_scale": runs["cfg_noise_scale"].astype(float).to_numpy(),
             "lr": runs["cfg_lr"].astype(float).to_numpy(),
             "seed": runs["cfg_seed"].astype(int).to_numpy(),
+            "noise_source": _column(runs, "cfg_noise_source", "batch"),
+            "sweep": runs["name"].fillna("").astype(str).map(sweep_label).to_numpy(),
+            "device": _column(runs, "device", "–"),
         }
     )
     out["noise_scale"] = np.where(out["noise"] == "none", 0.0, out["noise_scale"])
     out["arm"] = [
-        arm_label(b, study.small_batch, n, s, lr)
-        for b, n, s, lr in zip(out.batch_size, out.noise, out.noise_scale, out.lr, strict=True)
+        arm_label(b, study.small_batch, n, s, lr, src)
+        for b, n, s, lr, src in zip(
+            out.batch_size, out.noise, out.noise_scale, out.lr, out.noise_source, strict=True
+        )
     ]
     ids = out["run_id"]
     for name in FINAL_METRICS:
@@ -106,8 +123,15 @@ def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.Dat
     out["steps_to_target"] = ids.map(steps)
     out["steps"] = ids.map(last_step)
     return out.sort_values(
-        ["batch_size", "noise", "noise_scale", "lr", "seed"], key=_sort_key
+        ["batch_size", "noise_source", "noise", "noise_scale", "lr", "seed"], key=_sort_key
     ).reset_index(drop=True)
+
+
+def _column(runs: pd.DataFrame, name: str, default: str) -> np.ndarray:
+    """A config column as text, `default` where a run has none (runs made before the field)."""
+    if name not in runs:
+        return np.full(len(runs), default, dtype=object)
+    return runs[name].where(runs[name].notna(), default).astype(str).to_numpy()
 
 
 def _sort_key(col: pd.Series) -> pd.Series:
@@ -132,6 +156,8 @@ def arm_table(per_run: pd.DataFrame) -> pd.DataFrame:
         row = {
             "arm": arm,
             "noise": g["noise"].iloc[0],
+            "noise_source": g["noise_source"].iloc[0],
+            "sweep": g["sweep"].iloc[0],
             "noise_scale": g["noise_scale"].iloc[0],
             "lr": g["lr"].iloc[0],
             "batch_size": g["batch_size"].iloc[0],
@@ -183,7 +209,11 @@ def noise_settings(per_run: pd.DataFrame, study: Study) -> pd.DataFrame:
     """Seed means of the noisy LB arms at the base learning rate (the claim-4 points), with
     their test-accuracy gap to the SB mean."""
     done = per_run[per_run["status"] == "finished"]
-    ok = done[(done["noise"] != "none") & np.isclose(done["lr"], study.base_lr)]
+    ok = done[
+        (done["noise"] != "none")
+        & np.isclose(done["lr"], study.base_lr)
+        & (done["noise_source"] == "batch")
+    ]
     cols = ["noise_fro", "noise_trace", "gen_gap", "test_acc"]
     if ok.empty:
         return pd.DataFrame(columns=["arm", "noise", "noise_scale", *cols, "acc_gap"])
