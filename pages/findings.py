@@ -51,10 +51,87 @@ def arms_frame(arms: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def design_section(found: results.StudyFindings) -> None:
+    """Claim 4's test: the equal-trace and equal-Frobenius arms, figure and table."""
+    s = found.study
+    st.subheader("Equal trace against equal Frobenius (claim 4's test)")
+    st.plotly_chart(viz.design_figure(found.designs), key=f"design-{s.name}")
+    if found.design is not None:
+        d = found.design
+        st.markdown(
+            f"D = spread(equal trace) − spread(equal Frobenius) = **{d.d:+.3f}** "
+            f"[{d.lo:+.3f}, {d.hi:+.3f}] → **{results.design_verdict(d)}**."
+        )
+    ratios = ", ".join(f"{k} {v:.3g}" for k, v in sorted(found.ratios.items()) if k != "full")
+    st.caption(
+        "Left: the three structures at one multiplier s (same tr Σ). Right: full noise at s, "
+        "isotropic and diagonal noise at s·r, where r = ‖K_full‖_F / ‖K‖_F was measured on "
+        f"the pilot ({ratios}), so their ‖Σ‖_F matches full noise's at the start of training. "
+        "Spread = range of the three arms' mean test accuracy (a diverged run counts at "
+        "chance); the interval resamples the runs within each arm. If ‖Σ‖_F characterises "
+        "generalisation, the right panel bunches and D > 0."
+    )
+    table = found.designs.assign(
+        test_acc=[
+            results.format_pm(m, sd)
+            for m, sd in zip(found.designs["test_acc"], found.designs["test_acc_std"], strict=True)
+        ]
+    )
+    st.dataframe(
+        table[
+            [
+                "matched_scale",
+                "design",
+                "arm",
+                "runs",
+                "diverged",
+                "test_acc",
+                "noise_fro",
+                "noise_trace",
+            ]
+        ],
+        hide_index=True,
+        key=f"designs-{s.name}",
+        column_config={
+            "matched_scale": "full noise's s",
+            "test_acc": "test acc (± std)",
+            "noise_fro": st.column_config.NumberColumn("mean ‖Σ‖_F", format="%.3g"),
+            "noise_trace": st.column_config.NumberColumn("mean tr Σ", format="%.3g"),
+        },
+    )
+
+
+def sources_section(found: results.StudyFindings) -> None:
+    """Claims 2 and 3 again with noise that imitates the true Fisher."""
+    st.subheader("Does the noise source change claims 2 and 3?")
+    batch = {v.claim: v.verdict for v in found.verdicts}
+    st.table(
+        pd.DataFrame(
+            [
+                {
+                    "claim": f"{v.claim}. {v.statement}",
+                    "batch covariance": batch[v.claim],
+                    "true Fisher": v.verdict,
+                    "numbers (true Fisher)": v.evidence,
+                }
+                for v in found.sources
+            ]
+        ).set_index("claim")
+    )
+
+
 def show(found: results.StudyFindings) -> None:
     s = found.study
+    timing = found.timing
+    made = (
+        f" The study took {timing['elapsed_h']:.2f} h on its machine "
+        f"({timing['work_h']:.2f} h of run time)."
+        if timing
+        else ""
+    )
     st.caption(
-        f"{s.description}. {len(found.per_run)} runs from `{s.output}`, made by `{s.command}`."
+        f"{s.description}. {len(found.per_run)} runs from `{s.output}`, made by "
+        f"`{s.command}`.{made}"
     )
     st.subheader("The four claims")
     st.table(verdict_frame(found).set_index("claim"))  # a static table wraps the long cells
@@ -99,6 +176,10 @@ def show(found: results.StudyFindings) -> None:
             for c in ("gap to SB", "mean ‖Σ‖_F", "mean tr Σ")
         },
     )
+    if len(found.designs):
+        design_section(found)
+    if found.sources:
+        sources_section(found)
     if len(found.correlations):
         st.subheader("‖Σ‖_F and tr Σ against the test-accuracy gap to SB")
         pts = found.settings.rename(columns={"noise": "cfg_noise"})
@@ -117,6 +198,23 @@ def show(found: results.StudyFindings) -> None:
             f"One point per noisy setting at η = {s.base_lr:g} (seed means). Titles: "
             "Pearson r with its 95% bootstrap interval."
         )
+        if len(found.run_correlations):
+            st.dataframe(
+                found.run_correlations,
+                hide_index=True,
+                key=f"runcorr-{s.name}",
+                column_config={
+                    "spearman": st.column_config.NumberColumn("Spearman ρ", format="%+.2f"),
+                    "lo": st.column_config.NumberColumn("95% low", format="%+.2f"),
+                    "hi": st.column_config.NumberColumn("95% high", format="%+.2f"),
+                    "n": "settings",
+                },
+            )
+            st.caption(
+                "Intervals from a two-level bootstrap: the settings, and within each the runs "
+                "(and the SB runs the gap is measured from), so seed noise enters them. A "
+                "statistic tracks generalisation only with ρ < 0 (more noise, smaller gap)."
+            )
         corr = found.correlations.assign(measure=found.correlations["measure"].map(results.GAPS))
         st.dataframe(
             corr[

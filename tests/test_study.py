@@ -15,22 +15,45 @@ from covnoise.cli.sweep import sweep_configs
 from covnoise.core.train import run
 from tests.helpers import make_cifar
 
+RATIOS = {"isotropic": 35.0, "diag": 6.5, "full": 1.0}
+
 
 @pytest.mark.parametrize("name", sorted(results.ALL_STUDIES))
 def test_a_study_has_every_arm_with_its_seeds(name):
     s = results.ALL_STUDIES[name]
-    configs = s.configs()
-    arms = {}
+    configs = s.configs(RATIOS)
+    arms, pilot = {}, {}
     for cfg in configs:
         key = (cfg.batch_size, cfg.noise, cfg.noise_scale if cfg.noise != "none" else None, cfg.lr)
-        arms.setdefault(key, set()).add(cfg.seed)
         assert cfg.dataset == s.dataset and cfg.small_batch == s.small_batch
-        assert cfg.epochs == s.epochs and cfg.name.startswith(f"study {s.name} (")
-    expected = {(s.small_batch, "none", None, s.base_lr)}
-    expected |= {(s.large_batch, "none", None, lr) for lr in (s.base_lr, *s.tuned_lrs)}
-    expected |= {(s.large_batch, n, sc, s.base_lr) for n in results.NOISY for sc in s.scales}
-    assert set(arms) == expected
-    assert all(seeds == set(s.seeds) for seeds in arms.values())
+        assert cfg.name.startswith(f"study {s.name} (")
+        if cfg.name.endswith(f"sweep: {results.PILOT}"):
+            assert cfg.epochs == s.pilot_epochs and cfg.sharpness_every == 1
+            pilot.setdefault(key, set()).add(cfg.seed)
+            continue
+        assert cfg.epochs == s.epochs
+        arms.setdefault((*key, cfg.noise_source), set()).add(cfg.seed)
+    seeds, tuned = set(s.seeds), set(s.tuned_seeds or s.seeds)
+    expected = {(s.small_batch, "none", None, s.base_lr, "batch"): seeds}
+    expected[(s.large_batch, "none", None, s.base_lr, "batch")] = seeds
+    expected |= {(s.large_batch, "none", None, lr, "batch"): tuned for lr in s.tuned_lrs}
+    expected |= {
+        (s.large_batch, n, sc, s.base_lr, "batch"): seeds for n in results.NOISY for sc in s.scales
+    }
+    for n in ("isotropic", "diag") if s.matched_scales else ():
+        for sc in s.matched_scales:
+            expected[
+                (s.large_batch, n, results.matched_scale(sc, RATIOS[n]), s.base_lr, "batch")
+            ] = seeds
+    for source in s.sources:
+        expected |= {(s.large_batch, n, 1.0, s.base_lr, source): seeds for n in ("diag", "full")}
+    assert arms == expected
+    if s.matched_scales:
+        assert pilot == {
+            (s.large_batch, n, 1.0, s.base_lr): set(s.pilot_seeds) for n in results.NOISY
+        }
+    else:
+        assert not pilot
     assert len(configs) == len({c.run_id() for c in configs})
 
 
@@ -41,19 +64,29 @@ def test_the_rendered_sweep_commands_make_exactly_the_studys_configs(name):
     s = results.ALL_STUDIES[name]
     parser = build_parser()
     from_commands = []
-    for label, command in s.commands():
+    for label, command in s.commands(RATIOS):
         argv = shlex.split(command)
         assert argv[:2] == ["covnoise", "sweep"]
         assert argv[argv.index("--name") + 1] == s.run_name(label)
         from_commands += sweep_configs(parser.parse_args(argv[1:]))
-    assert [c.to_dict() for c in from_commands] == [c.to_dict() for c in s.configs()]
-    assert all((s.made_by or s.command) in c.name for c in s.configs())
+    assert [c.to_dict() for c in from_commands] == [c.to_dict() for c in s.configs(RATIOS)]
+    assert all((s.made_by or s.command) in c.name for c in s.configs(RATIOS))
 
 
-def test_show_prints_the_sweep_commands(capsys):
+def test_show_prints_the_sweep_commands(capsys, monkeypatch, tmp_path):
+    """With the cached file, the equal-Frobenius sweeps carry the multipliers its pilot
+    gives; without it, a note says how they are chosen."""
+    s = results.STUDIES["mnist1d"]
     assert main(["study", "show", "mnist1d"]) == 0
     out = capsys.readouterr().out
-    assert out.count("covnoise sweep") == 3
+    assert out.count("covnoise sweep") == len(s.commands({"isotropic": 1.0, "diag": 1.0})) == 8
+    assert "sweep: equal Frobenius, diag" in out
+    monkeypatch.chdir(tmp_path)  # no cached_runs/ here
+    assert main(["study", "show", "mnist1d"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        out.count("covnoise sweep") == 6 and "# equal Frobenius: isotropic and diag at s·r" in out
+    )
 
 
 def test_unknown_study_is_refused(capsys):
@@ -63,8 +96,10 @@ def test_unknown_study_is_refused(capsys):
 
 
 def test_a_study_runs_through_the_engine_and_exports_what_it_ran(tmp_path):
-    """run_study submits each sweep to the local engine (no subprocess CLI) and exports
-    exactly the study's configs, with their recorded names."""
+    """run_study runs the pilot first on the local engine (no subprocess CLI), takes the
+    equal-Frobenius multipliers from the pilot's logged ‖Σ‖_F, and exports exactly the
+    study's configs; the ratios recomputed from the exported pilot give the same configs."""
+    from covnoise.results.tables import sweep_label
     from covnoise.runs import read_runs_parquet
 
     tiny = results.Study(
@@ -73,8 +108,8 @@ def test_a_study_runs_through_the_engine_and_exports_what_it_ran(tmp_path):
         small_batch=8,
         large_batch=64,
         base_lr=0.1,
-        tuned_lrs=(),
-        epochs=0.05,
+        tuned_lrs=(0.2,),
+        epochs=0.1,
         target_train_loss=1.0,
         common={
             "dataset": "digits",
@@ -89,16 +124,27 @@ def test_a_study_runs_through_the_engine_and_exports_what_it_ran(tmp_path):
         large_eval_every=1,
         seeds=(0,),
         scales=(1.0,),
+        matched_scales=(0.5,),
+        sources=("fisher",),
+        pilot_epochs=0.1,
+        pilot_seeds=(0,),
         description="a tiny study for the test",
     )
     out = tmp_path / "tiny.parquet"
     lines: list[str] = []
     n = results.run_study(tiny, out, workers=1, report=lines.append)
-    runs, _ = read_runs_parquet(out)
-    assert n == len(runs) == len(tiny.configs()) == 5
-    assert set(runs["run_id"]) == {c.run_id() for c in tiny.configs()}
+    runs, metrics = read_runs_parquet(out)
+    pilot = runs[runs["name"].map(sweep_label) == results.PILOT]
+    ratios = results.pilot_ratios(pilot, metrics)
+    assert ratios["full"] == 1.0 and ratios["diag"] > 1 and ratios["isotropic"] > 1
+    configs = tiny.configs(ratios)
+    assert n == len(runs) == len(configs) == 3 + 3 + 2 + 2 + 3
+    assert set(runs["run_id"]) == {c.run_id() for c in configs}
     assert set(runs["status"]) == {"finished"}
-    assert any("large batch + noise: 3/3 done" in line for line in lines)
+    frob = {c.noise: c.noise_scale for c in configs if results.EQUAL_FROBENIUS in c.name}
+    assert frob == {k: results.matched_scale(0.5, ratios[k]) for k in ("isotropic", "diag")}
+    assert any("pilot: 3/3 done" in line for line in lines)
+    assert any("‖K_full‖_F/‖K‖_F" in line for line in lines)
 
 
 def test_the_gpu_study_trains_on_the_cpu_on_tiny_cifar_files(tmp_path, one_thread):

@@ -13,15 +13,38 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     study = ALL_STUDIES[args.name]
     if args.study_command == "show":
+        ratios = _cached_ratios(study)
         print(f"# {study.description}")
-        for label, command in study.commands():
+        for label, command in study.commands(ratios):
             print(f"# {label}")
             print(command)
+        if study.matched_scales and ratios is None:
+            print(
+                "# equal Frobenius: isotropic and diag at s·r for s in "
+                f"{', '.join(f'{s:g}' for s in study.matched_scales)}, r = ‖K_full‖_F/‖K‖_F "
+                "from the pilot's runs (covnoise.results.calibration)"
+            )
         return EXIT_OK
     output = args.to or study.output
     n = run_study(study, output, workers=args.workers, store=args.store)
     print(f"wrote {n} runs to {output}")
     return EXIT_OK
+
+
+def _cached_ratios(study: Any) -> dict[str, float] | None:
+    """The pilot ratios recorded in the study's cached file, or None (no file, no pilot)."""
+    from pathlib import Path
+
+    if not study.matched_scales or not Path(study.output).is_file():
+        return None
+    from covnoise.results.calibration import pilot_ratios
+    from covnoise.results.study import PILOT
+    from covnoise.results.tables import sweep_label
+    from covnoise.runs import read_runs_parquet
+
+    runs, metrics = read_runs_parquet(study.output)
+    pilot = runs[runs["name"].fillna("").astype(str).map(sweep_label) == PILOT]
+    return pilot_ratios(pilot, metrics) if len(pilot) else None
 
 
 def add_parser(sub: Any) -> None:

@@ -13,8 +13,10 @@ pilot runs are exported with the study, so the findings recompute the ratios fro
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # the study definitions import this module; the CLI must not pay for pandas
+    import pandas as pd
 
 #: The structure whose ‖Σ‖_F the others are matched to.
 MATCH_TO = "full"
@@ -30,7 +32,12 @@ def matched_scale(scale: float, ratio: float) -> float:
 def pilot_ratios(runs: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, float]:
     """‖K_full‖_F / ‖K_structure‖_F for each structure of the pilot `runs` (with ``cfg_noise``
     and ``cfg_noise_scale`` columns): the mean over runs of each run's mean logged ‖Σ‖_F,
-    divided by the run's multiplier (so pilots at any s compare K)."""
+    divided by the run's multiplier (so pilots at any s compare K). Runs read straight from
+    a Parquet file (config JSON, no ``cfg_`` columns) are expanded first."""
+    if "cfg_noise" not in runs:
+        from covnoise.runs.frames import expand_runs
+
+        runs = expand_runs(runs)
     fro = metrics[(metrics["name"] == "noise_fro") & metrics["run_id"].isin(set(runs["run_id"]))]
     per_run = fro.dropna(subset=["value"]).groupby("run_id")["value"].mean()
     table = runs.set_index("run_id")

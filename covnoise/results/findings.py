@@ -74,7 +74,7 @@ class StudyFindings:
 def study_timing(runs: pd.DataFrame) -> dict[str, float]:
     """Hours from the first run's start to the last run's end, and the runs' summed wall
     time in hours (the work; the first figure is what the machine's workers took)."""
-    if runs.empty:
+    if runs.empty or not {"started_at", "ended_at", "wall_time"} <= set(runs):
         return {}
     start = pd.to_numeric(runs["started_at"], errors="coerce")  # Unix seconds
     end = pd.to_numeric(runs["ended_at"], errors="coerce")

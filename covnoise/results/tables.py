@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from covnoise.results.correlations import correlation_table
-from covnoise.results.study import PILOT, Study
+from covnoise.results.study import EQUAL_FROBENIUS, PILOT, Study
 from covnoise.results.summaries import final_values, mean_values
 
 #: Order of the structures in the tables (plain LB first, then by how much of Σ is kept).
@@ -39,6 +39,9 @@ PICKED_ON = {"val_acc": "validation accuracy", "test_acc": "test accuracy"}
 #: Generalisation measures of claim 4: the test-accuracy gap to SB (the gap of claims 1–3)
 #: first, then the loss gap of each run.
 GAPS = {"acc_gap": "test-acc gap to SB", "gen_gap": "test − train loss"}
+#: Suffix of the arms of the equal-Frobenius design (their multiplier may equal an
+#: equal-trace arm's, and the two must not be pooled).
+F_MATCHED = " (F-matched)"
 #: Readable names of the noise sources in arm labels.
 SOURCE_NAMES = {"batch": "batch", "fisher": "Fisher"}
 
@@ -108,8 +111,15 @@ def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.Dat
     out["noise_scale"] = np.where(out["noise"] == "none", 0.0, out["noise_scale"])
     out["arm"] = [
         arm_label(b, study.small_batch, n, s, lr, src)
-        for b, n, s, lr, src in zip(
-            out.batch_size, out.noise, out.noise_scale, out.lr, out.noise_source, strict=True
+        + (F_MATCHED if sweep.startswith(EQUAL_FROBENIUS) else "")
+        for b, n, s, lr, src, sweep in zip(
+            out.batch_size,
+            out.noise,
+            out.noise_scale,
+            out.lr,
+            out.noise_source,
+            out.sweep,
+            strict=True,
         )
     ]
     ids = out["run_id"]

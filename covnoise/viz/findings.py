@@ -78,3 +78,50 @@ def arm_metric_figure(
         showlegend=False,
     )
     return fig
+
+
+def design_figure(designs: pd.DataFrame) -> go.Figure:
+    """Claim 4's test at a glance: one panel per design (equal trace, equal Frobenius), in each
+    the three arms' mean test accuracy (± one seed std) at each matched multiplier, coloured
+    by structure. If ‖Σ‖_F characterises generalisation, the right panel's points bunch
+    together while the left panel's spread; if tr Σ does, the reverse.
+
+    Reads covnoise.results.design_table: matched_scale, design, arm, noise, test_acc,
+    test_acc_std.
+    """
+    from plotly.subplots import make_subplots
+
+    order = ["equal trace", "equal Frobenius"]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=order)
+    offsets = {"isotropic": -0.12, "diag": 0.0, "full": 0.12}
+    scales = sorted(designs["matched_scale"].unique()) if len(designs) else []
+    for col, design in enumerate(order, start=1):
+        part = designs[designs["design"] == design]
+        for noise, g in part.groupby("noise", sort=False):
+            x = [scales.index(s) + offsets.get(noise, 0.0) for s in g["matched_scale"]]
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=g["test_acc"],
+                    mode="markers",
+                    name=noise,
+                    legendgroup=noise,
+                    showlegend=col == 1,
+                    marker={"color": COLORS[noise], "size": 11},
+                    error_y={"type": "data", "array": g["test_acc_std"], "visible": True},
+                    text=g["arm"],
+                    hovertemplate="%{text}: %{y:.4f}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(
+            tickvals=list(range(len(scales))),
+            ticktext=[f"full noise's s = {s:g}" for s in scales],
+            range=[-0.5, len(scales) - 0.5],
+            row=1,
+            col=col,
+        )
+    fig.update_yaxes(title_text="final test accuracy", row=1, col=1)
+    fig.update_layout(height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50})
+    return fig
