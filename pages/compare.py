@@ -8,7 +8,14 @@ import streamlit as st
 from covnoise import results, viz
 from covnoise.runs import FileTooLargeError, StoreFormatError
 from covnoise.ui import filters, formatting, guards, memo, resources, runsdata
-from covnoise.ui.urlstate import BoolParam, ChoiceParam, FloatParam, ListParam, UrlState
+from covnoise.ui.urlstate import (
+    BoolParam,
+    ChoiceParam,
+    FloatParam,
+    ListParam,
+    TextParam,
+    UrlState,
+)
 
 METRICS = tuple(results.METRIC_LABELS)
 STATE = UrlState(
@@ -21,6 +28,7 @@ STATE = UrlState(
         ChoiceParam("draw", "groups", ("groups", "runs")),
         FloatParam("smooth", 0.0, 0.0, 0.99),
         BoolParam("log_y", False),
+        TextParam("setting", ""),
     ],
 )
 K = STATE.key
@@ -93,7 +101,7 @@ def controls(keys: list[str]) -> None:
             "group by (seeds are averaged)",
             keys,
             key=K("group"),
-            format_func=results.key_label,
+            format_func=results.group_key_label,
             placeholder="no grouping: one group",
         )
         st.radio(
@@ -115,8 +123,9 @@ def main() -> None:
     upload_box()
     every = runsdata.all_runs(store)
     runs = filters.run_filter_widgets(STATE, every)
-    keys = [k for k in results.config_keys(every) if k not in ("name", "seed", "device")]
-    controls(keys)
+    if not runs.empty:
+        runs = filters.one_setting(STATE, runs)
+    controls(results.group_keys(runs if not runs.empty else every))
     STATE.save()
     v = STATE.values()
     if runs.empty:
@@ -124,15 +133,24 @@ def main() -> None:
             "No runs match the filters. Cached runs live in cached_runs/; launch your own on Train."
         )
         return
+    keys = list(v["group"])
+    split = results.SOURCE_KEY not in keys and runs["source"].map(results.origin).nunique() > 1
+    if split:  # your runs are never averaged into the cached ones silently
+        keys.append(results.SOURCE_KEY)
     metrics = runsdata.metrics_for(store, runs)
     curve = results.smooth(results.curves(metrics, v["metric"], v["x"]), v["smooth"])
     x_label, y_label = results.X_AXES[v["x"]], results.metric_label(v["metric"])
-    groups = results.group_labels(runs, v["group"])
+    groups = results.group_labels(runs, keys)
     labels = formatting.run_labels(runs)
     tagged = results.run_tags(runs)
     st.caption(
         f"{len(runs)} runs from {runs['source'].nunique()} source(s); {groups.nunique()} group(s)."
         + (TAGS_NOTE if tagged.astype(bool).any() else "")
+        + (
+            " Groups are split by source: runs from different places are never averaged together."
+            if split
+            else ""
+        )
     )
     if not curve["value"].notna().any():  # nothing logged (validation without a split)
         st.warning(f"None of these runs logged {y_label}.")

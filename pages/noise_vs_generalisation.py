@@ -6,7 +6,6 @@ import numpy as np
 import streamlit as st
 
 from covnoise import results, viz
-from covnoise.config import field_info
 from covnoise.runs import COMPLETED
 from covnoise.ui import filters, guards, memo, resources, runsdata
 from covnoise.ui.urlstate import BoolParam, ChoiceParam, TextParam, UrlState
@@ -26,39 +25,6 @@ STATE = UrlState(
 )
 K = STATE.key
 PAIR = ("noise_fro", "noise_trace")
-#: The setting choice that pools every setting the filters let through.
-POOLED = "all settings (pooled)"
-
-
-def one_setting(runs):
-    """The runs of the setting chosen in the sidebar (by default the one with the most runs),
-    or all of them, with a warning naming the fields that differ, when the user pools."""
-    labels = results.setting_labels(runs)
-    options = labels.value_counts().index.tolist()
-    if len(options) <= 1:
-        return runs
-    key = K("setting")
-    if st.session_state.get(key) not in [*options, POOLED]:
-        st.session_state[key] = options[0]
-    with st.sidebar:
-        st.selectbox(
-            "setting",
-            [*options, POOLED],
-            key=key,
-            help="Runs that differ in data set, model, learning rate, length or noise source "
-            "are different experiments; a relation across them can reverse within each.",
-        )
-    chosen = st.session_state[key]
-    if chosen == POOLED:
-        fields = ", ".join(field_info(k).label for k in results.setting_fields(runs))
-        st.warning(
-            f"These points pool runs that differ in {fields}. A correlation across settings "
-            "can reverse within each of them (Simpson's paradox); choose one setting in the "
-            "sidebar to compare like with like.",
-            icon=":material/warning:",
-        )
-        return runs
-    return runs[runs["run_id"].map(labels).to_numpy() == chosen]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -122,7 +88,7 @@ def main() -> None:
     if runs.empty:
         st.info("No finished runs match the filters.")
         return
-    runs = one_setting(runs)
+    runs = filters.one_setting(STATE, runs)
     metrics = runsdata.metrics_for(store, runs)
     columns = [*results.NOISE_STATISTICS, *results.GENERALISATION]
     points, grouped = memo.seed_points(runs, metrics, v["how"], columns)

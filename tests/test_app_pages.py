@@ -858,3 +858,56 @@ def test_the_show_me_links_open_the_views_they_promise(tmp_path, monkeypatch):
             assert table["group"].nunique() == want_groups[i] and len(table) == 5 * want_groups[i]
         if page.endswith("noise_vs_generalisation.py"):
             assert at.caption[0].value == "60 runs in 12 settings."
+
+
+def test_compare_shows_one_setting_and_never_pools_sources_silently(env):
+    """Cached runs at two learning rates are two settings: Compare shows the larger one and
+    pools them only when asked, naming the fields that differ. Runs of that setting in the
+    app's own store are never averaged into the cached groups: groups split by source."""
+    from covnoise.runs import RunStore
+
+    runs, metrics = env["runs"], env["metrics"]
+    half = runs.iloc[: len(runs) // 2]
+    configs = half["config"].map(json.loads)
+    for c in configs:
+        c["lr"] = 2 * c["lr"]
+    ids = {rid: "g" + rid[1:] for rid in half["run_id"]}
+    other = half.assign(config=configs.map(json.dumps), run_id=half["run_id"].map(ids))
+    mine = metrics[metrics["run_id"].isin(ids)]
+    extra = env["tmp"] / "cached" / "e-lr.parquet"
+    write_runs_parquet(extra, other, mine.assign(run_id=mine["run_id"].map(ids)))
+    try:
+        params = {"source": CACHED + ",e-lr.parquet", "group": "noise"}
+        at = open_page("pages/compare.py", params)
+        assert_clean(at)
+        box = at.selectbox(key="compare.setting")
+        assert box.options[-1] == "all settings (pooled)" and box.value == box.options[0]
+        table = at.dataframe[0].value
+        assert len(table) == len(runs) and "split by source" not in at.caption[0].value
+        offered = set(at.multiselect(key="compare.group").options)  # readable names
+        assert {"noise structure", "multiplier s"} <= offered
+        assert not offered & {"seed", "name", "learning rate η", "lr", "noise_scale"}
+        pooled = box.set_value("all settings (pooled)").run()
+        assert_clean(pooled)
+        assert len(pooled.dataframe[0].value) == len(runs) + len(half)
+        assert "learning rate" in pooled.warning[0].value
+        # the same runs in the app's own store: same setting, but never one group with them
+        copy = {rid: "h" + rid[1:] for rid in half["run_id"]}
+        own = half.assign(run_id=half["run_id"].map(copy))
+        store = RunStore(env["tmp"] / "runs.sqlite")
+        store.import_frames(own, mine.assign(run_id=mine["run_id"].map(copy)))
+        params["source"] += ",this store"
+        st.cache_resource.clear()
+        at = open_page("pages/compare.py", params)
+        assert_clean(at)
+        table = at.dataframe[0].value
+        yours = table["source"] == "this store"
+        assert yours.sum() == len(half)
+        assert table.loc[yours, "group"].str.endswith(" · yours").all()
+        assert table.loc[~yours, "group"].str.endswith(" · cached").all()
+        assert "split by source" in at.caption[0].value
+        assert "source (cached / yours / file)" in at.multiselect(key="compare.group").options
+        store.delete(own["run_id"])
+        store.close()
+    finally:
+        extra.unlink()

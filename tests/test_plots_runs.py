@@ -243,14 +243,46 @@ def test_noise_pair_figure_with_undefined_correlation():
     ]
 
 
-@pytest.mark.parametrize("n", [1, 17])
-def test_palette_is_stable_and_cycles(n):
+@pytest.mark.parametrize("n", [1, 10, 16, 17, 40])
+def test_palette_is_distinct_and_cycles_in_rounds(n):
     labels = [f"l{i}" for i in range(n)]
     pal = viz.palette(labels + labels[::-1])
-    assert list(pal) == labels
-    assert pal["l0"] == viz.RUN_PALETTE[0]
-    if n > len(viz.RUN_PALETTE):
-        assert pal[f"l{len(viz.RUN_PALETTE)}"] == viz.RUN_PALETTE[0]
+    assert list(pal) == labels  # order of first appearance
+    k = len(viz.RUN_PALETTE)
+    ordered = sorted(labels)
+    for start in range(0, n, k):  # each round of k keys (in sorted order) is distinct
+        chunk = [pal[x] for x in ordered[start : start + k]]
+        assert len(set(chunk)) == len(chunk)
+
+
+def test_a_key_keeps_its_colour_whatever_is_drawn_beside_it():
+    """A key alone gets its home colour; drawn with keys of other homes it keeps it; where
+    two keys share a home, the one that sorts first keeps it and the other moves on."""
+    from covnoise.viz.style import home_color
+
+    ids = [f"run{i:03d}" for i in range(60)]
+    home = {r: home_color(r) for r in ids}
+    for r in ids:
+        assert viz.palette([r])[r] == viz.RUN_PALETTE[home[r]]
+    by_home: dict[int, list[str]] = {}
+    for r in ids:
+        by_home.setdefault(home[r], []).append(r)
+    one_each = [group[0] for group in by_home.values()]  # distinct homes
+    pal = viz.palette(one_each[::-1])
+    assert all(pal[r] == viz.RUN_PALETTE[home[r]] for r in one_each)
+    a, b = sorted(next(g for g in by_home.values() if len(g) > 1))[:2]
+    pal = viz.palette([b, a])
+    assert pal[a] == viz.RUN_PALETTE[home[a]] and pal[b] != pal[a]
+
+
+def test_runs_keep_their_colour_across_figures_with_other_labels():
+    curves = pd.DataFrame(
+        [{"run_id": r, "x": x, "value": float(x)} for r in ("a1", "b2", "c3") for x in (0, 1)]
+    )
+    one = viz.run_lines_figure(curves, {"a1": "η=0.1 [a1]", "b2": "η=0.2 [b2]"}, "x", "y")
+    two = viz.run_lines_figure(curves, {"c3": "other [c3]", "b2": "another label [b2]"}, "x", "y")
+    colour = {t.name: t.line.color for t in [*one.data, *two.data]}
+    assert colour["η=0.2 [b2]"] == colour["another label [b2]"]
 
 
 def test_live_figure_marks_the_points_where_lanczos_did_not_converge():

@@ -191,14 +191,51 @@ def group_labels(runs: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     """
     if not keys:
         return pd.Series("all runs", index=runs["run_id"].to_numpy(), name="group")
-    values = _cfg_rows(runs, keys)
+    fields = [k for k in keys if k != SOURCE_KEY]
+    values = _cfg_rows(runs, fields)
+    sources = (
+        runs[SOURCE_KEY].map(origin).tolist() if SOURCE_KEY in keys and SOURCE_KEY in runs else None
+    )
     tags = run_tags(runs).tolist()
     labels = []
-    for row, tag in zip(values, tags, strict=True):
-        parts = [_key_part(k, row.get(k)) for k in keys if k not in TAGS]
+    for i, (row, tag) in enumerate(zip(values, tags, strict=True)):
+        parts = [_key_part(k, row.get(k)) for k in fields if k not in TAGS]
         parts += [tag] if tag else []
-        labels.append(" · ".join(parts or [_key_part(k, row.get(k)) for k in keys]))
+        if not parts:
+            parts = [_key_part(k, row.get(k)) for k in fields]
+        parts += [str(sources[i])] if sources is not None else []
+        labels.append(" · ".join(parts))
     return pd.Series(labels, index=runs["run_id"].to_numpy(), name="group", dtype=object)
+
+
+#: The group-by key that splits runs by where they come from (cached, yours, a file).
+SOURCE_KEY = "source"
+#: The `source` of the runs in the app's own store (covnoise.ui.runsdata).
+OWN_SOURCE = "this store"
+
+
+def origin(source: object) -> str:
+    """Where a run comes from, as a group: "yours" (the app's store), "upload: NAME" (a file
+    the user added), "cached" (any file shipped in cached_runs/: one study's files pool)."""
+    text = str(source)
+    if text == OWN_SOURCE:
+        return "yours"
+    return text if text.startswith("upload: ") else "cached"
+
+
+def group_keys(runs: pd.DataFrame) -> list[str]:
+    """What Compare offers to group by: the experiment fields that vary across `runs` (seed
+    excluded: seeds are what a group averages), then "source" when runs come from more than
+    one place."""
+    keys = [k for k in varying_keys(runs) if k != "seed"]
+    if SOURCE_KEY in runs and runs[SOURCE_KEY].map(origin).nunique() > 1:
+        keys.append(SOURCE_KEY)
+    return keys
+
+
+def group_key_label(key: str) -> str:
+    """Readable name of a group-by key ("source" for the runs' origin)."""
+    return "source (cached / yours / file)" if key == SOURCE_KEY else key_label(key)
 
 
 def experiment_labels(runs: pd.DataFrame) -> pd.Series:

@@ -100,3 +100,44 @@ def run_filter_widgets(state: UrlState, runs: pd.DataFrame) -> pd.DataFrame:
                 continue  # nothing to choose between
             chosen[column] = st.multiselect(label, options[column], key=key, placeholder="all")
     return filter_runs(runs, chosen)
+
+
+#: The setting choice that pools every setting the filters let through.
+POOLED = "all settings (pooled)"
+
+
+def one_setting(state: UrlState, runs: pd.DataFrame, param: str = "setting") -> pd.DataFrame:
+    """The runs of the setting chosen in the sidebar (by default the one with the most runs),
+    or all of them, with a warning naming the fields that differ, when the user pools.
+
+    A setting is the data set, model, learning rate, length and noise source
+    (results.SETTING_FIELDS): runs that differ in these are different experiments, and a
+    relation across them can reverse within each (Simpson's paradox)."""
+    from covnoise import results
+
+    labels = results.setting_labels(runs)
+    options = labels.value_counts().index.tolist()
+    if len(options) <= 1:
+        return runs
+    key = state.key(param)
+    if st.session_state.get(key) not in [*options, POOLED]:
+        st.session_state[key] = options[0]
+    with st.sidebar:
+        st.selectbox(
+            "setting",
+            [*options, POOLED],
+            key=key,
+            help="Runs that differ in data set, model, learning rate, length or noise source "
+            "are different experiments; a relation across them can reverse within each.",
+        )
+    chosen = st.session_state[key]
+    if chosen == POOLED:
+        fields = ", ".join(field_info(k).label for k in results.setting_fields(runs))
+        st.warning(
+            f"These runs pool settings that differ in {fields}. A comparison across settings "
+            "can reverse within each of them (Simpson's paradox); choose one setting in the "
+            "sidebar to compare like with like.",
+            icon=":material/warning:",
+        )
+        return runs
+    return runs[runs["run_id"].map(labels).to_numpy() == chosen].reset_index(drop=True)

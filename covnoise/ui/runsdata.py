@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from covnoise.results.labels import OWN_SOURCE
 from covnoise.runs import (
     METRIC_COLUMNS,
     RunStore,
@@ -34,8 +35,6 @@ from covnoise.ui.guards import log
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHED_ENV = "COVNOISE_CACHED_RUNS"
-#: Source label of runs that live in this app's store.
-OWN_SOURCE = "this store"
 #: Caps on one uploaded file (the shipped study files hold ~250 000 metric rows, 2 MB).
 UPLOAD_LIMITS = ReadLimits(
     max_bytes=64 * 2**20,

@@ -37,7 +37,7 @@ def run_lines_figure(
     evaluations; None draws every point.
     """
     fig = go.Figure()
-    colors = palette(list(labels.values()))
+    colors = palette(list(labels))  # by run id: a run keeps its colour on every page
     for rid, label in labels.items():
         df = curves[curves["run_id"] == rid]
         if not df["value"].notna().any():
@@ -51,7 +51,7 @@ def run_lines_figure(
                 y=y[keep],
                 mode="lines" if thinned else "lines+markers",
                 name=label,
-                line={"color": colors[label], "width": 2},
+                line={"color": colors[rid], "width": 2},
                 marker={"size": 4},
             )
         )
@@ -204,7 +204,7 @@ def live_figure(
     "<label> · 2(1+β)/η", 2(1+β)/η from the logged learning rate η and the momentum β (the
     largest curvature gradient descent with heavy-ball momentum is stable on).
     """
-    colors = palette(list(labels.values()))
+    colors = palette(list(labels))  # by run id, as on Compare
     momentum = momentum or {}
     wanted = {name for _, series in LIVE_PANELS for name, _, _ in series}
     wanted |= {"lr", "sharpness_converged"}
@@ -229,7 +229,7 @@ def live_figure(
 
     placed: list[tuple[go.Scatter, int, int]] = []
     for rid, label in labels.items():
-        color = colors[label]
+        color = colors[rid]
         placed += _panel_traces(series_of, rid, label, color)
         lr = series_of(rid, "lr") if (rid, "sharpness") in groups else None
         beta = float(momentum.get(rid, 0.0))

@@ -1,11 +1,13 @@
 """The figures' shared style: one colour per method or structure, the run palette, axis types.
 
-Every figure colours a noise structure the same way (COLORS) and gives runs or groups
-colours in order of first appearance (palette), so a structure or a run keeps its colour
-from page to page.
+Every figure colours a noise structure the same way (COLORS) and gives each run (by its id)
+or group (by its label) a colour chosen from a hash of it (palette), so a structure, a run
+or a group keeps its colour from page to page.
 """
 
 from __future__ import annotations
+
+import zlib
 
 #: One colour per method or structure, shared by every figure.
 COLORS: dict[str, str] = {
@@ -39,13 +41,33 @@ RUN_PALETTE: tuple[str, ...] = (
 )
 
 
-def palette(labels: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """A colour per distinct label, in order of first appearance (cycling the palette)."""
-    out: dict[str, str] = {}
-    for label in labels:
-        if label not in out:
-            out[label] = RUN_PALETTE[len(out) % len(RUN_PALETTE)]
-    return out
+def home_color(key: str) -> int:
+    """The index in RUN_PALETTE a key asks for: a hash of the key alone (crc32), so a run or a
+    group asks for the same colour on every page whatever else is drawn."""
+    return zlib.crc32(str(key).encode()) % len(RUN_PALETTE)
+
+
+def palette(keys: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """A colour per distinct key (in order of first appearance), stable across figures.
+
+    Each key gets its home colour (home_color) unless a key that sorts before it in the same
+    figure holds that colour already; it then takes the next free one. So up to
+    len(RUN_PALETTE) keys always get distinct colours, and a key keeps its colour from page to
+    page unless it shares a home with another key drawn beside it. Past len(RUN_PALETTE) keys
+    the colours are handed out again in a new round.
+    """
+    distinct = list(dict.fromkeys(keys))
+    taken: dict[str, str] = {}
+    used: set[int] = set()
+    for key in sorted(distinct, key=str):
+        if len(used) == len(RUN_PALETTE):
+            used = set()  # every colour is in use: start a new round
+        i = home_color(key)
+        while i in used:
+            i = (i + 1) % len(RUN_PALETTE)
+        used.add(i)
+        taken[key] = RUN_PALETTE[i]
+    return {k: taken[k] for k in distinct}
 
 
 def rgba(hex_color: str, alpha: float) -> str:
