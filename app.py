@@ -45,20 +45,37 @@ def navigation() -> dict[str, list[st.Page]]:
     }
 
 
-def sidebar_status() -> None:
-    """Engine in use, device found, and the queue, at the top of the sidebar."""
+#: Seconds between redraws of the sidebar's run counts while runs are queued or running.
+STATUS_REFRESH_SECONDS = 3.0
+
+
+def draw_status() -> None:
+    """Engine in use, device found, and the queue (counted now), at the top of the sidebar."""
     engine = resources.get_engine()
     info = resources.engine_info(engine)
     counts = resources.queue_counts(engine.store)
-    with st.sidebar.container():
-        st.caption(
-            f"**Engine:** {resources.engine_description(engine, info)}  \n"
-            f"**Device:** {resources.device_found()}  \n"
-            f"**Runs:** {counts['running']} running · {counts['queued']} queued"
-        )
-        problem = resources.engine_problem(info)
-        if problem:
-            st.warning(problem, icon=":material/warning:")
+    st.caption(
+        f"**Engine:** {resources.engine_description(engine, info)}  \n"
+        f"**Device:** {resources.device_found()}  \n"
+        f"**Runs:** {counts['running']} running · {counts['queued']} queued"
+    )
+    problem = resources.engine_problem(info)
+    if problem:
+        st.warning(problem, icon=":material/warning:")
+
+
+def sidebar_status() -> None:
+    """The status box, redrawn on its own every few seconds while runs are queued or running
+    (a page that refreshes only a fragment, like Live, would otherwise leave stale counts)."""
+    counts = resources.queue_counts(resources.get_engine().store)
+    every = STATUS_REFRESH_SECONDS if counts["running"] + counts["queued"] else None
+
+    @st.fragment(run_every=every)
+    def status() -> None:
+        guards.guarded(draw_status, "the engine status")
+
+    with st.sidebar:
+        status()
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import streamlit as st
 
 from covnoise import results, viz
 from covnoise.runs import FileTooLargeError, StoreFormatError
-from covnoise.ui import filters, formatting, guards, memo, resources, runsdata
+from covnoise.ui import filters, formatting, guards, manage, memo, resources, runsdata
 from covnoise.ui.urlstate import (
     BoolParam,
     ChoiceParam,
@@ -77,6 +77,7 @@ def final_table(
             "run": runs["run_id"].map(labels).to_numpy(),
             "group": runs["run_id"].map(groups).to_numpy(),
             "source": runs["source"].to_numpy(),
+            "tags": runs["tags"].to_numpy() if "tags" in runs else "",
             "status": runs["status"].to_numpy(),
             "steps": runs["steps"].to_numpy(),
             "wall time (s)": runs["wall_time"].to_numpy(),
@@ -123,8 +124,9 @@ def main() -> None:
     upload_box()
     every = runsdata.all_runs(store)
     runs = filters.run_filter_widgets(STATE, every)
-    if not runs.empty:
-        runs = filters.one_setting(STATE, runs)
+    if not runs.empty:  # fields the user groups by are compared on purpose
+        grouped = st.session_state.get(K("group")) or []
+        runs = filters.one_setting(STATE, runs, compared=grouped)
     controls(results.group_keys(runs if not runs.empty else every))
     STATE.save()
     v = STATE.values()
@@ -137,8 +139,9 @@ def main() -> None:
     split = results.SOURCE_KEY not in keys and runs["source"].map(results.origin).nunique() > 1
     if split:  # your runs are never averaged into the cached ones silently
         keys.append(results.SOURCE_KEY)
-    metrics = runsdata.metrics_for(store, runs)
-    curve = results.smooth(results.curves(metrics, v["metric"], v["x"]), v["smooth"])
+    with st.spinner(f"Working… reading {len(runs)} runs' metrics", show_time=True):
+        metrics = runsdata.metrics_for(store, runs)
+        curve = results.smooth(results.curves(metrics, v["metric"], v["x"]), v["smooth"])
     x_label, y_label = results.X_AXES[v["x"]], results.metric_label(v["metric"])
     groups = results.group_labels(runs, keys)
     labels = formatting.run_labels(runs)
@@ -172,8 +175,9 @@ def main() -> None:
         table,
         hide_index=True,
         key="compare-table",
-        column_config={c: st.column_config.NumberColumn(format="%.4g") for c in table.columns[7:]},
+        column_config={c: st.column_config.NumberColumn(format="%.4g") for c in table.columns[8:]},
     )
+    manage.manage_box(store, runs, labels)
     a, b = st.columns(2)
     a.download_button(
         "Download the table (CSV)",

@@ -113,6 +113,10 @@ def body() -> None:
         log_loss=v["log_loss"],
     )
     st.plotly_chart(fig, key="live-curves")
+    validation = (
+        bool(metrics["name"].isin(["val_loss", "val_acc"]).any()) if len(metrics) else False
+    )
+    st.caption(viz.live_key(validation))
     if st.session_state.get("live.was_active") and active.empty:
         st.session_state["live.was_active"] = False
         st.rerun()  # everything stopped: redraw the page without the timer

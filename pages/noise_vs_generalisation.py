@@ -89,9 +89,10 @@ def main() -> None:
         st.info("No finished runs match the filters.")
         return
     runs = filters.one_setting(STATE, runs)
-    metrics = runsdata.metrics_for(store, runs)
     columns = [*results.NOISE_STATISTICS, *results.GENERALISATION]
-    points, grouped = memo.seed_points(runs, metrics, v["how"], columns)
+    with st.spinner(f"Working… summarising {len(runs)} runs", show_time=True):
+        metrics = runsdata.metrics_for(store, runs)
+        points, grouped = memo.seed_points(runs, metrics, v["how"], columns)
     flags = results.run_flags(points, runs)
     flagged = flags[flags != ""]
     if len(flagged) and not v["flagged"]:

@@ -219,11 +219,11 @@ def main() -> None:
     try:
         configs = trainform.form_configs(STATE.values())
     except ConfigError as err:
+        message = f"{trainform.short_field(err.field)}: {trainform.error_text(err)}"
         target = slots.get(err.field, general)
-        target.error(
-            f"{trainform.short_field(err.field)}: {trainform.error_text(err)}",
-            icon=":material/error:",
-        )
+        target.error(message, icon=":material/error:")
+        if target is not general:  # also where Launch is, so it is seen without scrolling
+            st.error(f"Launch is off until this is fixed — {message}", icon=":material/block:")
         st.button(
             "Launch",
             disabled=True,

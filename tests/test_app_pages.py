@@ -248,9 +248,12 @@ def test_noise_vs_generalisation_numbers(env):
 
 def test_train_widgets_take_labels_and_ranges_from_the_config_metadata(env):
     """RunConfig's field metadata is the one source of the form's labels and ranges: every
-    numeric input on the Train page that sets a config field shows that field's label, its
-    lower bound (or the form's smallest value above a strict bound) and its widget maximum."""
+    numeric input on the Train page that sets a config field shows that field's label and
+    says its range in its help (lower bound, or the form's smallest value above a strict one,
+    and maximum). The widgets carry no min/max: the browser would keep the old value when a
+    typed one falls outside them, so the form checks the range itself (next test)."""
     from covnoise.config import field_info
+    from covnoise.ui import trainform
 
     at = open_page("pages/train.py")
     assert_clean(at)
@@ -260,10 +263,12 @@ def test_train_widgets_take_labels_and_ranges_from_the_config_metadata(env):
         if name not in RunConfig.__dataclass_fields__:
             continue
         info = field_info(name)
-        proto = widget.proto
+        param = {p.name: p for p in trainform.TRAIN_PARAMS}[name]
         assert widget.label == info.label, name
-        assert proto.has_max and proto.max == info.high, name
-        assert proto.has_min and (proto.min == info.low or (info.strict and proto.min > info.low))
+        assert param.hi == info.high, name
+        assert param.lo == info.low or (info.strict and param.lo > info.low), name
+        assert f"Allowed: {trainform.allowed_range(name)}." in widget.help, name
+        assert not widget.proto.has_min and not widget.proto.has_max, name
         checked += 1
     assert checked >= 10
     for widget in at.selectbox:
@@ -276,7 +281,32 @@ def test_train_widgets_take_labels_and_ranges_from_the_config_metadata(env):
     drop = at.checkbox(key="train.drop_last")
     assert drop.label == field_info("drop_last").label and drop.value is False
     val = at.number_input(key="train.val_fraction")
-    assert (val.proto.min, val.proto.max, val.value) == (0.0, 0.5, 0.1)
+    assert val.value == 0.1 and "Allowed: 0 to 0.5." in val.help
+
+
+@pytest.mark.parametrize(
+    ("name", "typed", "label"),
+    [("seeds", 50, "seeds"), ("val_fraction", 0.9, "validation fraction"), ("lr", 0.0, None)],
+)
+def test_a_typed_value_out_of_range_is_refused_by_name_and_launch_is_off(env, name, typed, label):
+    """What the user typed reaches the form (no browser clamp keeping the old value): a value
+    outside the range gets a message naming the field and the range next to it, a page-level
+    one where Launch is, and Launch is disabled; back in range, Launch is on again."""
+    from covnoise.ui import trainform
+
+    at = open_page("pages/train.py")
+    assert_clean(at)
+    before = at.number_input(key=f"train.{name}").value
+    at.number_input(key=f"train.{name}").set_value(typed).run()
+    assert not at.exception
+    messages = [e.value for e in at.error]
+    label = label or trainform.short_field(name)
+    assert any(m.startswith(f"{label}:") and "outside the allowed range" in m for m in messages)
+    assert any(m.startswith("Launch is off until this is fixed") for m in messages)
+    assert at.button(key="launch-disabled").disabled
+    assert not [b for b in at.button if b.key in ("launch-one", "launch-grid")]
+    at.number_input(key=f"train.{name}").set_value(before).run()
+    assert not at.error and not at.button(key="launch-grid").disabled
 
 
 def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):
@@ -284,9 +314,10 @@ def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):
     assert_clean(at)
     at.multiselect(key="train.noises").set_value(["diag"])
     at.number_input(key="train.small_batch").set_value(2048).run()
-    assert len(at.error) == 1
+    assert len(at.error) == 2  # next to the widget, and where Launch is
     message = at.error[0].value
     assert message.startswith("target small batch M:") and "must be smaller" in message
+    assert at.error[1].value == f"Launch is off until this is fixed — {message}"
     # the message sits right after the M input, in the same column
     column = next(
         c
@@ -303,11 +334,13 @@ def test_train_validation_shows_next_to_the_widget_and_blocks_launch(env):
     # a bad multiplier list is explained next to its own widget
     at.number_input(key="train.small_batch").set_value(32)
     at.text_input(key="train.noise_scales").set_value("1, two").run()
-    assert [e.value for e in at.error] == ["multipliers s: 'two' is not a number; use e.g. 1, 4"]
+    assert [e.value for e in at.error][:1] == [
+        "multipliers s: 'two' is not a number; use e.g. 1, 4"
+    ]
     # a file-backed data set whose files are not in the (empty) data folder
     at.text_input(key="train.noise_scales").set_value("1")
     at.selectbox(key="train.dataset").set_value("fashion-mnist").run()
-    assert len(at.error) == 1
+    assert len(at.error) == 2
     assert at.error[0].value.startswith(
         f"data set: its files are not in {env['tmp'] / 'data' / 'fashion-mnist'}"
     )
@@ -447,7 +480,8 @@ def test_compare_upload_adds_runs_and_rejects_other_files(env):
     mine["run_id"] = mine["run_id"].map(renamed)
     path = env["tmp"] / "upload.parquet"
     write_runs_parquet(path, pick, mine)
-    at = open_page("pages/compare.py")
+    pooled = {"setting": "all settings (pooled)"}  # the store may hold other settings' runs
+    at = open_page("pages/compare.py", pooled)
     at.sidebar.get("file_uploader")[0].upload("mine.parquet", path.read_bytes()).run()
     assert_clean(at)
     with RunStore(env["tmp"] / "runs.sqlite") as store:
@@ -456,7 +490,7 @@ def test_compare_upload_adds_runs_and_rejects_other_files(env):
     assert at.caption[0].value.startswith(f"{19 + own} runs from {sources} source(s)")
     table = at.dataframe[0].value.set_index("run id")
     assert set(table.loc[list(renamed.values()), "source"]) == {"upload: mine.parquet"}
-    bad = open_page("pages/compare.py")
+    bad = open_page("pages/compare.py", pooled)
     bad.sidebar.get("file_uploader")[0].upload("notes.parquet", b"import os").run()
     assert not bad.exception
     assert len(bad.error) == 1
@@ -534,7 +568,11 @@ def test_filters_compare_values_as_text():
     assert filters.filter_runs(runs, {"cfg_drop_last": ["True"]})["run_id"].tolist() == ["a", "c"]
     assert filters.FILTER_COLUMNS["cfg_noise_source"] == "noise source"
     assert filters.FILTER_COLUMNS["cfg_val_fraction"] == "validation fraction"
-    assert {p.name for p in filters.filter_params()} == set(filters.FILTER_PARAM.values())
+    assert {p.name for p in filters.filter_params()} == {
+        *filters.FILTER_PARAM.values(),
+        filters.TAGS_PARAM,
+        filters.HIDDEN_PARAM,
+    }
     assert set(filters.FILTER_PARAM) == set(filters.FILTER_COLUMNS)
 
 
@@ -911,3 +949,54 @@ def test_compare_shows_one_setting_and_never_pools_sources_silently(env):
         store.close()
     finally:
         extra.unlink()
+
+
+def test_runs_are_hidden_tagged_and_deleted_from_compare(env):
+    """Compare's manage box: hiding a cached run drops it from the views until 'show hidden
+    runs'; tags become a filter; only the app's own finished runs can be deleted, after the
+    confirmation, and then they are gone from the store."""
+    from covnoise.runs import RunStore
+
+    runs, metrics = env["runs"], env["metrics"]
+    store = RunStore(env["tmp"] / "runs.sqlite")
+    own = runs.iloc[:1].assign(run_id="own" + runs["run_id"].iloc[0][3:])
+    store.import_frames(
+        own,
+        metrics[metrics["run_id"] == runs["run_id"].iloc[0]].assign(run_id=own["run_id"].iloc[0]),
+    )
+    mine, cached = own["run_id"].iloc[0], runs["run_id"].iloc[1]
+    try:
+        at = open_page("pages/compare.py", {"group": "noise"})
+        assert_clean(at)
+        total = len(at.dataframe[0].value)
+        pick = at.multiselect(key="manage.runs")
+        pick.set_value([cached]).run()
+        at.button(key="manage.hide").click().run()
+        assert_clean(at)
+        table = at.dataframe[0].value
+        assert len(table) == total - 1 and cached not in set(table["run id"])
+        at.checkbox(key="compare.show_hidden").check().run()
+        assert cached in set(at.dataframe[0].value["run id"])
+        # tags: set on two runs, then filter by the tag
+        at.multiselect(key="manage.runs").set_value([cached, mine]).run()
+        at.text_input(key="manage.tagtext").input("class demo, week 1").run()
+        at.button(key="manage.tag").click().run()
+        assert store.notes()[mine][0] == ("class demo", "week 1")
+        at.multiselect(key="compare.tags").set_value(["week 1"]).run()
+        assert set(at.dataframe[0].value["run id"]) == {cached, mine}
+        # delete: the cached run is refused, the own one needs the confirmation
+        at.multiselect(key="manage.runs").set_value([cached, mine]).run()
+        assert "come from files" in " ".join(c.value for c in at.caption)
+        delete = at.button(key="manage.delete")
+        assert delete.disabled and delete.label == "Delete 1 run(s)"
+        at.checkbox(key="manage.confirm").check().run()
+        assert not at.button(key="manage.delete").disabled
+        at.button(key="manage.delete").click().run()
+        assert_clean(at)
+        assert store.get_run(mine) is None and mine not in store.notes()
+        assert cached in store.notes()  # a cached run's note stays
+    finally:
+        store.delete([mine])
+        store.set_hidden([cached], False)
+        store.set_tags([cached], [])
+        store.close()

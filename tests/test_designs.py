@@ -19,7 +19,6 @@ from covnoise.results.designs import (
     CHANCE_ACCURACY,
     design_test,
     design_verdict,
-    run_bootstrap_correlations,
 )
 from covnoise.results.study import EQUAL_FROBENIUS, PILOT, Study
 

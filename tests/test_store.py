@@ -449,3 +449,33 @@ def test_runs_cli_list_show_export_import_remove(store, tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith(f"error: {field}"), (argv, err)
     assert main(["runs", "cancel", queued, "--store", db]) == 0
     assert store.status(queued) == "cancelled"
+
+
+def test_notes_tag_and_hide_any_run_and_older_stores_gain_the_table(tmp_path):
+    """Tags and hidden flags live in their own table, for any run id (cached runs too); a
+    store made before the table gets it on open, its runs untouched; delete drops notes."""
+
+    from covnoise.runs.schema import NOTES_STATEMENT, SCHEMA_STATEMENTS
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as conn:  # a version-1 store as made before the notes table
+        for statement in SCHEMA_STATEMENTS:
+            if statement != NOTES_STATEMENT:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version=1")
+    store = RunStore(old)
+    cfg = RunConfig(steps=1)
+    rid, _ = store.submit(cfg)
+    assert store.set_tags([rid, "cached-id"], ["demo", " class ", "", "demo"]) == 2
+    assert store.set_hidden(["cached-id"]) == 1
+    assert store.notes() == {
+        rid: (("demo", "class"), False),
+        "cached-id": (("demo", "class"), True),
+    }
+    store.set_hidden(["cached-id"], hidden=False)
+    store.set_tags([rid], [])
+    assert store.notes() == {rid: ((), False), "cached-id": (("demo", "class"), False)}
+    assert store.delete([rid]) == 1 and rid not in store.notes()
+    store.close()
+    with sqlite3.connect(old) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1

@@ -130,15 +130,17 @@ def run_flags(points: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
 SETTING_FIELDS = ("dataset", "model", "lr", "epochs", "steps", "noise_source", "drop_last")
 
 
-def setting_fields(runs: pd.DataFrame) -> list[str]:
-    """The SETTING_FIELDS whose values differ across `runs`."""
-    return [k for k in varying_keys(runs, exclude=()) if k in SETTING_FIELDS]
+def setting_fields(runs: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
+    """The SETTING_FIELDS whose values differ across `runs` (less `exclude`: fields the user
+    compares on purpose, e.g. the learning rate when grouping by it)."""
+    skip = set(exclude)
+    return [k for k in varying_keys(runs, exclude=()) if k in SETTING_FIELDS and k not in skip]
 
 
-def setting_labels(runs: pd.DataFrame) -> pd.Series:
+def setting_labels(runs: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Series:
     """Per run (index run_id) a label of its setting: its values of the SETTING_FIELDS that
-    differ across `runs` ("all runs" when none does)."""
-    keys = setting_fields(runs)
+    differ across `runs`, less `exclude` ("all runs" when none does)."""
+    keys = setting_fields(runs, exclude)
     if not keys:
         return pd.Series("all runs", index=runs["run_id"].to_numpy(), name="setting")
     values = runs[[f"cfg_{k}" for k in keys]].map(hashable)

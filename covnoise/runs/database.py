@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from covnoise.config import ConfigError
 from covnoise.runs.paths import default_store_path
-from covnoise.runs.schema import DB_VERSION, SCHEMA_STATEMENTS
+from covnoise.runs.schema import DB_VERSION, NOTES_STATEMENT, SCHEMA_STATEMENTS
 
 T = TypeVar("T")
 
@@ -241,3 +241,15 @@ class Database:
         self._read(wal)  # journal_mode cannot change inside a transaction
         if version == 0:
             self._write(setup)
+        else:
+            self._add_notes_table()
+
+    def _add_notes_table(self) -> None:
+        """Give a store made before the notes table one (nothing else changes)."""
+        has = self._read(
+            lambda c: c.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='run_notes'"
+            ).fetchone()
+        )
+        if not has:
+            self._write(lambda c: c.execute(NOTES_STATEMENT))

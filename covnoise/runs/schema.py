@@ -101,10 +101,22 @@ def _create_table(name: str, columns: tuple[Column, ...]) -> str:
     return f"CREATE TABLE IF NOT EXISTS {name} (\n{body}\n)"
 
 
+#: The user's notes on runs (tags, hidden), kept apart from the runs table: they are about
+#: any run id the app shows (cached runs too), are never exported, and the table is added to
+#: stores made before it without a new store version (older covnoise ignores it).
+NOTES_STATEMENT = (
+    "CREATE TABLE IF NOT EXISTS run_notes (\n"
+    "    run_id TEXT PRIMARY KEY,\n"
+    "    tags TEXT NOT NULL DEFAULT '',\n"
+    "    hidden INTEGER NOT NULL DEFAULT 0\n"
+    ")"
+)
+
 #: The statements that create an empty store.
 SCHEMA_STATEMENTS = (
     _create_table("runs", RUN_TABLE),
     "CREATE INDEX IF NOT EXISTS runs_status ON runs (status, engine, submitted_at)",
     _create_table("metrics", METRIC_TABLE),
     "CREATE INDEX IF NOT EXISTS metrics_run ON metrics (run_id, id)",
+    NOTES_STATEMENT,
 )

@@ -320,17 +320,62 @@ class RunStore(RunQueries):
         return self._write(tx)
 
     def delete(self, run_ids: Iterable[str]) -> int:
-        """Remove runs and their metrics; returns how many runs were removed."""
+        """Remove runs, their metrics and notes; returns how many runs were removed."""
         ids = list(run_ids)
 
         def tx(conn: sqlite3.Connection) -> int:
             n = 0
             for rid in ids:
                 conn.execute("DELETE FROM metrics WHERE run_id=?", (rid,))
+                conn.execute("DELETE FROM run_notes WHERE run_id=?", (rid,))
                 n += conn.execute("DELETE FROM runs WHERE run_id=?", (rid,)).rowcount
             return n
 
         return self._write(tx)
+
+    # ------------------------------------------------------------------ notes
+    def set_hidden(self, run_ids: Iterable[str], hidden: bool = True) -> int:
+        """Hide runs from the app's views (or show them again); any run id, cached runs too.
+        Returns how many notes were written."""
+        ids = list(dict.fromkeys(run_ids))
+
+        def tx(conn: sqlite3.Connection) -> int:
+            for rid in ids:
+                conn.execute(
+                    "INSERT INTO run_notes (run_id, hidden) VALUES (?, ?) "
+                    "ON CONFLICT(run_id) DO UPDATE SET hidden=excluded.hidden",
+                    (rid, int(hidden)),
+                )
+            return len(ids)
+
+        return self._write(tx)
+
+    def set_tags(self, run_ids: Iterable[str], tags: Iterable[str]) -> int:
+        """Replace the tags of runs (any run id). Tags are stripped of commas and spaces at
+        the ends; empty ones are dropped. Returns how many notes were written."""
+        ids = list(dict.fromkeys(run_ids))
+        text = ",".join(dict.fromkeys(t.strip() for t in tags if t.strip().strip(",")))
+
+        def tx(conn: sqlite3.Connection) -> int:
+            for rid in ids:
+                conn.execute(
+                    "INSERT INTO run_notes (run_id, tags) VALUES (?, ?) "
+                    "ON CONFLICT(run_id) DO UPDATE SET tags=excluded.tags",
+                    (rid, text),
+                )
+            return len(ids)
+
+        return self._write(tx)
+
+    def notes(self) -> dict[str, tuple[tuple[str, ...], bool]]:
+        """run id → (tags, hidden) for every run with a note."""
+        rows = self._read(
+            lambda c: c.execute("SELECT run_id, tags, hidden FROM run_notes").fetchall()
+        )
+        return {
+            rid: (tuple(t for t in tags.split(",") if t), bool(hidden))
+            for rid, tags, hidden in rows
+        }
 
     # ------------------------------------------------------------------ Parquet files
     def export_parquet(

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from covnoise.config import field_info
-from covnoise.ui.urlstate import ListParam, Param, UrlState
+from covnoise.ui.urlstate import BoolParam, ListParam, Param, UrlState
 
 #: Columns the run filters offer (column → label).
 FILTER_COLUMNS: dict[str, str] = {
@@ -80,9 +80,36 @@ def filter_options(runs: pd.DataFrame) -> dict[str, list[str]]:
     return out
 
 
+#: URL parameter of the tag filter (runs with any of the chosen tags) and of showing hidden runs.
+TAGS_PARAM, HIDDEN_PARAM = "tags", "show_hidden"
+
+
 def filter_params() -> list[Param]:
-    """URL parameters of the run filters (each a list of allowed values, empty = all)."""
-    return [ListParam(name, []) for name in FILTER_PARAM.values()]
+    """URL parameters of the run filters (each a list of allowed values, empty = all), the
+    tag filter and whether hidden runs are shown."""
+    return [
+        *(ListParam(name, []) for name in FILTER_PARAM.values()),
+        ListParam(TAGS_PARAM, []),
+        BoolParam(HIDDEN_PARAM, False),
+    ]
+
+
+def tag_options(runs: pd.DataFrame) -> list[str]:
+    """Every tag the runs carry, sorted."""
+    if "tags" not in runs:
+        return []
+    return sorted({t for text in runs["tags"].fillna("") for t in str(text).split(",") if t})
+
+
+def notes_filter(runs: pd.DataFrame, tags: Sequence[str], show_hidden: bool) -> pd.DataFrame:
+    """Runs that carry any of `tags` (all runs when empty), hidden ones only if `show_hidden`."""
+    keep = pd.Series(True, index=runs.index)
+    if "hidden" in runs and not show_hidden:
+        keep &= ~runs["hidden"].astype(bool)
+    if tags and "tags" in runs:
+        wanted = set(tags)
+        keep &= runs["tags"].fillna("").map(lambda t: bool(wanted & set(str(t).split(","))))
+    return runs[keep].reset_index(drop=True)
 
 
 def run_filter_widgets(state: UrlState, runs: pd.DataFrame) -> pd.DataFrame:
@@ -99,23 +126,37 @@ def run_filter_widgets(state: UrlState, runs: pd.DataFrame) -> pd.DataFrame:
             if len(options[column]) <= 1 and not current:
                 continue  # nothing to choose between
             chosen[column] = st.multiselect(label, options[column], key=key, placeholder="all")
-    return filter_runs(runs, chosen)
+        tags = tag_options(runs)
+        key = state.key(TAGS_PARAM)
+        st.session_state[key] = [t for t in st.session_state.get(key, []) if t in tags]
+        wanted = st.multiselect("tags", tags, key=key, placeholder="any") if tags else []
+        hidden = int(runs["hidden"].sum()) if "hidden" in runs else 0
+        show = (
+            st.checkbox(f"show hidden runs ({hidden})", key=state.key(HIDDEN_PARAM))
+            if hidden
+            else False
+        )
+    return filter_runs(notes_filter(runs, wanted, show), chosen)
 
 
 #: The setting choice that pools every setting the filters let through.
 POOLED = "all settings (pooled)"
 
 
-def one_setting(state: UrlState, runs: pd.DataFrame, param: str = "setting") -> pd.DataFrame:
+def one_setting(
+    state: UrlState, runs: pd.DataFrame, param: str = "setting", compared: Sequence[str] = ()
+) -> pd.DataFrame:
     """The runs of the setting chosen in the sidebar (by default the one with the most runs),
     or all of them, with a warning naming the fields that differ, when the user pools.
+    Fields in `compared` (what the user groups by) are compared on purpose and do not split
+    settings: grouping by learning rate shows every learning rate, each its own group.
 
     A setting is the data set, model, learning rate, length and noise source
     (results.SETTING_FIELDS): runs that differ in these are different experiments, and a
     relation across them can reverse within each (Simpson's paradox)."""
     from covnoise import results
 
-    labels = results.setting_labels(runs)
+    labels = results.setting_labels(runs, exclude=compared)
     options = labels.value_counts().index.tolist()
     if len(options) <= 1:
         return runs
@@ -132,7 +173,9 @@ def one_setting(state: UrlState, runs: pd.DataFrame, param: str = "setting") -> 
         )
     chosen = st.session_state[key]
     if chosen == POOLED:
-        fields = ", ".join(field_info(k).label for k in results.setting_fields(runs))
+        fields = ", ".join(
+            field_info(k).label for k in results.setting_fields(runs, exclude=compared)
+        )
         st.warning(
             f"These runs pool settings that differ in {fields}. A comparison across settings "
             "can reverse within each of them (Simpson's paradox); choose one setting in the "

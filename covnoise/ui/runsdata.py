@@ -32,6 +32,7 @@ from covnoise.runs import (
 )
 from covnoise.runs.parquet import FileTooLargeError, ReadLimits, file_stats
 from covnoise.ui.guards import log
+from covnoise.ui.manage import with_notes
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHED_ENV = "COVNOISE_CACHED_RUNS"
@@ -130,15 +131,15 @@ def uploads() -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
 def all_runs(store: RunStore) -> pd.DataFrame:
     """Runs from the store, the cached files and this session's uploads, one row per run id
     (the store wins over cached files, cached files over uploads); a ``source`` column says
-    where each came from."""
+    where each came from, ``tags`` and ``hidden`` the user's notes on it."""
     own = store.runs()
     own["source"] = OWN_SOURCE
     frames = [own, cached_runs()[0], *(r for r, _ in uploads().values())]
     frames = [f for f in frames if len(f)]
     if not frames:
-        return own
+        return with_notes(own, store)
     runs = pd.concat(frames, ignore_index=True)
-    return runs.drop_duplicates("run_id", keep="first").reset_index(drop=True)
+    return with_notes(runs.drop_duplicates("run_id", keep="first").reset_index(drop=True), store)
 
 
 def metrics_for(store: RunStore, runs: pd.DataFrame) -> pd.DataFrame:

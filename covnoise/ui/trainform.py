@@ -111,16 +111,46 @@ def checkbox_field(name: str, help: str | None = None) -> dict[str, Any]:
     }
 
 
-def number_field(name: str, help: str | None = None) -> dict[str, Any]:
-    """label, min_value, max_value and help of a numeric form parameter, for st.number_input."""
+def allowed_range(name: str) -> str:
+    """The allowed values of a numeric form parameter, in words ("1 to 20", "at least 0")."""
     param = _PARAMS[name]
+    lo, hi = param.lo, param.hi
+    if lo is not None and hi is not None:
+        return f"{lo:g} to {hi:g}"
+    if lo is not None:
+        return f"at least {lo:g}"
+    return f"at most {hi:g}" if hi is not None else "any number"
+
+
+def number_field(name: str, help: str | None = None) -> dict[str, Any]:
+    """label and help (with the allowed range) of a numeric form parameter, for
+    st.number_input. No min_value/max_value: the browser would then keep the old value
+    when a typed one is outside them, silently; check_ranges refuses it instead, by name."""
     info = field_info(name) if name in _FIELDS else None
+    text = help or (info.help if info is not None else None) or ""
     return {
         "label": PARAM_LABELS[name],
-        "min_value": param.lo,
-        "max_value": param.hi,
-        "help": help or (info.help if info is not None else None),
+        "help": f"{text} Allowed: {allowed_range(name)}.".strip(),
     }
+
+
+def check_ranges(values: dict[str, Any]) -> None:
+    """ConfigError naming the first numeric form parameter outside its allowed range (what a
+    user typed, not the browser's clamped value), with the range."""
+    for param in TRAIN_PARAMS:
+        if not isinstance(param, (IntParam, FloatParam)) or param.name not in values:
+            continue
+        value = values[param.name]
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(param.name, f"{value!r} is not a number") from None
+        low = param.lo is not None and v < param.lo
+        high = param.hi is not None and v > param.hi
+        if low or high or not math.isfinite(v):
+            raise ConfigError(
+                param.name, f"{v:g} is outside the allowed range: {allowed_range(param.name)}"
+            )
 
 
 def parse_floats(text: str, field_name: str) -> list[float]:
@@ -166,6 +196,7 @@ def form_configs(values: dict[str, Any]) -> list[RunConfig]:
     from covnoise.runs.engine import expand_grid
 
     try:
+        check_ranges(values)
         noises = list(values["noises"])
         if not noises and not values["baseline"]:
             raise ConfigError("noises", "choose at least one noise structure (or the baseline)")

@@ -11,6 +11,7 @@ from covnoise.viz.runs import (  # noqa: F401
     LIVE_PANELS,
     group_bands_figure,
     live_figure,
+    live_key,
     run_lines_figure,
 )
 from covnoise.viz.style import COLORS, RUN_PALETTE, palette  # noqa: F401
@@ -33,6 +34,7 @@ __all__ = [
     "geometry_panel_figure",
     "group_bands_figure",
     "live_figure",
+    "live_key",
     "loss_curves_figure",
     "noise_pair_figure",
     "noise_scatter_figure",

@@ -149,7 +149,7 @@ def group_bands_figure(
 #: are drawn only for runs that logged them, and the titles name them only then.
 LIVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
     (
-        "loss (solid train, dashed test)",
+        "loss",
         (
             ("train_loss", "train loss", "solid"),
             ("test_loss", "test loss", "dash"),
@@ -157,14 +157,14 @@ LIVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
         ),
     ),
     (
-        "accuracy (solid train, dashed test)",
+        "accuracy",
         (
             ("train_acc", "train acc", "solid"),
             ("test_acc", "test acc", "dash"),
             ("val_acc", "val acc", "dot"),
         ),
     ),
-    ("λ_max(H) and the 2/η stability line (dotted)", (("sharpness", "λ_max", "solid"),)),
+    ("λ_max(H)", (("sharpness", "λ_max", "solid"),)),
     ("‖Σ‖_F", (("noise_fro", "‖Σ‖_F", "solid"),)),
     ("tr Σ", (("noise_trace", "tr Σ", "solid"),)),
     ("Tr(HΣ)", (("noise_trace_hsigma", "Tr(HΣ)", "solid"),)),
@@ -174,11 +174,19 @@ VALIDATION_METRICS = ("val_loss", "val_acc")
 
 
 def _titles(validation: bool) -> list[str]:
-    """Panel titles; the loss and accuracy panels name the dotted validation series when drawn."""
-    titles = [p[0] for p in LIVE_PANELS]
-    if validation:
-        titles[:2] = [t.replace(" test)", " test, dotted validation)") for t in titles[:2]]
-    return titles
+    """Panel titles: short, so three panels side by side stay readable at a projector's
+    1024 px (the line styles are said once, by live_key, under the figure)."""
+    return [p[0] for p in LIVE_PANELS]
+
+
+def live_key(validation: bool) -> str:
+    """What the line styles of live_figure mean (shown under it; the validation series only
+    when some run logged it)."""
+    lines = "solid train, dashed test" + (", dotted validation" if validation else "")
+    return (
+        f"Loss and accuracy: {lines}. λ_max(H): the dotted line is the stability limit "
+        "2(1+β)/η; open circles mark points where Lanczos did not converge."
+    )
 
 
 def live_figure(
