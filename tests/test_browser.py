@@ -252,3 +252,72 @@ def test_launch_watch_compare_in_a_browser(browser, server):
         assert "Engine:" in page.inner_text('[data-testid="stSidebar"]')
         shot(page, name)
     page.close()
+
+
+def _overlaps(boxes: list[dict]) -> list[tuple[str, str]]:
+    """Pairs of text boxes (x, y, width, height, text) that intersect."""
+    out = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            if (
+                a["x"] < b["x"] + b["width"]
+                and b["x"] < a["x"] + a["width"]
+                and a["y"] < b["y"] + b["height"]
+                and b["y"] < a["y"] + a["height"]
+            ):
+                out.append((a["text"], b["text"]))
+    return out
+
+
+def test_projector_width_typed_ranges_and_one_setting_in_a_browser(browser, server):
+    """At a projector's 1024 px: a value typed outside a field's range reaches the form (no
+    silent clamp), is named with its range and turns Launch off; Live's six panel titles do
+    not overlap; Compare opens on one setting; Findings shows claim 4's design figure."""
+    url = server["url"]
+    with RunStore(server["store"]) as store:  # finished runs for Live to draw
+        store.import_parquet(ROOT / "tests" / "data" / "demo-digits.parquet")
+    page = browser.new_page(viewport={"width": 1024, "height": 900})
+    page.set_default_timeout(60_000)
+
+    page.goto(f"{url}/train")
+    settle(page)
+    seeds = page.get_by_label("seeds", exact=True)
+    seeds.fill("50")
+    seeds.press("Enter")
+    settle(page)
+    body = page.inner_text("body")
+    assert "seeds: 50 is outside the allowed range: 1 to 20" in body
+    assert "Launch is off until this is fixed" in body
+    launch = page.get_by_role("button", name="Launch", exact=True)
+    assert launch.is_disabled()
+    shot(page, "train-out-of-range-1024")
+    seeds.fill("2")
+    seeds.press("Enter")
+    settle(page)
+    assert "Launch is off" not in page.inner_text("body")
+    assert page.get_by_role("button", name="Launch the whole grid").first.is_enabled()
+
+    page.goto(f"{url}/live")
+    settle(page)
+    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot .annotation-text')]
+            .map(e => { const r = e.getBoundingClientRect();
+                        return {x: r.x, y: r.y, width: r.width, height: r.height,
+                                text: e.textContent}; })"""
+    )
+    assert len(boxes) >= 6 and not _overlaps(boxes), _overlaps(boxes)
+    assert_no_error(page, "live at 1024 px")
+    shot(page, "live-1024")
+
+    page.goto(f"{url}/compare")
+    settle(page)
+    assert_no_error(page, "compare at 1024 px")
+    sidebar = page.inner_text('[data-testid="stSidebar"]')
+    assert "setting" in sidebar
+
+    page.goto(f"{url}/findings")
+    settle(page, timeout=120)
+    assert_no_error(page, "findings")
+    assert "Equal trace against equal Frobenius" in page.inner_text("body")
+    page.close()
