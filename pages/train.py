@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pandas as pd
 import streamlit as st
 
 from covnoise.config import NOISES, ConfigError
@@ -158,6 +159,23 @@ def _optimiser_and_evaluation(slot: Callable[[str], None]) -> None:
     slot("probe_size")
 
 
+def risk_panel(configs: list) -> None:
+    """Warnings from earlier runs of the same model: η above 2(1+β)/λ_max at the start, η at
+    which they diverged; multipliers far above the studied range."""
+    from covnoise.results.stability import MODEL_FIELDS, first_values, launch_warnings
+
+    engine = resources.get_engine()
+    past = runsdata.all_runs(engine.store)
+    wanted = {tuple(str(getattr(c, f)) for f in MODEL_FIELDS) for c in configs}
+    if len(past) and all(f"cfg_{f}" in past for f in MODEL_FIELDS):
+        keys = past[[f"cfg_{f}" for f in MODEL_FIELDS]].astype(str).apply(tuple, axis=1)
+        past = past[keys.isin(wanted)]
+    metrics = runsdata.metrics_for(engine.store, past) if len(past) else past.iloc[0:0]
+    lam = first_values(metrics) if len(metrics) else first_values(pd.DataFrame(columns=["name"]))
+    for text in launch_warnings(configs, past, lam):
+        st.warning(text, icon=":material/warning:")
+
+
 def cost_panel(configs: list) -> None:
     engine = resources.get_engine()
     past = runsdata.all_runs(engine.store)
@@ -233,6 +251,7 @@ def main() -> None:
         return
 
     st.subheader("Before launch")
+    risk_panel(configs)
     cost_panel(configs)
     a, b = st.columns(2)
     a.button(

@@ -1000,3 +1000,18 @@ def test_runs_are_hidden_tagged_and_deleted_from_compare(env):
         store.set_hidden([cached], False)
         store.set_tags([cached], [])
         store.close()
+
+
+def test_train_warns_before_launch_when_earlier_runs_say_it_will_diverge(env):
+    """The cached digits runs of the form's default model measured λ_max ≈ 1.86 at the start:
+    η = 5 is above 2/λ_max ≈ 1.07, and a multiplier of 20 is far outside the studied range.
+    Both are said above the cost estimate; Launch stays available (a warning, not an error)."""
+    at = open_page("pages/train.py")
+    assert_clean(at)
+    assert not [w for w in at.warning if "λ_max" in w.value]
+    at.number_input(key="train.lr").set_value(5.0)
+    at.text_input(key="train.noise_scales").set_value("1, 20").run()
+    texts = [w.value for w in at.warning]
+    assert any("η = 5 is above 2(1+β)/λ_max ≈ 1.07" in t for t in texts), texts
+    assert any("s = 20 is far above the studied range" in t for t in texts), texts
+    assert not at.button(key="launch-grid").disabled
