@@ -42,6 +42,7 @@ def main() -> None:
         with col.container(border=True):
             st.markdown(f"**{preset.title}**")
             st.caption(preset.explains)
+            st.caption(f"**You should see:** {preset.expect} **Takes** {preset.takes}.")
             st.page_link(
                 "pages/train.py",
                 label="Open in Train",

@@ -170,8 +170,8 @@ def risk_panel(configs: list) -> None:
     if len(past) and all(f"cfg_{f}" in past for f in MODEL_FIELDS):
         keys = past[[f"cfg_{f}" for f in MODEL_FIELDS]].astype(str).apply(tuple, axis=1)
         past = past[keys.isin(wanted)]
-    metrics = runsdata.metrics_for(engine.store, past) if len(past) else past.iloc[0:0]
-    lam = first_values(metrics) if len(metrics) else first_values(pd.DataFrame(columns=["name"]))
+    metrics = runsdata.metrics_for(engine.store, past) if len(past) else pd.DataFrame()
+    lam = first_values(metrics)
     for text in launch_warnings(configs, past, lam):
         st.warning(text, icon=":material/warning:")
 

@@ -356,8 +356,9 @@ def test_presets_fill_the_form(env):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["runs"] == "4"  # large batch and baseline × 2 seeds
     # a preset link opens Train filled in
-    link = open_page("pages/train.py", {"preset": "diag-full"})
-    assert link.multiselect(key="train.noises").value == ["diag", "full"]
+    link = open_page("pages/train.py", {"preset": "full-noise"})
+    assert link.multiselect(key="train.noises").value == ["none", "isotropic", "full"]
+    assert link.selectbox(key="train.dataset").value == "mnist1d"
 
 
 def test_train_launches_a_real_run_and_live_draws_it(env):
@@ -515,6 +516,19 @@ def test_presets_name_only_train_form_parameters():
     for preset in presets.PRESETS.values():
         assert set(preset.values) <= names
         assert set(preset.values) <= set(trainform.PARAM_LABELS)
+
+
+def test_every_preset_makes_valid_runs_and_says_what_to_expect():
+    """Each preset, over the form's defaults, is a grid the form accepts; the teaching ones run
+    on MNIST-1D (where the gap shows), the quick one on digits; each says what to look for and
+    how long it takes."""
+    defaults = {p.name: p.default for p in trainform.TRAIN_PARAMS}
+    for key, preset in presets.PRESETS.items():
+        configs = trainform.form_configs({**defaults, **preset.values})
+        assert configs, key
+        assert preset.expect and preset.takes, key
+        data = {c.dataset for c in configs}
+        assert data == ({"digits"} if key == "quick" else {"mnist1d"}), key
 
 
 def test_parse_floats_and_error_texts():

@@ -103,6 +103,8 @@ def launch_warnings(
 
 def first_values(metrics: pd.DataFrame, name: str = "sharpness") -> pd.Series:
     """Per run, the first logged finite value of metric `name` (by step)."""
+    if not {"run_id", "step", "name", "value"} <= set(metrics.columns):
+        return pd.Series(dtype=float)
     df = metrics[metrics["name"] == name].dropna(subset=["value"])
     if df.empty:
         return pd.Series(dtype=float)
