@@ -86,8 +86,11 @@ def test_a_study_file_holds_exactly_the_runs_its_command_makes(name):
     path = ROOT / study.output
     if not path.exists():
         pytest.fail(f"{study.output} is missing; run {study.command}")
-    runs, _ = read_runs_parquet(path)
-    configs = {cfg.run_id(): cfg for cfg in study.configs()}
+    runs, metrics = read_runs_parquet(path)
+    pilot = runs[runs["name"].map(results.sweep_label) == results.PILOT]
+    # the equal-Frobenius multipliers follow from the pilot's runs, shipped in the same file
+    ratios = results.pilot_ratios(pilot, metrics) if study.matched_scales else None
+    configs = {cfg.run_id(): cfg for cfg in study.configs(ratios)}
     assert set(runs["run_id"]) == set(configs)
     for row in runs.itertuples():
         assert json.loads(row.config)["name"] == configs[row.run_id].name
@@ -126,7 +129,9 @@ def test_findings_page_shows_the_verdicts_computed_from_the_cached_runs(cached_e
     assert not at.exception, [e.value for e in at.exception]
     runs, metrics = read_cached_runs(CACHED)
     found = results.all_findings(runs, metrics)
-    verdict_tables = [t.value for t in at.table]  # one per study tab
+    tables = [t.value for t in at.table]
+    verdict_tables = [t for t in tables if "numbers" in t.columns]  # one per study tab
+    source_tables = [t for t in tables if "true Fisher" in t.columns]
     arm_tables = [d.value for d in at.dataframe if "gap to SB" in d.value.columns]
     assert len(verdict_tables) == len(arm_tables) == len(found)
     for f, shown, arms in zip(found, verdict_tables, arm_tables, strict=True):
@@ -134,3 +139,11 @@ def test_findings_page_shows_the_verdicts_computed_from_the_cached_runs(cached_e
         assert list(shown["verdict"]) == [v.verdict for v in f.verdicts]
         assert list(arms["arm"]) == list(f.arms["arm"])
         assert np.allclose(arms["gap to SB"], f.arms["acc_gap"], equal_nan=True)
+    with_sources = [f for f in found if f.sources]
+    assert len(source_tables) == len(with_sources)
+    for f, shown in zip(with_sources, source_tables, strict=True):
+        assert list(shown["true Fisher"]) == [v.verdict for v in f.sources]
+    page_text = " ".join(m.value for m in at.markdown)
+    for f in found:
+        if f.design is not None:
+            assert f"= **{f.design.d:+.3f}** [{f.design.lo:+.3f}, {f.design.hi:+.3f}]" in page_text
