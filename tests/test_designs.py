@@ -324,3 +324,65 @@ def test_the_design_figure_shows_each_designs_arms_at_their_means():
     # colours are the structures', the same in both panels
     colours = {(t.name, t.marker.color) for t in fig.data}
     assert len(colours) == 3
+
+
+def test_the_design_svg_draws_every_arm_at_its_height():
+    """The static figure of FINDINGS.md: one titled circle per (design, arm), higher accuracy
+    drawn higher, deterministic text."""
+    import re
+
+    from covnoise import viz
+
+    runs, metrics = _design_study(*FROBENIUS_WINS, np.random.default_rng(8))
+    table = results.design_table(results.run_table(runs, metrics, STUDY), STUDY)
+    svg = viz.design_svg(table, "t")
+    assert svg == viz.design_svg(table, "t") and svg.startswith("<svg")
+    circles = re.findall(
+        r'<circle cx="([\d.]+)" cy="([\d.]+)" r="5" fill="[^"]+"><title>(.+?): ', svg
+    )
+    assert len(circles) == len(table) == 12
+    drawn = pd.concat([table[table["design"] == d] for d in ("equal trace", "equal Frobenius")])
+    pairs = []
+    for (_, y, arm), row in zip(circles, drawn.itertuples(), strict=True):
+        assert arm == row.arm
+        pairs.append((float(y), row.test_acc))
+    pairs.sort(key=lambda p: p[1])
+    assert all(a[0] >= b[0] for a, b in zip(pairs, pairs[1:], strict=False))
+
+
+def test_findings_check_fails_on_a_stale_or_missing_figure(tmp_path):
+    """`covnoise findings --write` draws the design figures next to FINDINGS.md; --check
+    fails when one is missing or differs, and passes after a write."""
+    import json
+
+    from covnoise.cli.main import main
+    from covnoise.runs import write_runs_parquet
+    from covnoise.runs.schema import PARQUET_RUN_COLUMNS
+
+    runs, metrics = _design_study(*FROBENIUS_WINS, np.random.default_rng(9))
+    folder = tmp_path / "cached"
+    folder.mkdir()
+    real = results.STUDIES["mnist1d"]
+    runs["name"] = runs["name"].str.replace(STUDY.run_name(""), real.run_name(""), regex=False)
+    fields = {"batch_size", "noise", "noise_scale", "noise_source", "lr", "seed"}
+    runs["config"] = [
+        json.dumps({"name": row["name"], **{f: row[f"cfg_{f}"] for f in fields}})
+        for row in runs.to_dict("records")
+    ]
+    for column in PARQUET_RUN_COLUMNS:
+        if column not in runs:
+            runs[column] = 1.0 if column.endswith("_at") else None
+    metrics = metrics.assign(
+        epoch=metrics["step"] / 10.0, examples_seen=metrics["step"] * 1024, wall_time=0.1
+    )
+    write_runs_parquet(folder / "x.parquet", runs[list(PARQUET_RUN_COLUMNS)], metrics)
+    doc = tmp_path / "FINDINGS.md"
+    doc.write_text(f"# x\n{results.BEGIN}\n{results.END}\n")
+    assert main(["findings", "--runs", str(folder), "--write", str(doc)]) == 0
+    svg = tmp_path / "docs" / "figures" / "claim4-mnist1d.svg"
+    assert svg.is_file() and "docs/figures/claim4-mnist1d.svg" in doc.read_text()
+    assert main(["findings", "--runs", str(folder), "--check", str(doc)]) == 0
+    svg.write_text(svg.read_text().replace("circle", "rect", 1))
+    assert main(["findings", "--runs", str(folder), "--check", str(doc)]) == 1
+    svg.unlink()
+    assert main(["findings", "--runs", str(folder), "--check", str(doc)]) == 1

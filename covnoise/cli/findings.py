@@ -10,6 +10,29 @@ from typing import Any
 from covnoise.cli.common import EXIT_FAILED, EXIT_OK, bad
 
 
+def _figures(found: list) -> dict[str, str]:
+    """Relative path → SVG text of each study's claim-4 design figure."""
+    from covnoise.results.markdown import figure_path
+    from covnoise.viz.findings import design_svg
+
+    return {
+        figure_path(f.study.name): design_svg(
+            f.designs, f"{f.study.name}: equal trace vs equal Frobenius (mean ± seed std)"
+        )
+        for f in found
+        if len(f.designs)
+    }
+
+
+def _stale_figures(figures: dict[str, str], root: Path) -> list[str]:
+    out = []
+    for rel, svg in figures.items():
+        path = root / rel
+        if not path.is_file() or path.read_text() != svg:
+            out.append(rel)
+    return out
+
+
 def _cmd_findings(args: argparse.Namespace) -> int:
     from covnoise.results.findings import all_findings, render, replace_block
     from covnoise.runs import read_cached_runs
@@ -25,7 +48,8 @@ def _cmd_findings(args: argparse.Namespace) -> int:
             which = "write" if args.write else "check"
             return bad(f"{which}: cannot read {target} ({exc.strerror or exc})")
     runs, metrics = read_cached_runs(args.runs)
-    block = render(all_findings(runs, metrics))
+    found = all_findings(runs, metrics)
+    block = render(found)
     if target is None or text is None:
         print(block, end="")
         return EXIT_OK
@@ -33,17 +57,23 @@ def _cmd_findings(args: argparse.Namespace) -> int:
         new = replace_block(text, block)
     except ValueError as exc:
         return bad(f"{'write' if args.write else 'check'}: {target}: {exc}")
+    figures, root = _figures(found), Path(target).resolve().parent
     if args.check:
-        if new != text:
+        stale = _stale_figures(figures, root)
+        if new != text or stale:
             print(
-                f"{target}: the generated findings differ from the cached runs; run "
-                f"covnoise findings --write {target}",
+                f"{target}: the generated findings"
+                + (f" (figures {', '.join(stale)})" if stale else "")
+                + f" differ from the cached runs; run covnoise findings --write {target}",
                 file=sys.stderr,
             )
             return EXIT_FAILED
         return EXIT_OK
     try:
         Path(target).write_text(new)
+        for rel, svg in figures.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(svg)
     except OSError as exc:
         return bad(f"write: cannot write {target} ({exc.strerror or exc})")
     print(f"wrote the findings of {args.runs} to {target}")

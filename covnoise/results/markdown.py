@@ -70,6 +70,15 @@ def correlation_markdown(corr: pd.DataFrame) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+#: Folder (relative to FINDINGS.md) of the figures `covnoise findings --write` draws.
+FIGURES = "docs/figures"
+
+
+def figure_path(study: str) -> str:
+    """Where claim 4's design figure of `study` lives, relative to FINDINGS.md."""
+    return f"{FIGURES}/claim4-{study}.svg"
+
+
 def design_markdown(f: StudyFindings) -> str:
     """The equal-trace vs equal-Frobenius table: each design's arms at each matched s."""
     head = (
@@ -135,6 +144,10 @@ def _extras(f: StudyFindings) -> list[str]:
         )
     if len(f.designs):
         parts.append("Equal trace against equal Frobenius (claim 4's test):\n")
+        parts.append(
+            f"![Claim 4's test on {f.study.name}: each design's arms]"
+            f"({figure_path(f.study.name)})\n"
+        )
         parts.append(design_markdown(f))
     if f.sources:
         parts.append("Claims 2 and 3 with noise that imitates the true Fisher:\n")

@@ -5,7 +5,7 @@ Behind this face: ``style`` (colours and palettes), ``runs`` (run curves, seed b
 Live panels), ``noise`` (noise statistics against generalisation), ``findings`` (the study's
 arms) and ``theory`` (the quadratic and geometry pages)."""
 
-from covnoise.viz.findings import arm_metric_figure, design_figure  # noqa: F401
+from covnoise.viz.findings import arm_metric_figure, design_figure, design_svg  # noqa: F401
 from covnoise.viz.noise import noise_pair_figure, noise_scatter_figure  # noqa: F401
 from covnoise.viz.runs import (  # noqa: F401
     LIVE_PANELS,
@@ -31,6 +31,7 @@ __all__ = [
     "RUN_PALETTE",
     "arm_metric_figure",
     "design_figure",
+    "design_svg",
     "geometry_panel_figure",
     "group_bands_figure",
     "live_figure",
