@@ -30,7 +30,7 @@ def main() -> None:
     )
     st.subheader("Show me: the story in ten minutes")
     st.caption(
-        "Views of the cached MNIST-1D study (five seeds per setting), then the theory; "
+        "Views of the cached MNIST-1D study (eight seeds per deciding arm), then the theory; "
         "then try it yourself with a preset below."
     )
     for page, label, shows, params in presets.SHOW_ME:

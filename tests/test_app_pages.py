@@ -900,16 +900,19 @@ def test_the_show_me_links_open_the_views_they_promise(tmp_path, monkeypatch):
     monkeypatch.setenv("COVNOISE_STORE", str(tmp_path / "runs.sqlite"))
     home = AppTest.from_file(APP, default_timeout=120).run()
     assert_clean(home)
-    want_groups = {0: 4, 1: 8}  # SB + LB at 3 rates; SB, LB and 3 structures at s = 0.5, 1
+    # (groups, runs): SB and LB at η = 0.4 (eight seeds) and LB at 0.8 and 1.6 (five);
+    # SB, LB and the three structures at s = 0.5 and 1, eight seeds each
+    want = {0: (4, 8 + 8 + 5 + 5), 1: (8, 8 * 8)}
     for i, (page, _, _, params) in enumerate(presets.SHOW_ME):
         at = open_page(page, params, timeout=120)
         assert_clean(at)
         assert not [x.value for x in at.info if "Ignored" in x.value], page
-        if i in want_groups:
-            table = at.dataframe[0].value  # one row per run, five seeds per group
-            assert table["group"].nunique() == want_groups[i] and len(table) == 5 * want_groups[i]
+        if i in want:
+            table = at.dataframe[0].value  # one row per run
+            assert (table["group"].nunique(), len(table)) == want[i], page
         if page.endswith("noise_vs_generalisation.py"):
-            assert at.caption[0].value == "60 runs in 12 settings."
+            # the batch-noise arms at 600 epochs: 12 equal-trace and 4 equal-Frobenius settings
+            assert at.caption[0].value == "128 runs in 16 settings."
 
 
 def test_compare_shows_one_setting_and_never_pools_sources_silently(env):

@@ -138,8 +138,8 @@ SHOW_ME: list[tuple[str, str, str, dict[str, str]]] = [
     (
         "pages/noise_vs_generalisation.py",
         "3 · Frobenius norm or trace?",
-        "Each noisy setting's ‖Σ‖_F against its test accuracy, with the correlations of ‖Σ‖_F "
-        "and tr Σ side by side.",
+        "Each noisy setting's ‖Σ‖_F against its test accuracy (equal-trace and "
+        "equal-Frobenius arms), with the correlations of ‖Σ‖_F and tr Σ side by side.",
         {"source": STUDY_FILE, "noisy_only": "true", "stat": "noise_fro", "measure": "test_acc"},
     ),
     (
