@@ -292,7 +292,7 @@ STUDIES: dict[str, Study] = {
             "dataset": "mnist-5k",
             **_MLP,
             **_DATA,
-            "sharpness_every": 5,
+            "sharpness_every": 10,
             "probe_size": 256,
         },
         small_eval_every=225,
