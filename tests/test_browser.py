@@ -321,3 +321,48 @@ def test_projector_width_typed_ranges_and_one_setting_in_a_browser(browser, serv
     assert_no_error(page, "findings")
     assert "Equal trace against equal Frobenius" in page.inner_text("body")
     page.close()
+
+
+def test_presets_and_run_notes_in_a_browser(browser, server):
+    """Home says what each preset shows and how long it takes, and its link opens Train on
+    MNIST-1D; Compare's manage box hides a run (the store records it, the sidebar offers the
+    hidden runs back)."""
+    from covnoise.runs import read_runs_parquet
+    from covnoise.ui.formatting import short_id
+
+    url = server["url"]
+    runs, _ = read_runs_parquet(ROOT / "tests" / "data" / "demo-digits.parquet")
+    with RunStore(server["store"]) as store:
+        store.import_parquet(ROOT / "tests" / "data" / "demo-digits.parquet")
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    settle(page)
+    body = page.inner_text("body")
+    assert body.count("You should see:") == 4 and "Takes about a minute" in body
+    page.get_by_role("link", name="Open in Train").first.click()
+    page.get_by_text("estimated time").wait_for()
+    settle(page)
+    assert_no_error(page, "train from a preset")
+    assert "dataset=mnist1d" in page.url and "width=256" in page.url
+    assert "Launch the whole grid (4 runs)" in page.inner_text("body")  # SB and LB, 2 seeds
+
+    target = str(runs["run_id"].iloc[0])
+    page.goto(f"{url}/compare?group=noise&dataset=digits&lr=0.5")  # the demo runs' setting
+    settle(page)
+    box = page.locator('[data-testid="stExpander"]').filter(has_text="Manage runs")
+    box.get_by_text("Manage runs").click()
+    box.locator('[data-testid="stMultiSelect"]').click()
+    page.keyboard.type(short_id(target))
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    settle(page)
+    shot(page, "compare-manage")
+    box.get_by_role("button", name="Hide").click()
+    settle(page)
+    assert_no_error(page, "compare after hiding")
+    with RunStore(server["store"]) as store:
+        assert store.notes()[target][1] is True
+    assert "show hidden runs (1)" in page.inner_text('[data-testid="stSidebar"]')
+    shot(page, "compare-hidden")
+    page.close()
