@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from covnoise.results.labels import OWN_SOURCE
     from covnoise.runs.engine import make_engine
     from covnoise.ui import presets, trainform
-    from covnoise.ui.cost import cost_summary
+    from covnoise.ui.cost import cost_summary, to_run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESET_ORDER))
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.__version__}, {args.workers} worker(s), local engine, fresh store"
     )
     print(
-        "| preset | runs | estimate (calibrated on runs so far) | estimate (fresh install) "
+        "| preset | runs (new of all) | estimate (calibrated on runs so far) | estimate (fresh install) "
         "| actual | estimate / actual |"
     )
     print("|---|---|---|---|---|---|")
@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.presets.split(","):
                 configs = trainform.form_configs({**defaults, **presets.PRESETS[name].values})
                 past = engine.store.runs().assign(source=OWN_SOURCE)
-                est = cost_summary(configs, past, args.workers)
-                fresh = cost_summary(configs, pd.DataFrame(), args.workers)
+                # what the page estimates: the runs not already in the store
+                new = to_run(configs, engine.store.statuses([c.run_id() for c in configs]))
+                est = cost_summary(new, past, args.workers)
+                fresh = cost_summary(new, pd.DataFrame(), args.workers)
                 t0 = time.monotonic()
                 ids = engine.submit_many(configs)
                 while True:
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 bad = {i: s for i, s in states.items() if s not in ("finished", "diverged")}
                 note = f" ({len(bad)} not finished)" if bad else ""
                 print(
-                    f"| {name} | {len(configs)} | {est['seconds']:.0f} s "
+                    f"| {name} | {len(new)} of {len(configs)} | {est['seconds']:.0f} s "
                     f"({est['calibrated_on']} runs) | {fresh['seconds']:.0f} s | "
                     f"{actual:.0f} s{note} | {est['seconds'] / actual:.2f} |",
                     flush=True,

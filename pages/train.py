@@ -180,7 +180,14 @@ def cost_panel(configs: list) -> None:
     engine = resources.get_engine()
     past = runsdata.all_runs(engine.store)
     workers = getattr(engine, "workers", None) or 1
-    summary = cost.cost_summary(configs, past, workers)
+    new = cost.to_run(configs, engine.store.statuses([c.run_id() for c in configs]))
+    if len(new) < len(configs):
+        st.caption(
+            f"{len(configs) - len(new)} of these runs are already in the store (queued, "
+            "running or done) and will not run again: the estimate counts the other "
+            f"{len(new)}."
+        )
+    summary = cost.cost_summary(new, past, workers)
     a, b, c, d = st.columns(4)
     a.metric("runs", summary["runs"])
     b.metric("training steps", f"{summary['steps']:,}")

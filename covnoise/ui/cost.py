@@ -42,14 +42,15 @@ def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int)
     without any it is a fixed guess for the device.
     """
     costs = [_cost(cfg) for cfg in configs]
-    rate, calibrated = _calibrated_rate(past)
-    if rate is None:
-        rate = DEFAULT_RATE["gpu" if device_found().startswith("GPU") else "cpu"]
-    secs = [results.run_seconds(c, rate) for c in costs]
+    base = _default_rate()
+    factor, calibrated = _calibrated_rate(past)
+    factor = factor or 1.0
+    secs = [factor * results.run_seconds(c, base) for c in costs]
     split = {"training": 0.0, "evaluation": 0.0, "curvature": 0.0}
     for c in costs:
-        for part, t in c.split_seconds(rate).items():
-            split[part] += t
+        for part, t in c.split_seconds(base).items():
+            split[part] += factor * t
+    rate = base / factor
     return {
         "split": split,
         "runs": len(configs),
@@ -70,7 +71,23 @@ def _cost(cfg: RunConfig) -> results.Cost:
     return results.run_cost(cfg, spec.n_train, spec.n_test, f)
 
 
+def to_run(configs: Sequence[RunConfig], statuses: dict[str, str | None]) -> list[RunConfig]:
+    """The configs a launch will actually run: those whose run is not already queued,
+    running, finished or diverged in the store (`statuses`: run id → status)."""
+    from covnoise.runs import ACTIVE, COMPLETED
+
+    return [c for c in configs if statuses.get(c.run_id()) not in ACTIVE | COMPLETED]
+
+
+def _default_rate() -> float:
+    return DEFAULT_RATE["gpu" if device_found().startswith("GPU") else "cpu"]
+
+
 def _calibrated_rate(past: pd.DataFrame) -> tuple[float | None, int]:
+    """How much longer (> 1) or shorter this machine's own finished runs took than the model
+    predicts at the default rate: the median of measured / predicted wall time (scaling the
+    whole prediction, its fixed per-step overheads too, keeps small and large runs on one
+    footing); None without any such run. Also the number of runs it rests on."""
     if past is None or past.empty:
         return None, 0
     done = past[(past["status"] == "finished") & past["wall_time"].notna()]
@@ -88,4 +105,9 @@ def _calibrated_rate(past: pd.DataFrame) -> tuple[float | None, int]:
             secs.append(float(row["wall_time"]))
         except Exception:  # noqa: BLE001 - an odd past run just does not calibrate
             continue
-    return results.throughput(costs, secs), len(costs)
+    if not costs:
+        return None, 0
+    base = _default_rate()
+    ratios = [t / results.run_seconds(c, base) for c, t in zip(costs, secs, strict=True)]
+    ratios = [r for r in ratios if r > 0]
+    return (float(pd.Series(ratios).median()) if ratios else None), len(ratios)
