@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.__version__}, {args.workers} worker(s), local engine, fresh store"
     )
     print(
-        "| preset | runs (new of all) | estimate (calibrated on runs so far) | estimate (fresh install) "
-        "| actual | estimate / actual |"
+        "| preset | runs (new of all) | estimate (calibrated on runs so far) "
+        "| estimate (fresh install) | actual | estimate / actual |"
     )
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
