@@ -162,14 +162,10 @@ def _optimiser_and_evaluation(slot: Callable[[str], None]) -> None:
 def risk_panel(configs: list) -> None:
     """Warnings from earlier runs of the same model: η above 2(1+β)/λ_max at the start, η at
     which they diverged; multipliers far above the studied range."""
-    from covnoise.results.stability import MODEL_FIELDS, first_values, launch_warnings
+    from covnoise.results.stability import first_values, launch_warnings, model_runs
 
     engine = resources.get_engine()
-    past = runsdata.all_runs(engine.store)
-    wanted = {tuple(str(getattr(c, f)) for f in MODEL_FIELDS) for c in configs}
-    if len(past) and all(f"cfg_{f}" in past for f in MODEL_FIELDS):
-        keys = past[[f"cfg_{f}" for f in MODEL_FIELDS]].astype(str).apply(tuple, axis=1)
-        past = past[keys.isin(wanted)]
+    past = model_runs(runsdata.all_runs(engine.store), configs)
     metrics = runsdata.metrics_for(engine.store, past) if len(past) else pd.DataFrame()
     lam = first_values(metrics)
     for text in launch_warnings(configs, past, lam):

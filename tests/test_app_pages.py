@@ -858,10 +858,10 @@ def test_the_cost_estimate_calibrates_on_this_machines_own_runs_only():
             {**own, "source": "cached_runs/study.parquet", "host": None, "wall_time": 900.0},
         ]
     )
-    rate, n = cost._calibrated_rate(past)
+    factor, n = cost._calibration_factor(past)
     assert n == 1
-    alone, _ = cost._calibrated_rate(past.iloc[:1])
-    assert rate == pytest.approx(alone)
+    alone, _ = cost._calibration_factor(past.iloc[:1])
+    assert factor == pytest.approx(alone)
 
 
 def test_noise_page_compares_one_setting_unless_the_user_pools(env):

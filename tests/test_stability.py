@@ -31,11 +31,13 @@ def test_the_limit_is_where_heavy_ball_on_a_quadratic_starts_to_diverge(beta):
 
 
 def _runs(rows):
+    base = RunConfig(dataset="mnist1d", width=256, depth=3, batch_size=1024, small_batch=32)
     return pd.DataFrame(
         [
             {
                 "run_id": rid,
                 "status": status,
+                "config": base.replace(lr=lr).to_json(),
                 "cfg_dataset": "mnist1d",
                 "cfg_model": "mlp",
                 "cfg_width": 256,

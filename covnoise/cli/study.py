@@ -38,12 +38,11 @@ def _cached_ratios(study: Any) -> dict[str, float] | None:
     if not study.matched_scales or not Path(study.output).is_file():
         return None
     from covnoise.results.calibration import pilot_ratios
-    from covnoise.results.study import PILOT
-    from covnoise.results.tables import sweep_label
+    from covnoise.results.tables import is_pilot
     from covnoise.runs import read_runs_parquet
 
     runs, metrics = read_runs_parquet(study.output)
-    pilot = runs[runs["name"].fillna("").astype(str).map(sweep_label) == PILOT]
+    pilot = runs[is_pilot(runs)]
     return pilot_ratios(pilot, metrics) if len(pilot) else None
 
 

@@ -37,14 +37,14 @@ from covnoise.results.designs import (
     run_bootstrap_correlations,
 )
 from covnoise.results.markdown import render, replace_block
-from covnoise.results.study import ALL_STUDIES, PILOT, Study
+from covnoise.results.study import ALL_STUDIES, Study
 from covnoise.results.tables import (
     arm_table,
     claim4_table,
+    is_pilot,
     noise_settings,
     run_table,
     study_runs,
-    sweep_label,
 )
 
 __all__ = ["StudyFindings", "all_findings", "render", "replace_block", "study_findings"]
@@ -92,7 +92,7 @@ def study_findings(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> S
     settings = noise_settings(per_run, study) if len(per_run) else pd.DataFrame()
     corr = claim4_table(settings) if len(settings) >= 3 else pd.DataFrame()
     mine = study_runs(runs, study)
-    pilot = mine[mine["name"].fillna("").astype(str).map(sweep_label) == PILOT]
+    pilot = mine[is_pilot(mine)]
     ratios = pilot_ratios(pilot, metrics) if len(pilot) else {}
     sb = f"SB M={study.small_batch}"
     run_corr = (

@@ -13,12 +13,12 @@ so the Train page only draws what they return.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import pandas as pd
 
 from covnoise.config import RunConfig
+from covnoise.results.labels import config_from_row
 
 #: Fields that must match for an earlier run's λ_max or divergence to speak for a new run.
 MODEL_FIELDS = ("dataset", "model", "width", "depth")
@@ -38,21 +38,23 @@ def _same_model(runs: pd.DataFrame, cfg: RunConfig) -> pd.Series:
 
 
 def _effective_lr(runs: pd.DataFrame) -> pd.Series:
-    """Each run's learning rate after its scaling rule (as RunConfig.effective_lr)."""
-    out = []
-    for row in runs.itertuples():
-        try:
-            cfg = RunConfig.from_dict(
-                {
-                    f: getattr(row, f"cfg_{f}")
-                    for f in ("lr", "lr_scaling", "batch_size", "small_batch")
-                    if hasattr(row, f"cfg_{f}")
-                }
-            )
-            out.append(cfg.effective_lr)
-        except Exception:  # noqa: BLE001 - a run whose config no longer validates says nothing
-            out.append(math.nan)
-    return pd.Series(out, index=runs.index, dtype=float)
+    """Each run's learning rate after its scaling rule (RunConfig.effective_lr of its stored
+    config)."""
+    return pd.Series(
+        [config_from_row(row).effective_lr for row in runs.to_dict("records")],
+        index=runs.index,
+        dtype=float,
+    )
+
+
+def model_runs(runs: pd.DataFrame, configs: Sequence[RunConfig]) -> pd.DataFrame:
+    """The runs of the same data set and model (MODEL_FIELDS) as any of `configs`: the only
+    ones whose metrics launch_warnings reads."""
+    if runs.empty or not all(f"cfg_{f}" in runs for f in MODEL_FIELDS):
+        return runs.iloc[0:0]
+    wanted = {tuple(str(getattr(c, f)) for f in MODEL_FIELDS) for c in configs}
+    keys = runs[[f"cfg_{f}" for f in MODEL_FIELDS]].astype(str).apply(tuple, axis=1)
+    return runs[keys.isin(wanted)]
 
 
 def launch_warnings(

@@ -250,79 +250,72 @@ OTHER_SEEDS = tuple(range(5))
 #: learning rate, the best multiplier) and sees every training example once per epoch.
 _DATA = {"val_fraction": 0.1, "drop_last": False}
 
-STUDIES: dict[str, Study] = {
-    "mnist1d": Study(
-        name="mnist1d",
-        dataset="mnist1d",
+#: The round-two design of the studies with a large-batch gap: eight seeds where claims 2–4
+#: are decided, five for the larger learning rates, the equal-Frobenius arms at these full-noise
+#: multipliers and the Fisher-source arms.
+_ROUND_TWO: dict[str, Any] = {
+    "seeds": DECISIVE_SEEDS,
+    "tuned_seeds": OTHER_SEEDS,
+    "matched_scales": (0.25, 0.5),
+    "sources": ("fisher",),
+}
+
+
+def _mlp_study(name: str, sharpness_every: int, **fields: Any) -> Study:
+    """A study of the MLP 256×3 at M = 32, L = 1024 on data set `name`, every arm with the
+    validation split and equal data per epoch, λ_max and the noise statistics at every
+    `sharpness_every`-th evaluation on a 256-example probe."""
+    common = {"dataset": name, **_MLP, **_DATA, "sharpness_every": sharpness_every}
+    return Study(
+        name=name,
+        dataset=name,
         small_batch=32,
         large_batch=1024,
+        common={**common, "probe_size": 256},
+        **fields,
+    )
+
+
+STUDIES: dict[str, Study] = {
+    "mnist1d": _mlp_study(
+        "mnist1d",
+        sharpness_every=20,
         base_lr=0.4,
         tuned_lrs=(0.8, 1.6),
         epochs=600,
         target_train_loss=0.1,
-        common={
-            "dataset": "mnist1d",
-            **_MLP,
-            **_DATA,
-            "sharpness_every": 20,
-            "probe_size": 256,
-        },
         small_eval_every=250,
         large_eval_every=6,
-        seeds=DECISIVE_SEEDS,
-        tuned_seeds=OTHER_SEEDS,
-        matched_scales=(0.25, 0.5),
-        sources=("fisher",),
         pilot_epochs=30,
+        **_ROUND_TWO,
         description="MNIST-1D (3600 train / 400 validation / 1000 test), MLP 256×3, plain SGD "
         "at a constant learning rate, 600 epochs; M = 32, L = 1024; eight seeds per "
         "deciding arm, five for the larger learning rates; equal-trace and "
         "equal-Frobenius arms, batch and Fisher noise sources",
     ),
-    "mnist-5k": Study(
-        name="mnist-5k",
-        dataset="mnist-5k",
-        small_batch=32,
-        large_batch=1024,
+    "mnist-5k": _mlp_study(
+        "mnist-5k",
+        sharpness_every=10,
         base_lr=0.1,
         tuned_lrs=(0.2, 0.4),
         epochs=200,
         target_train_loss=0.05,
-        common={
-            "dataset": "mnist-5k",
-            **_MLP,
-            **_DATA,
-            "sharpness_every": 10,
-            "probe_size": 256,
-        },
         small_eval_every=225,
         large_eval_every=7,
-        seeds=DECISIVE_SEEDS,
-        tuned_seeds=OTHER_SEEDS,
-        matched_scales=(0.25, 0.5),
-        sources=("fisher",),
         pilot_epochs=10,
+        **_ROUND_TWO,
         description="mnist-5k (3600 train / 400 validation / 1000 test real MNIST images), "
         "MLP 256×3, plain SGD at a constant learning rate, 200 epochs; M = 32, L = 1024; "
         "eight seeds per deciding arm, five for the larger learning rates; equal-trace and "
         "equal-Frobenius arms, batch and Fisher noise sources",
     ),
-    "digits": Study(
-        name="digits",
-        dataset="digits",
-        small_batch=32,
-        large_batch=1024,
+    "digits": _mlp_study(
+        "digits",
+        sharpness_every=10,
         base_lr=0.4,
         tuned_lrs=(0.2, 0.8),
         epochs=400,
         target_train_loss=0.02,
-        common={
-            "dataset": "digits",
-            **_MLP,
-            **_DATA,
-            "sharpness_every": 10,
-            "probe_size": 256,
-        },
         small_eval_every=84,
         large_eval_every=2,
         seeds=OTHER_SEEDS,

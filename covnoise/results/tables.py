@@ -82,11 +82,21 @@ def sweep_label(name: str) -> str:
     return name.rsplit("; sweep: ", 1)[-1] if "; sweep: " in name else ""
 
 
+def sweep_labels(runs: pd.DataFrame) -> pd.Series:
+    """sweep_label of each run of a runs frame."""
+    return runs["name"].fillna("").astype(str).map(sweep_label)
+
+
+def is_pilot(runs: pd.DataFrame) -> pd.Series:
+    """Which runs of a runs frame are a study's calibration pilot (not arms)."""
+    return sweep_labels(runs) == PILOT
+
+
 def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.DataFrame:
     """One row per run of the study (its pilot runs left out): its arm, sweep, status, final
     metrics, noise means, speed."""
     runs = study_runs(runs, study)
-    runs = runs[runs["name"].fillna("").astype(str).map(sweep_label) != PILOT]
+    runs = runs[~is_pilot(runs)]
     if runs.empty:
         return pd.DataFrame()
     metrics = metrics[metrics["run_id"].isin(set(runs["run_id"]))]
@@ -104,7 +114,7 @@ def run_table(runs: pd.DataFrame, metrics: pd.DataFrame, study: Study) -> pd.Dat
             "lr": runs["cfg_lr"].astype(float).to_numpy(),
             "seed": runs["cfg_seed"].astype(int).to_numpy(),
             "noise_source": _column(runs, "cfg_noise_source", "batch"),
-            "sweep": runs["name"].fillna("").astype(str).map(sweep_label).to_numpy(),
+            "sweep": sweep_labels(runs).to_numpy(),
             "device": _column(runs, "device", "–"),
         }
     )

@@ -43,7 +43,7 @@ def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int)
     """
     costs = [_cost(cfg) for cfg in configs]
     base = _default_rate()
-    factor, calibrated = _calibrated_rate(past)
+    factor, calibrated = _calibration_factor(past)
     factor = factor or 1.0
     secs = [factor * results.run_seconds(c, base) for c in costs]
     split = {"training": 0.0, "evaluation": 0.0, "curvature": 0.0}
@@ -83,7 +83,7 @@ def _default_rate() -> float:
     return DEFAULT_RATE["gpu" if device_found().startswith("GPU") else "cpu"]
 
 
-def _calibrated_rate(past: pd.DataFrame) -> tuple[float | None, int]:
+def _calibration_factor(past: pd.DataFrame) -> tuple[float | None, int]:
     """How much longer (> 1) or shorter this machine's own finished runs took than the model
     predicts at the default rate: the median of measured / predicted wall time (scaling the
     whole prediction, its fixed per-step overheads too, keeps small and large runs on one
