@@ -183,7 +183,15 @@ def cost_panel(configs: list) -> None:
             "running or done) and will not run again: the estimate counts the other "
             f"{len(new)}."
         )
-    summary = cost.cost_summary(new, past, workers)
+    warm = int(engine.info().get("warm_spares") or 0)  # idle workers: no start-up to pay
+    summary = cost.cost_summary(
+        new,
+        past,
+        workers,
+        getattr(engine, "threads", None),
+        warm,
+        metrics_of=lambda runs: runsdata.metrics_for(engine.store, runs),
+    )
     a, b, c, d = st.columns(4)
     a.metric("runs", summary["runs"])
     b.metric("training steps", f"{summary['steps']:,}")
@@ -192,19 +200,35 @@ def cost_panel(configs: list) -> None:
         f"{summary['evaluations']:,} ({summary['sharpness_evaluations']:,})",
     )
     d.metric("estimated time", formatting.fmt_seconds(summary["seconds"]))
-    basis = (
-        f"calibrated on {summary['calibrated_on']} finished runs of this machine"
-        if summary["calibrated_on"]
-        else "an assumed rate; no finished runs to calibrate on"
-    )
+    st.caption(cost_basis(summary, workers))
+
+
+def cost_basis(summary: dict, workers: int) -> str:
+    """What the estimate rests on, in a sentence or three."""
+    runs, timed = summary["runs"], summary["timed"]
+    if timed == runs:
+        basis = "each setting's step and evaluations timed on this machine"
+    elif timed:
+        basis = (
+            f"{timed} of {runs} runs' settings timed on this machine, the others from their "
+            f"FLOPs at the rate those showed ({summary['rate'] / 1e9:.2g} GFLOP/s)"
+        )
+    else:
+        basis = f"FLOPs at an assumed {summary['rate'] / 1e9:.2g} GFLOP/s (no setting timed)"
+    if summary["counted_on"]:
+        basis += (
+            f"; λ_max and noise statistics at the Hessian-vector products {summary['counted_on']}"
+            " earlier runs of the same settings took"
+        )
+    if summary["calibrated_on"]:
+        basis += f"; scaled to {summary['calibrated_on']} finished runs of this machine"
     split = summary["split"]
     total = sum(split.values()) or 1.0
     shares = ", ".join(f"{part} {t / total:.0%}" for part, t in split.items())
-    st.caption(
-        f"≈ {summary['flops'] / 1e9:,.1f} GFLOP over {workers} parallel run(s) at "
-        f"{summary['rate'] / 1e9:.2g} GFLOP/s ({basis}), plus worker start-up. Of the work: "
-        f"{shares} (λ_max and noise statistics at every *sharpness every*-th evaluation). "
-        "A rough estimate."
+    return (
+        f"≈ {summary['flops'] / 1e9:,.1f} GFLOP over {workers} parallel run(s): {basis}; "
+        f"plus worker start-up where no started worker waits. Of the time: {shares} (λ_max "
+        "and noise statistics at every *sharpness every*-th evaluation)."
     )
 
 

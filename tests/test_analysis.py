@@ -533,6 +533,10 @@ def test_run_seconds_throughput_and_grid_seconds():
     # one worker: one cold start, three queued starts
     assert results.grid_seconds(secs, 1, 3.0, 0.5) == pytest.approx(10 + 3.0 + 3 * 0.5)
     assert results.grid_seconds(secs, 4, 3.0, 0.5) == pytest.approx(4 + 3.0)
+    # a started, idle worker pays only the hand-over for its first run too
+    assert results.grid_seconds(secs, 1, 3.0, 0.5, warm=1) == pytest.approx(10 + 4 * 0.5)
+    # two workers, the first warm: 4 (+0.5) and 2 (+0.5) on it, 3 (+3 cold) and 1 (+0.5)
+    assert results.grid_seconds(secs, 2, 3.0, 0.5, warm=1) == pytest.approx(3 + 3.0 + 1 + 0.5)
     assert results.grid_seconds(secs, 2, 0.0, 0.0) == pytest.approx(5.0)
     assert results.grid_seconds([], 2) == 0.0
 

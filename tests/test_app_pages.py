@@ -842,28 +842,6 @@ def test_every_data_set_and_model_the_form_allows_runs_or_is_refused_by_field(da
         assert err.value.field == "model"
 
 
-def test_the_cost_estimate_calibrates_on_this_machines_own_runs_only():
-    import socket
-
-    from covnoise.ui import cost
-    from covnoise.ui.runsdata import OWN_SOURCE
-
-    cfg = RunConfig(dataset="digits", width=16, depth=2, batch_size=128, steps=40, epochs=None)
-    row = {"config": cfg.to_json(), "cfg_dataset": "digits"}
-    own = {**row, "status": "finished", "wall_time": 20.0, "source": OWN_SOURCE}
-    past = pd.DataFrame(
-        [
-            {**own, "host": socket.gethostname()},
-            {**own, "host": "another-machine", "wall_time": 200.0},
-            {**own, "source": "cached_runs/study.parquet", "host": None, "wall_time": 900.0},
-        ]
-    )
-    factor, n = cost._calibration_factor(past)
-    assert n == 1
-    alone, _ = cost._calibration_factor(past.iloc[:1])
-    assert factor == pytest.approx(alone)
-
-
 def test_noise_page_compares_one_setting_unless_the_user_pools(env):
     """Cached runs at two learning rates are two settings: the page shows one (with its own
     correlations) and pools them only when asked, saying which fields differ."""

@@ -2,14 +2,17 @@
 
 The counts (steps, evaluations, sharpness evaluations, Hessian-vector products) follow the
 training loop's schedule exactly; FLOPs are a multiple of one example's forward pass, which
-torch's FLOP counter measures on the built model; seconds are FLOPs at a rate calibrated on
-past runs plus fixed per-operation overheads, which dominate on small models.
+torch's FLOP counter measures on the built model. Seconds come, where the setting has been
+timed on this machine (covnoise.core.timing), from the counts times the measured seconds
+per operation (`timed_seconds`); otherwise from FLOPs at a rate plus fixed per-operation
+overheads, which dominate on small models (`run_seconds`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +25,9 @@ from covnoise.core.schedule import (
     total_steps,
 )
 from covnoise.data.validation import validation_size
+
+if TYPE_CHECKING:
+    from covnoise.core.timing import OperationTimes
 
 #: Step time relative to a plain step, per structure (the design's cost targets).
 STRUCTURE_COST: dict[str, float] = {"none": 1.0, "isotropic": 1.3, "diag": 1.3, "full": 1.1}
@@ -96,6 +102,30 @@ def run_seconds(cost: Cost, rate: float) -> float:
     return cost.flops / rate + cost.fixed_seconds()
 
 
+def timed_split(
+    cost: Cost, times: OperationTimes, products: float | None = None
+) -> dict[str, float]:
+    """A run's wall time from the seconds its operations took on this machine, split like
+    `Cost.split_seconds`: set-up and steps (training), every evaluation's losses and
+    accuracies (evaluation), λ_max and the noise statistics where they are measured
+    (curvature). `products`: the Hessian-vector products a curvature evaluation of this
+    setting takes on average (from earlier runs of it), where the timed one took
+    `times.products`; the curvature time scales with their ratio."""
+    curvature = times.curvature
+    if products and times.products:
+        curvature *= products / times.products
+    return {
+        "training": times.setup + cost.steps * times.step,
+        "evaluation": cost.evaluations * times.evaluation,
+        "curvature": cost.sharpness_evaluations * curvature,
+    }
+
+
+def timed_seconds(cost: Cost, times: OperationTimes, products: float | None = None) -> float:
+    """Estimated wall time of a run from its setting's measured operation times."""
+    return sum(timed_split(cost, times, products).values())
+
+
 def throughput(costs: Sequence[Cost], seconds: Sequence[float]) -> float | None:
     """Median FLOP rate of past runs: predicted FLOPs over the measured wall time left after
     the fixed overheads (runs with no time left are skipped); None without any."""
@@ -119,13 +149,15 @@ def grid_seconds(
     workers: int,
     first_start: float = WORKER_START_SECONDS,
     next_start: float = QUEUED_START_SECONDS,
+    warm: int = 0,
 ) -> float:
     """Wall-clock estimate of a grid: runs spread over `workers` (longest first onto the
-    least-loaded worker); each worker's first run adds `first_start` seconds of start-up,
-    every later run on it `next_start`."""
+    least-loaded worker); each worker's first run adds `first_start` seconds of start-up
+    (`next_start` on the first `warm` workers, already started and idle), every later run
+    on it `next_start`."""
     per_run = sorted(run_secs, reverse=True)
     lanes = [0.0] * max(1, workers)
-    used = [False] * len(lanes)
+    used = [i < warm for i in range(len(lanes))]
     for t in per_run:
         i = lanes.index(min(lanes))
         lanes[i] += t + (next_start if used[i] else first_start)

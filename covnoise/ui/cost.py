@@ -1,15 +1,20 @@
 """The cost summary the Train page shows before launch: steps, evaluations, FLOPs and a
 wall-clock estimate for a grid of runs.
 
-The cost model itself (FLOPs per run, seconds at a rate, throughput) lives in
-covnoise.results; this module feeds it the data set sizes, caches the per-architecture FLOP
-count, and calibrates the FLOP rate on the finished runs this machine has timed.
+The counts and FLOPs come from the cost model in covnoise.results. Seconds come from timing
+each setting's operations on this machine (covnoise.core.timing: set-up, a few steps, an
+evaluation with and without λ_max; a fraction of a second per setting, cached), scaled by how
+this machine's own finished runs of the same settings compared with that prediction. A
+setting that cannot be timed here (more than `TIMED_SETTINGS` of them, or a data file not yet
+present) falls back on the FLOP model, scaled to the settings that were timed.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -21,10 +26,19 @@ from covnoise.data import DATASETS as DATASET_SPECS
 from covnoise.ui.resources import device_found
 from covnoise.ui.runsdata import OWN_SOURCE
 
-#: FLOP rate assumed before any run has been timed on this machine.
+#: FLOP rate assumed for a setting that cannot be timed, before any setting is.
 DEFAULT_RATE = {"cpu": 2e9, "gpu": 2e11}
-#: How many of the latest finished runs calibrate the FLOP rate.
+#: How many of the latest finished runs calibrate the estimate.
 CALIBRATION_RUNS = 50
+#: Distinct settings timed for one estimate (each takes about 0.1–1 s on a CPU, once).
+TIMED_SETTINGS = 8
+#: A setting's evaluations are timed whole when the FLOP model at the assumed rate
+#: (pessimistic on a CPU by 25–80×, measured) puts that timing (three evaluations, two with
+#: curvature, a few steps) under this; otherwise timed in parts (a forward pass on a sample,
+#: two Hessian-vector products, the noise statistics) when that is under `PARTS_LIMIT`;
+#: otherwise not timed.
+WHOLE_LIMIT_SECONDS = 150.0
+PARTS_LIMIT_SECONDS = 300.0
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -34,23 +48,97 @@ def forward_flops(dataset: str, model: str, width: int, depth: int) -> float:
     return results.forward_flops(spec.input_shape, spec.num_classes, model, width, depth)
 
 
-def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int) -> dict[str, Any]:
-    """Steps, evaluations, FLOPs and a wall-clock estimate for launching `configs`.
+@st.cache_data(show_spinner="Timing a step of each setting on this machine…", max_entries=256)
+def operation_times(timing_json: str, threads: int, whole: bool = True) -> tuple[float, ...] | None:
+    """Seconds of set-up, a step, an evaluation and its curvature, and the curvature's
+    Hessian-vector products, for one timing setting (a `timing_config` as JSON), measured
+    once per server with `threads` torch threads (evaluations `whole` or in parts, see
+    covnoise.core.timing); None where the setting cannot run here (its error shows when it
+    is launched)."""
+    from covnoise.core.timing import time_operations
 
-    The FLOP rate is calibrated on this machine's own finished runs in `past` (their
-    predicted FLOPs over their measured wall time; cached and uploaded runs ran elsewhere);
-    without any it is a fixed guess for the device.
+    try:
+        cfg = RunConfig(**json.loads(timing_json))
+        t = time_operations(cfg, threads=threads, whole=whole)
+    except Exception:  # noqa: BLE001 - an untimable setting falls back on the FLOP model
+        return None
+    return (t.setup, t.step, t.evaluation, t.curvature, t.products)
+
+
+def _timing_key(cfg: RunConfig) -> str:
+    from covnoise.core.timing import timing_config
+
+    return timing_config(cfg).to_json()
+
+
+def _times(key: str, threads: int, c: results.Cost) -> Any:
+    """The setting's OperationTimes, timed whole or in parts as its size allows; None when
+    it is too large to time on a page view or cannot run here."""
+    from covnoise.core.timing import OperationTimes
+
+    whole, parts = _probe_seconds(c)
+    if whole > WHOLE_LIMIT_SECONDS and parts > PARTS_LIMIT_SECONDS:
+        return None
+    measured = operation_times(key, threads, whole <= WHOLE_LIMIT_SECONDS)
+    return None if measured is None else OperationTimes(*measured)
+
+
+def cost_summary(
+    configs: Sequence[RunConfig],
+    past: pd.DataFrame,
+    workers: int,
+    threads: int | None = None,
+    warm: int = 0,
+    metrics_of: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> dict[str, Any]:
+    """Steps, evaluations, FLOPs and a wall-clock estimate for launching `configs` on
+    `workers` parallel workers of `threads` torch threads each (default: the cores shared
+    out, as the local engine does), `warm` of them already started (the rest pay an
+    interpreter's start-up).
+
+    Each distinct setting (up to TIMED_SETTINGS) is timed on this machine. Its curvature
+    evaluations are scaled to the Hessian-vector products earlier runs of the setting took
+    on average (any source: a count, not a time; `metrics_of(runs)` gives their long
+    metrics), and the whole prediction by the median measured / predicted wall time of this
+    machine's own finished runs of the setting in `past`, or of all the timed settings where
+    it has none (cached and uploaded runs ran elsewhere).
     """
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     costs = [_cost(cfg) for cfg in configs]
+    keys = [_timing_key(cfg) for cfg in configs]
+    timed: dict[str, Any] = {}
+    for key, c in dict(zip(keys, costs, strict=True)).items():
+        if len(timed) >= TIMED_SETTINGS:
+            break
+        if (t := _times(key, threads, c)) is not None:
+            timed[key] = t
+    past = _with_keys(past, timed)
+    products = _mean_products(past, metrics_of)
+    ratios = _calibration_ratios(past, timed, products)
+    every = [r for rs in ratios.values() for r in rs]
+    overall = float(pd.Series(every).median()) if every else 1.0
+    factors = {k: float(pd.Series(rs).median()) for k, rs in ratios.items()}
+    # the FLOP model, for settings not timed, scaled to the ones that were
     base = _default_rate()
-    factor, calibrated = _calibration_factor(past)
-    factor = factor or 1.0
-    secs = [factor * results.run_seconds(c, base) for c in costs]
+    flop_ratios = [
+        results.timed_seconds(c, timed[k], products.get(k)) / results.run_seconds(c, base)
+        for c, k in zip(costs, keys, strict=True)
+        if k in timed and results.run_seconds(c, base) > 0
+    ]
+    scale = float(pd.Series(flop_ratios).median()) if flop_ratios else 1.0
     split = {"training": 0.0, "evaluation": 0.0, "curvature": 0.0}
-    for c in costs:
-        for part, t in c.split_seconds(base).items():
+    secs = []
+    for c, k in zip(costs, keys, strict=True):
+        factor = factors.get(k, overall)  # own runs of the setting, else of all timed ones
+        parts = (
+            results.timed_split(c, timed[k], products.get(k))
+            if k in timed
+            else {p: scale * t for p, t in c.split_seconds(base).items()}
+        )
+        for part, t in parts.items():
             split[part] += factor * t
-    rate = base / factor
+        secs.append(factor * sum(parts.values()))
+    flops = sum(c.flops for c in costs)
     return {
         "split": split,
         "runs": len(configs),
@@ -58,11 +146,60 @@ def cost_summary(configs: Sequence[RunConfig], past: pd.DataFrame, workers: int)
         "evaluations": sum(c.evaluations for c in costs),
         "sharpness_evaluations": sum(c.sharpness_evaluations for c in costs),
         "examples": sum(c.examples for c in costs),
-        "flops": sum(c.flops for c in costs),
-        "seconds": results.grid_seconds(secs, workers),
-        "rate": rate,
-        "calibrated_on": calibrated,
+        "flops": flops,
+        "seconds": results.grid_seconds(secs, workers, warm=warm),
+        "rate": flops / sum(secs) if sum(secs) > 0 else base,
+        "timed": sum(k in timed for k in keys),
+        "settings": len(set(keys)),
+        "counted_on": int(past["_key"].isin(products).sum()) if len(past) else 0,
+        "calibrated_on": len(every),
     }
+
+
+def _probe_seconds(c: results.Cost) -> tuple[float, float]:
+    """What timing a setting would take by the FLOP model at the assumed rate, whole (three
+    evaluations, two with curvature, eight steps) and in parts (eight steps, a forward pass
+    on a sample of the data, three Hessian-vector products)."""
+    split = c.split_seconds(_default_rate())
+    step = split["training"] / max(1, c.steps)
+    evaluation = split["evaluation"] / max(1, c.evaluations)
+    curvature = split["curvature"] / max(1, c.sharpness_evaluations)
+    product = split["curvature"] / max(1, c.hvps)
+    whole = 8 * step + 3 * evaluation + 2 * curvature
+    return whole, 8 * step + 0.1 * evaluation + 3 * product
+
+
+def _with_keys(past: pd.DataFrame | None, timed: dict[str, Any]) -> pd.DataFrame:
+    """The finished runs of `past` whose setting was timed, with their timing key (`_key`)."""
+    if past is None or past.empty or not timed:
+        return pd.DataFrame(columns=["_key"])
+    done = past[(past["status"] == "finished") & past["cfg_dataset"].isin(list(DATASET_SPECS))]
+
+    def key(row: dict) -> str | None:
+        try:
+            return _timing_key(results.config_from_row(row))
+        except Exception:  # noqa: BLE001 - an odd past run just does not count
+            return None
+
+    keys = pd.Series([key(r) for r in done.to_dict("records")], index=done.index, dtype=object)
+    return done.assign(_key=keys)[keys.isin(list(timed))]
+
+
+def _mean_products(
+    past: pd.DataFrame, metrics_of: Callable[[pd.DataFrame], pd.DataFrame] | None
+) -> dict[str, float]:
+    """Mean Hessian-vector products per curvature evaluation (Lanczos' plus the Tr(HΣ)
+    draws') in the latest CALIBRATION_RUNS runs of each timing key in `past`."""
+    if metrics_of is None or past.empty:
+        return {}
+    runs = past.groupby("_key").tail(CALIBRATION_RUNS)
+    m = metrics_of(runs)
+    m = m[m["name"].isin(["sharpness_hvps", "noise_trace_hsigma_draws"])]
+    if m.empty:
+        return {}
+    per_eval = m.groupby(["run_id", "step"])["value"].sum().reset_index()
+    per_eval["_key"] = per_eval["run_id"].map(runs.set_index("run_id")["_key"])
+    return per_eval.groupby("_key")["value"].mean().to_dict()
 
 
 def _cost(cfg: RunConfig) -> results.Cost:
@@ -83,31 +220,28 @@ def _default_rate() -> float:
     return DEFAULT_RATE["gpu" if device_found().startswith("GPU") else "cpu"]
 
 
-def _calibration_factor(past: pd.DataFrame) -> tuple[float | None, int]:
-    """How much longer (> 1) or shorter this machine's own finished runs took than the model
-    predicts at the default rate: the median of measured / predicted wall time (scaling the
-    whole prediction, its fixed per-step overheads too, keeps small and large runs on one
-    footing); None without any such run. Also the number of runs it rests on."""
-    if past is None or past.empty:
-        return None, 0
-    done = past[(past["status"] == "finished") & past["wall_time"].notna()]
-    done = done[done["cfg_dataset"].isin(list(DATASET_SPECS))]
+def _calibration_ratios(
+    past: pd.DataFrame, timed: dict[str, Any], products: dict[str, float]
+) -> dict[str, list[float]]:
+    """Measured / predicted wall time of this machine's own finished runs in `past` (from
+    `_with_keys`), by timing key: how much longer (> 1) or shorter they took than their
+    setting's timing predicts."""
+    if past.empty:
+        return {}
+    own = past[past["wall_time"].notna()]
     # only this machine's own runs: cached and uploaded runs were timed elsewhere
-    if "source" in done:
-        done = done[done["source"] == OWN_SOURCE]
-    if "host" in done:
-        done = done[done["host"].isna() | (done["host"] == socket.gethostname())]
-    done = done.tail(CALIBRATION_RUNS)
-    costs, secs = [], []
-    for row in done.to_dict("records"):
+    if "source" in own:
+        own = own[own["source"] == OWN_SOURCE]
+    if "host" in own:
+        own = own[own["host"].isna() | (own["host"] == socket.gethostname())]
+    ratios: dict[str, list[float]] = {}
+    for row in own.tail(CALIBRATION_RUNS).to_dict("records"):
+        key = row["_key"]
         try:
-            costs.append(_cost(results.config_from_row(row)))
-            secs.append(float(row["wall_time"]))
+            cost = _cost(results.config_from_row(row))
         except Exception:  # noqa: BLE001 - an odd past run just does not calibrate
             continue
-    if not costs:
-        return None, 0
-    base = _default_rate()
-    ratios = [t / results.run_seconds(c, base) for c, t in zip(costs, secs, strict=True)]
-    ratios = [r for r in ratios if r > 0]
-    return (float(pd.Series(ratios).median()) if ratios else None), len(ratios)
+        predicted = results.timed_seconds(cost, timed[key], products.get(key))
+        if predicted > 0 and float(row["wall_time"]) > 0:
+            ratios.setdefault(key, []).append(float(row["wall_time"]) / predicted)
+    return ratios
