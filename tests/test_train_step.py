@@ -104,6 +104,49 @@ def test_noisy_step_with_gated_sgd_keeps_last_good_parameters():
         assert torch.equal(a, p.detach())
 
 
+@pytest.mark.parametrize("noise", ["none", "full"])
+def test_noisy_step_on_the_host_matches_the_weighted_loss_by_hand(noise):
+    """On the CPU (ungated): plain SGD on ∇Σ_n w_n l_n with the plan's weights — 1/B for no
+    noise (taken as the mean of the losses), the centred random weights of full noise —
+    computed here by hand with torch.optim.SGD; a non-finite gradient leaves the parameters
+    alone and the losses say so."""
+    from covnoise.core.losses import per_example_loss
+    from covnoise.core.noise import make_structure
+    from covnoise.core.step import noisy_step
+
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    s = make_structure(noise, 0.5)
+    model = _model()
+    params = list(model.parameters())
+    losses, _ = noisy_step(
+        model,
+        params,
+        SGD(params, lr=0.1),
+        s,
+        s.init(params),
+        x,
+        y,
+        torch.Generator().manual_seed(3),
+    )
+    ref = _model()
+    ref_params = list(ref.parameters())
+    weights = s.plan(16, s.init(ref_params), torch.Generator().manual_seed(3)).weights
+    by_hand = per_example_loss(ref(x), y)
+    (weights * by_hand).sum().backward()
+    torch.optim.SGD(ref_params, lr=0.1).step()
+    torch.testing.assert_close(losses, by_hand.detach())
+    for a, b in zip(params, ref_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    before = [p.detach().clone() for p in params]
+    x_bad = x.clone()
+    x_bad[0, 0] = float("inf")
+    gen = torch.Generator().manual_seed(4)
+    losses, _ = noisy_step(model, params, SGD(params, lr=0.1), s, s.init(params), x_bad, y, gen)
+    assert not torch.isfinite(losses.mean())
+    for a, p in zip(before, params, strict=True):
+        assert torch.equal(a, p.detach())
+
+
 _FRESH_RUN = """
 import json, sys
 from covnoise.config import RunConfig

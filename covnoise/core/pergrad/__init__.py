@@ -31,7 +31,7 @@ dense torch.func reference used by tests and small probes).
 from covnoise.core.pergrad.diag import DiagStats, DiagStatsRecorder
 from covnoise.core.pergrad.gram import GramRecorder
 from covnoise.core.pergrad.layers import SUPPORTED_LAYERS
-from covnoise.core.pergrad.recorder import uniform_weights
+from covnoise.core.pergrad.recorder import is_uniform, uniform_weights
 from covnoise.core.pergrad.reference import per_example_grads
 
 __all__ = [
@@ -40,5 +40,6 @@ __all__ = [
     "DiagStatsRecorder",
     "GramRecorder",
     "per_example_grads",
+    "is_uniform",
     "uniform_weights",
 ]

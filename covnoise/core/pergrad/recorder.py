@@ -119,6 +119,11 @@ def uniform_weights(
     return t
 
 
+def is_uniform(w: Tensor) -> bool:
+    """Whether `w` is an unmodified `uniform_weights` tensor (1/n everywhere)."""
+    return _known_uniform(w) is not None
+
+
 def _known_uniform(w: Tensor) -> float | None:
     """The value of `w` when it is an unmodified `uniform_weights` tensor, else None."""
     known = _KNOWN.get(id(w))
