@@ -19,7 +19,6 @@ from covnoise import results
 from covnoise.config import RunConfig
 from covnoise.core.timing import OperationTimes, time_operations, timing_config
 from covnoise.core.train import run
-from covnoise.data import DATASETS
 from covnoise.ui import cost
 from covnoise.ui.runsdata import OWN_SOURCE
 
@@ -36,14 +35,7 @@ CFG = RunConfig(
 )
 
 
-def _cost(cfg: RunConfig) -> results.Cost:
-    spec = DATASETS[cfg.dataset]
-    return results.run_cost(
-        cfg,
-        spec.n_train,
-        spec.n_test,
-        cost.forward_flops(cfg.dataset, cfg.model, cfg.width, cfg.depth),
-    )
+_cost = cost._cost  # the page's counts and FLOPs of a config
 
 
 def test_timing_runs_the_loops_operations_and_the_counts_match_a_real_run():
@@ -101,7 +93,7 @@ def _row(cfg: RunConfig, wall: float, **extra) -> dict:
 
 
 def _times(cfg: RunConfig) -> OperationTimes:
-    return OperationTimes(*cost.operation_times(timing_config(cfg).to_json(), 1, True))
+    return cost.operation_times(timing_config(cfg).to_json(), 1, True)
 
 
 def test_the_estimate_calibrates_on_this_machines_own_runs_of_the_setting():

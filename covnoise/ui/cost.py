@@ -11,11 +11,12 @@ present) falls back on the FLOP model, scaled to the settings that were timed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import streamlit as st
@@ -25,6 +26,9 @@ from covnoise.config import RunConfig
 from covnoise.data import DATASETS as DATASET_SPECS
 from covnoise.ui.resources import device_found
 from covnoise.ui.runsdata import OWN_SOURCE
+
+if TYPE_CHECKING:
+    from covnoise.core.timing import OperationTimes
 
 #: FLOP rate assumed for a setting that cannot be timed, before any setting is.
 DEFAULT_RATE = {"cpu": 2e9, "gpu": 2e11}
@@ -49,20 +53,18 @@ def forward_flops(dataset: str, model: str, width: int, depth: int) -> float:
 
 
 @st.cache_data(show_spinner="Timing a step of each setting on this machine…", max_entries=256)
-def operation_times(timing_json: str, threads: int, whole: bool = True) -> tuple[float, ...] | None:
-    """Seconds of set-up, a step, an evaluation and its curvature, and the curvature's
-    Hessian-vector products, for one timing setting (a `timing_config` as JSON), measured
-    once per server with `threads` torch threads (evaluations `whole` or in parts, see
+def operation_times(timing_json: str, threads: int, whole: bool = True) -> OperationTimes | None:
+    """The OperationTimes of one timing setting (a `timing_config` as JSON), measured once
+    per server with `threads` torch threads (evaluations `whole` or in parts, see
     covnoise.core.timing); None where the setting cannot run here (its error shows when it
     is launched)."""
     from covnoise.core.timing import time_operations
 
     try:
         cfg = RunConfig(**json.loads(timing_json))
-        t = time_operations(cfg, threads=threads, whole=whole)
+        return time_operations(cfg, threads=threads, whole=whole)
     except Exception:  # noqa: BLE001 - an untimable setting falls back on the FLOP model
         return None
-    return (t.setup, t.step, t.evaluation, t.curvature, t.products)
 
 
 def _timing_key(cfg: RunConfig) -> str:
@@ -71,16 +73,23 @@ def _timing_key(cfg: RunConfig) -> str:
     return timing_config(cfg).to_json()
 
 
-def _times(key: str, threads: int, c: results.Cost) -> Any:
+@functools.lru_cache(maxsize=4096)
+def _stored_timing_key(config_json: str) -> str | None:
+    """The timing key of a stored run's config JSON (None when it does not parse), memoised:
+    the page asks for every past run's key at each rerun."""
+    try:
+        return _timing_key(results.config_from_row({"config": config_json}))
+    except Exception:  # noqa: BLE001 - an odd past run just does not count
+        return None
+
+
+def _times(key: str, threads: int, c: results.Cost) -> OperationTimes | None:
     """The setting's OperationTimes, timed whole or in parts as its size allows; None when
     it is too large to time on a page view or cannot run here."""
-    from covnoise.core.timing import OperationTimes
-
     whole, parts = _probe_seconds(c)
     if whole > WHOLE_LIMIT_SECONDS and parts > PARTS_LIMIT_SECONDS:
         return None
-    measured = operation_times(key, threads, whole <= WHOLE_LIMIT_SECONDS)
-    return None if measured is None else OperationTimes(*measured)
+    return operation_times(key, threads, whole <= WHOLE_LIMIT_SECONDS)
 
 
 def cost_summary(
@@ -106,7 +115,7 @@ def cost_summary(
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     costs = [_cost(cfg) for cfg in configs]
     keys = [_timing_key(cfg) for cfg in configs]
-    timed: dict[str, Any] = {}
+    timed: dict[str, OperationTimes] = {}
     for key, c in dict(zip(keys, costs, strict=True)).items():
         if len(timed) >= TIMED_SETTINGS:
             break
@@ -169,19 +178,12 @@ def _probe_seconds(c: results.Cost) -> tuple[float, float]:
     return whole, 8 * step + 0.1 * evaluation + 3 * product
 
 
-def _with_keys(past: pd.DataFrame | None, timed: dict[str, Any]) -> pd.DataFrame:
+def _with_keys(past: pd.DataFrame | None, timed: dict[str, OperationTimes]) -> pd.DataFrame:
     """The finished runs of `past` whose setting was timed, with their timing key (`_key`)."""
     if past is None or past.empty or not timed:
         return pd.DataFrame(columns=["_key"])
     done = past[(past["status"] == "finished") & past["cfg_dataset"].isin(list(DATASET_SPECS))]
-
-    def key(row: dict) -> str | None:
-        try:
-            return _timing_key(results.config_from_row(row))
-        except Exception:  # noqa: BLE001 - an odd past run just does not count
-            return None
-
-    keys = pd.Series([key(r) for r in done.to_dict("records")], index=done.index, dtype=object)
+    keys = done["config"].astype(str).map(_stored_timing_key)
     return done.assign(_key=keys)[keys.isin(list(timed))]
 
 
@@ -221,7 +223,7 @@ def _default_rate() -> float:
 
 
 def _calibration_ratios(
-    past: pd.DataFrame, timed: dict[str, Any], products: dict[str, float]
+    past: pd.DataFrame, timed: dict[str, OperationTimes], products: dict[str, float]
 ) -> dict[str, list[float]]:
     """Measured / predicted wall time of this machine's own finished runs in `past` (from
     `_with_keys`), by timing key: how much longer (> 1) or shorter they took than their
