@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from bench.machine import describe_machine
 from covnoise.config import RunConfig
+from covnoise.core.allocator import keep_freed_memory
 from covnoise.core.models import build_model
 from covnoise.core.train import resolve_device, run
 from covnoise.data import load_dataset
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default=None, help="only the cases of this data set")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # both loops with the allocator set as in a run's process
     cases = GPU_CASES if args.device == "cuda" else CPU_CASES
     cases = [c for c in cases if args.only is None or c[0] == args.only]
     print(f"machine: {describe_machine(args.device)}")

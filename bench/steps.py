@@ -60,7 +60,9 @@ from torch.func import functional_call, grad, vmap
 from bench.machine import describe_machine
 from covnoise.config import RunConfig
 from covnoise.core import build_model, make_structure, noisy_step, per_example_loss
+from covnoise.core.allocator import keep_freed_memory
 from covnoise.core.noise import stats_interval
+from covnoise.core.noise.gaussian import gaussian_
 from covnoise.core.pergrad import DiagStatsRecorder
 from covnoise.data import load_dataset
 
@@ -474,6 +476,53 @@ def _print_grid_header(device: str) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
+DRAW_SIZES = (10_000, 32_768, 100_000, 1_000_000)
+
+
+def bench_draw(sizes=DRAW_SIZES, rounds: int = 60) -> list[dict]:
+    """torch's `normal_` against `gaussian_`, each into a fresh float32 buffer as a step
+    draws it, alternating within each round; median time and median within-round ratio."""
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for n in sizes:
+        ts: dict[str, list[float]] = {"torch": [], "fast": []}
+        k = max(1, 1_000_000 // n)  # draws per timing
+        for r in range(rounds + 3):
+            for name in ("torch", "fast") if r % 2 else ("fast", "torch"):
+                t0 = time.perf_counter()
+                for _ in range(k):
+                    out = torch.empty(n)
+                    if name == "torch":
+                        out.normal_(generator=gen)
+                    else:
+                        gaussian_(out, gen)
+                if r >= 3:
+                    ts[name].append((time.perf_counter() - t0) / k)
+        ratios = [a / b for a, b in zip(ts["torch"], ts["fast"], strict=True)]
+        rows.append(
+            {
+                "n": n,
+                "torch_us": statistics.median(ts["torch"]) * 1e6,
+                "fast_us": statistics.median(ts["fast"]) * 1e6,
+                "speedup": statistics.median(ratios),
+            }
+        )
+    return rows
+
+
+def _draw_main(as_json: bool) -> list[dict]:
+    rows = bench_draw()
+    if as_json:
+        print(json.dumps({"machine": describe_machine("cpu"), "draw": rows}))
+        return rows
+    print(f"machine: {describe_machine('cpu')}")
+    print("| P | torch normal_ (µs) | gaussian_ (µs) | speed-up (paired) |")
+    print("| --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['n']:,} | {r['torch_us']:.0f} | {r['fast_us']:.0f} | {r['speedup']:.2f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -509,11 +558,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         action="store_true",
         help="instead: v̂ and tr C errors of the kept estimate at the --grid-* points",
     )
+    parser.add_argument(
+        "--draw",
+        action="store_true",
+        help="instead: the N(0, 1) draw, torch's normal_ against covnoise's gaussian_",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # the allocator set as in a run's process, for every variant
     device = torch.device(args.device)
+    if args.draw:
+        return _draw_main(args.json)
     if args.stale_errors:
         return stale_errors(
             args.grid_models.split(","),

@@ -79,8 +79,10 @@ def time_operations(
     """
     import torch
 
+    from covnoise.core.allocator import keep_freed_memory
     from covnoise.core.train import _Training
 
+    keep_freed_memory()  # as the run's own process does
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from covnoise.config import ConfigError, RunConfig
+from covnoise.core.allocator import keep_freed_memory
 from covnoise.core.evaluation import Evaluator, evaluate
 from covnoise.core.losses import per_example_loss
 from covnoise.core.models import build_model
@@ -344,6 +345,7 @@ def run(
     Exceptions propagate to the caller.
     """
     config.validate()
+    keep_freed_memory()  # each step's large buffers reused, not faulted in afresh
     t0 = time.perf_counter()
     training = _Training(config, emit, t0)
     info = provenance(training.device)

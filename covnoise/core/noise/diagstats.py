@@ -31,17 +31,16 @@ SGD at lr 0.1 from initialisation, MLP and CNN at P ≈ 10⁴, B = 512): v̂ 0.2
 error (mostly the 128-row sub-batch's own), tr C 2–3% over 4 steps and 7–9% over 8. Any
 other (stats_rows, stats_every) is used as given, at every batch size and model size.
 
-The noise itself: z ~ N(0, I_P) is drawn fresh every step into one new flat buffer with
-torch's `normal_` (the numbers torch.randn gives) and turned into g + ξ in place, one pass
+The noise itself: z ~ N(0, I_P) is drawn fresh every step into one new flat buffer by
+`gaussian_` (on the CPU from P = 2¹⁵ up: numpy's SFC64 bits and Box–Muller in torch, the
+same method as torch's `normal_` at 1.1× its speed at P = 10⁵ and 1.5–1.65× at P = 10⁶;
+below that, and off the CPU, torch's `normal_`) and turned into g + ξ in place, one pass
 per parameter (isotropic: g + σ z with σ read as a number on the CPU; diag: g + s ⊙ z,
 `addcmul`, with s = √(c·v̂) computed once per refresh); the noisy gradients are views of that
-buffer and the inputs are left alone. On
-the CPU `normal_` costs about 3.4–4.5 ns per entry (it is torch's serial mt19937 draw of a
-uniform per entry, then Box–Muller: `uniform_` alone costs the same), 3.5–4.5 ms for
-P = 10⁶, which is 0.2–0.35 of a plain step of a 10⁶-parameter MLP at B = 128 on one thread
-depending on the machine's load; everything else in a non-refreshing step is under 0.03.
-The per-step noise cost is therefore about 30–45/B of a plain step for an MLP, and ≤ 1.3× is
-out of reach at B ≲ 128 and large P whatever the statistics schedule.
+buffer and the inputs are left alone. The draw is still the largest part of a
+non-refreshing step's extra cost (2–3 ms for P = 10⁶ on the development machine, a third to
+a half of a plain step of a 10⁶-parameter MLP at B = 128), so ≤ 1.3× stays out of reach at
+B ≲ 128 and large P whatever the statistics schedule.
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ from torch import Tensor
 
 from covnoise.config import RunConfig
 from covnoise.core.noise.base import NoiseState, Structure
+from covnoise.core.noise.gaussian import gaussian_
 from covnoise.core.noise.probe import Draw, Probe, ProbeNoise
 from covnoise.core.pergrad import DiagStats, DiagStatsRecorder
 
@@ -174,7 +174,7 @@ class DiagStatsNoise(Structure):
             grads = _materialise(grads, new_state, like)
         sizes = [g.numel() for g in grads]
         z = torch.empty(sum(sizes), device=like.device, dtype=like.dtype)
-        z.normal_(generator=generator)
+        gaussian_(z, generator)
         zs = [t.view(g.shape) for t, g in zip(z.split(sizes), grads, strict=True)]
         return self._add_noise(grads, zs, new_state.scale, sizes), new_state
 

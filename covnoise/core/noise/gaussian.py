@@ -1,0 +1,74 @@
+"""Fast standard-normal draws on the CPU: numpy's SFC64 bits, Box–Muller in torch.
+
+torch's `normal_` on the CPU draws one uniform per entry from a serial mt19937 (3.5–7 ns per
+entry on the development machine), so for a model of P = 10⁶ parameters the per-step
+noise draw costs as much as a third of a plain step at B = 128. `gaussian_` draws the same
+distribution with the same method, Box–Muller on 24-bit uniforms, but takes the random bits
+from numpy's SFC64 generator in one bulk call (about 1 ns per 32 bits) and does the
+transform as a handful of in-place torch operations that use the intra-op threads: 1.5–1.8×
+faster at P = 10⁶ (`python -m bench.steps --draw`).
+
+The method, for n entries and h = ⌈n/2⌉ pairs: 2h uniform 32-bit words; the low 23 bits
+m₁, m₂ of a pair give u₁ = (2m₁ + 1)·2⁻²⁴ ∈ (0, 1) (exact in float32, never 0 or 1) and
+θ = 2π(1 + m₂·2⁻²³) (cos and sin have period 2π); then r = √(−2 ln u₁), z = r cos θ and
+z' = r sin θ, independent N(0, 1). Like torch's, the largest |z| is √(48 ln 2) ≈ 5.77.
+The SFC64 state for each call is three 63-bit words drawn from the run's torch generator,
+so a run stays reproducible from its seed and the generator advances by a fixed amount per
+draw. Below `MIN_ENTRIES` entries, or off the CPU (CUDA's Philox `normal_` is fast),
+torch's own `normal_` is used.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: Below this many entries the fixed cost of the fast path (≈ 50 µs) exceeds what it saves.
+MIN_ENTRIES = 1 << 15
+
+_MANTISSA = 0x007FFFFF
+_ONE = 0x3F800000  # float32 1.0: OR-ing a 23-bit mantissa into it gives 1 + m·2⁻²³
+_TWO_PI = 2.0 * math.pi
+_LOCAL = threading.local()  # one SFC64 object per thread, re-seeded each call
+
+
+def gaussian_(out: Tensor, generator: torch.Generator) -> Tensor:
+    """Fill the contiguous float32 tensor `out` with independent N(0, 1) draws, in place."""
+    if (
+        out.device.type != "cpu"
+        or out.dtype != torch.float32
+        or out.numel() < MIN_ENTRIES
+        or not out.is_contiguous()
+    ):
+        return out.normal_(generator=generator)
+    flat = out.view(-1)
+    n = flat.numel()
+    h = (n + 1) // 2
+    bits = torch.from_numpy(_sfc64(generator).random_raw(h).view(np.int32))
+    u = bits.bitwise_and_(_MANTISSA).bitwise_or_(_ONE).view(torch.float32)  # [1, 2)
+    # u₁ − (1 − 2⁻²⁴) = (2m + 1)·2⁻²⁴ exactly (Sterbenz), so ln never sees 0
+    r = u[:h].sub_(1.0 - 2.0**-24).log_().mul_(-2.0).sqrt_()
+    theta = u[h:].mul_(_TWO_PI)
+    torch.sin(theta[: n - h], out=flat[h:]).mul_(r[: n - h])
+    torch.cos(theta, out=flat[:h]).mul_(r)
+    return out
+
+
+def _sfc64(generator: torch.Generator) -> np.random.SFC64:
+    """This thread's SFC64, its state set to three words drawn from `generator` (counter 1):
+    setting a state costs 2 µs, making a new generator 13–30 µs."""
+    words = torch.empty(3, dtype=torch.int64).random_(generator=generator).tolist()
+    bits = getattr(_LOCAL, "bits", None)
+    if bits is None:
+        bits = _LOCAL.bits = np.random.SFC64(0)
+    bits.state = {
+        "bit_generator": "SFC64",
+        "state": {"state": np.array([*words, 1], dtype=np.uint64)},
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return bits
