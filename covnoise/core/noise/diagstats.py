@@ -33,14 +33,14 @@ other (stats_rows, stats_every) is used as given, at every batch size and model 
 
 The noise itself: z ~ N(0, I_P) is drawn fresh every step into one new flat buffer by
 `gaussian_` (on the CPU from P = 2¹⁵ up: numpy's SFC64 bits and Box–Muller in torch, the
-same method as torch's `normal_` at 1.1× its speed at P = 10⁵ and 1.5–1.65× at P = 10⁶;
+same method as torch's `normal_` at 1.1–1.6× its speed at P = 10⁵ and 1.5–2× at P = 10⁶;
 below that, and off the CPU, torch's `normal_`) and turned into g + ξ in place, one pass
 per parameter (isotropic: g + σ z with σ read as a number on the CPU; diag: g + s ⊙ z,
 `addcmul`, with s = √(c·v̂) computed once per refresh); the noisy gradients are views of that
 buffer and the inputs are left alone. The draw is still the largest part of a
-non-refreshing step's extra cost (2–3 ms for P = 10⁶ on the development machine, a third to
-a half of a plain step of a 10⁶-parameter MLP at B = 128), so ≤ 1.3× stays out of reach at
-B ≲ 128 and large P whatever the statistics schedule.
+non-refreshing step's extra cost (2.4–3.8 ms for P = 10⁶ on the development machines, a
+third to a half of a plain step of a 10⁶-parameter MLP at B = 128), so ≤ 1.3× stays out
+of reach at B ≲ 128 and large P whatever the statistics schedule.
 """
 
 from __future__ import annotations
