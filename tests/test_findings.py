@@ -383,3 +383,30 @@ def test_pick_column_and_the_validation_column_of_the_arm_table():
     plain = results.arm_table(results.run_table(runs, metrics[metrics.name != "val_acc"], STUDY))
     assert arms["val_acc"].notna().all() and plain["val_acc"].isna().all()
     assert "val acc" not in results.arm_markdown(plain, 0.1)
+
+
+def test_noise_claims_without_the_base_lb_arm_are_not_testable():
+    """LB runs only at a tuned learning rate: claims 2–4 compare against LB at the base rate,
+    so they say so instead of failing on the missing arm."""
+    runs, metrics = _study(
+        [
+            dict(
+                batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.72, 0.725, 0.73], cross_step=80
+            ),
+            dict(
+                batch=1024, noise="none", scale=1.0, lr=0.8, accs=[0.66, 0.665, 0.67], cross_step=20
+            ),
+            dict(
+                batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.70, 0.71, 0.72], cross_step=30
+            ),
+            dict(
+                batch=1024, noise="full", scale=1.0, lr=0.4, accs=[0.70, 0.71, 0.72], cross_step=70
+            ),
+        ]
+    )
+    found = results.study_findings(runs, metrics, STUDY)
+    got = {v.claim: v.verdict for v in found.verdicts}
+    assert got[1] == "reproduced"  # SB beats the best LB (the tuned one)
+    assert got[2] == got[3] == got[4] == "not testable"
+    for v in found.verdicts[1:3]:
+        assert "fewer than two finished LB η=0.4 runs" in v.evidence

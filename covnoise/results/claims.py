@@ -215,6 +215,15 @@ def _noise_claim(
         return Verdict(claim, CLAIMS[claim], "not testable", f"no {arm} runs")
     if arms.set_index("arm").loc[arm, "finished"] < 2:
         return Verdict(claim, CLAIMS[claim], "not testable", f"fewer than two finished {arm} runs")
+    finished = arms.set_index("arm")["finished"]
+    if base not in finished.index or finished[base] < 2:
+        return Verdict(
+            claim,
+            CLAIMS[claim],
+            "not testable",
+            f"fewer than two finished {base} runs: the noise arms are judged against large "
+            "batches at the base learning rate",
+        )
     gap = difference(per_run, _sb(study), base)
     narrows, ratio, evidence = _noise_evidence(per_run, arms, structure, base, gap, source)
     fast = ratio <= SPEED_TOLERANCE
