@@ -154,3 +154,32 @@ def test_train_with_missing_data_files_is_one_line_and_stores_nothing(tmp_path, 
     assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
     with RunStore(store_path) as store:
         assert store.runs().empty
+
+
+def test_rerun_on_broken_data_keeps_the_stored_run(tmp_path, capsys):
+    """--rerun of a finished run whose data files went bad: one line, exit 2, and the old
+    record with its metrics is still in the store (nothing lost)."""
+    import numpy as np
+
+    from covnoise.runs import RunStore
+    from tests.helpers import make_cifar
+
+    make_cifar(tmp_path, np.random.default_rng(3), per_batch=8)
+    store_path = tmp_path / "runs.sqlite"
+    argv = ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--model", "mlp"]
+    argv += ["--width", "8", "--depth", "1", "--steps", "2", "--batch-size", "8"]
+    argv += ["--small-batch", "8", "--eval-every", "1", "--probe-size", "8"]
+    argv += ["--store", str(store_path)]
+    assert main(argv) == 0
+    with RunStore(store_path) as store:
+        (rid,) = store.runs()["run_id"].tolist()
+        rows = len(store.metrics([rid]))
+    assert rows > 0
+    capsys.readouterr()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_2").write_bytes(b"not a pickle")
+    assert main([*argv, "--rerun"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "data_batch_2" in err and "\n" not in err, err
+    with RunStore(store_path) as store:
+        assert store.get_run(rid)["status"] == "finished"
+        assert len(store.metrics([rid])) == rows
