@@ -51,7 +51,7 @@ def test_the_results_face_is_lazy_and_keeps_its_names():
     )
     before, same, count, same_curves, module, same_study, listed = out.split()
     assert before == "False"
-    assert same == "True" and int(count) == 112
+    assert same == "True" and int(count) == 111
     assert same_curves == "True" and same_study == "True" and module == "covnoise.results.study"
     assert listed == "True"
 

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from covnoise.config import RunConfig
 from covnoise.core.noise import HSIGMA_MAX_DRAWS
 from covnoise.core.schedule import (
@@ -124,17 +122,6 @@ def timed_split(
 def timed_seconds(cost: Cost, times: OperationTimes, products: float | None = None) -> float:
     """Estimated wall time of a run from its setting's measured operation times."""
     return sum(timed_split(cost, times, products).values())
-
-
-def throughput(costs: Sequence[Cost], seconds: Sequence[float]) -> float | None:
-    """Median FLOP rate of past runs: predicted FLOPs over the measured wall time left after
-    the fixed overheads (runs with no time left are skipped); None without any."""
-    rates = []
-    for c, s in zip(costs, seconds, strict=True):
-        left = (s or 0.0) - c.fixed_seconds()
-        if left > 0 and c.flops > 0:
-            rates.append(c.flops / left)
-    return float(np.median(rates)) if rates else None
 
 
 #: Seconds before a run starts in the local engine (`python -m bench.engine`, 2-core CPU): a
