@@ -388,22 +388,11 @@ def test_pick_column_and_the_validation_column_of_the_arm_table():
 def test_noise_claims_without_the_base_lb_arm_are_not_testable():
     """LB runs only at a tuned learning rate: claims 2–4 compare against LB at the base rate,
     so they say so instead of failing on the missing arm."""
-    runs, metrics = _study(
-        [
-            dict(
-                batch=32, noise="none", scale=1.0, lr=0.4, accs=[0.72, 0.725, 0.73], cross_step=80
-            ),
-            dict(
-                batch=1024, noise="none", scale=1.0, lr=0.8, accs=[0.66, 0.665, 0.67], cross_step=20
-            ),
-            dict(
-                batch=1024, noise="diag", scale=1.0, lr=0.4, accs=[0.70, 0.71, 0.72], cross_step=30
-            ),
-            dict(
-                batch=1024, noise="full", scale=1.0, lr=0.4, accs=[0.70, 0.71, 0.72], cross_step=70
-            ),
-        ]
-    )
+    arms = [(32, "none", 0.4, [0.72, 0.725, 0.73], 80)]
+    arms += [(1024, "none", 0.8, [0.66, 0.665, 0.67], 20)]  # LB only at the tuned rate
+    arms += [(1024, noise, 0.4, [0.70, 0.71, 0.72], 30) for noise in ("diag", "full")]
+    keys = ("batch", "noise", "lr", "accs", "cross_step")
+    runs, metrics = _study([dict(zip(keys, arm, strict=True), scale=1.0) for arm in arms])
     found = results.study_findings(runs, metrics, STUDY)
     got = {v.claim: v.verdict for v in found.verdicts}
     assert got[1] == "reproduced"  # SB beats the best LB (the tuned one)
