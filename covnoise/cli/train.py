@@ -143,6 +143,7 @@ def _train_into_store(
     import os
     import socket
 
+    from covnoise.core.train import load_data
     from covnoise.runs import RunStore, StoreError
     from covnoise.runs.engine.worker import execute
     from covnoise.runs.schema import COMPLETED
@@ -153,7 +154,7 @@ def _train_into_store(
         return bad(f"store: {args.store or 'the default store'}: {exc}")
     with store:
         if args.rerun and (store.get_run(config.run_id()) or {}).get("status") in COMPLETED:
-            _check_data(config)  # a rerun replaces the stored run: bad files must not cost it
+            load_data(config)  # a rerun replaces the stored run: bad files must not cost it
         owner = f"cli:{socket.gethostname()}:{os.getpid()}"
         run_id, found = store.begin_here(config, owner, os.getpid(), rerun=args.rerun)
         path = store.path
@@ -174,19 +175,6 @@ def _train_into_store(
         return EXIT_FAILED
     print(f"stored as run {run_id} in {path}", file=sys.stderr)
     return None
-
-
-def _check_data(config: RunConfig) -> None:
-    """Load the run's data set as the run will (on the CPU); raises DatasetError."""
-    from covnoise.data import load_dataset
-
-    load_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        split_seed=config.split_seed,
-        options=config.dataset_options,
-        val_fraction=config.val_fraction,
-    )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

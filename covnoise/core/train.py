@@ -46,7 +46,7 @@ from covnoise.core.schedule import (
     total_steps,
 )
 from covnoise.core.step import SGD, noisy_step
-from covnoise.data import load_dataset
+from covnoise.data import Dataset, load_dataset
 
 __all__ = [
     "Emit",
@@ -83,6 +83,19 @@ def resolve_device(name: str) -> torch.device:
             "device", "cuda was asked for but no CUDA GPU is available; use auto or cpu"
         )
     return torch.device(name)
+
+
+def load_data(config: RunConfig, device: str | torch.device = "cpu") -> Dataset:
+    """The run's data set as the run loads it (split, options, validation share); raises
+    DatasetError for missing or bad files."""
+    return load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        split_seed=config.split_seed,
+        device=device,
+        options=config.dataset_options,
+        val_fraction=config.val_fraction,
+    )
 
 
 class _Batches:
@@ -135,14 +148,7 @@ class _Training:
     def __init__(self, config: RunConfig, emit: Emit, t0: float) -> None:
         self.config, self.emit, self.t0 = config, emit, t0
         self.device = device = resolve_device(config.device)
-        self.data = load_dataset(
-            config.dataset,
-            data_dir=config.data_dir,
-            split_seed=config.split_seed,
-            device=device,
-            options=config.dataset_options,
-            val_fraction=config.val_fraction,
-        )
+        self.data = load_data(config, device)
         n_train = len(self.data.x_train)
         config.validate(n_train=n_train)
         self.per_epoch, self.n_steps = total_steps(config, n_train)

@@ -213,9 +213,9 @@ def _noise_claim(
     arm, base = arm_label(2, 1, structure, 1.0, 0.0, source), _base(study)
     if arm not in set(arms["arm"]):
         return Verdict(claim, CLAIMS[claim], "not testable", f"no {arm} runs")
-    if arms.set_index("arm").loc[arm, "finished"] < 2:
-        return Verdict(claim, CLAIMS[claim], "not testable", f"fewer than two finished {arm} runs")
     finished = arms.set_index("arm")["finished"]
+    if finished[arm] < 2:
+        return Verdict(claim, CLAIMS[claim], "not testable", f"fewer than two finished {arm} runs")
     if base not in finished.index or finished[base] < 2:
         return Verdict(
             claim,
