@@ -9,6 +9,7 @@ alone. A short run in a fresh interpreter must import neither scikit-learn nor t
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -93,13 +94,14 @@ def test_noisy_step_with_gated_sgd_keeps_last_good_parameters():
     s = make_structure("none", 0.0)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
-    losses, state = noisy_step(model, params, opt, s, s.init(params), x, y, gen)
-    assert torch.isfinite(losses).all()
+    loss, state = noisy_step(model, params, opt, s, s.init(params), x, y, gen)
+    assert isinstance(loss, torch.Tensor) and loss.dim() == 0  # left on the device
+    assert torch.isfinite(loss)
     before = [p.detach().clone() for p in params]
     x_bad = x.clone()
     x_bad[0, 0] = float("inf")
-    losses, _ = noisy_step(model, params, opt, s, state, x_bad, y, gen)
-    assert not torch.isfinite(losses.mean())
+    loss, _ = noisy_step(model, params, opt, s, state, x_bad, y, gen)
+    assert not torch.isfinite(loss)
     for a, p in zip(before, params, strict=True):
         assert torch.equal(a, p.detach())
 
@@ -107,9 +109,9 @@ def test_noisy_step_with_gated_sgd_keeps_last_good_parameters():
 @pytest.mark.parametrize("noise", ["none", "full"])
 def test_noisy_step_on_the_host_matches_the_weighted_loss_by_hand(noise):
     """On the CPU (ungated): plain SGD on ∇Σ_n w_n l_n with the plan's weights — 1/B for no
-    noise (taken as the mean of the losses), the centred random weights of full noise —
-    computed here by hand with torch.optim.SGD; a non-finite gradient leaves the parameters
-    alone and the losses say so."""
+    noise (one fused mean cross-entropy), the centred random weights of full noise —
+    computed here by hand with torch.optim.SGD; the mean loss comes back as a float; a
+    non-finite loss leaves the parameters alone and comes back as it is."""
     from covnoise.core.losses import per_example_loss
     from covnoise.core.noise import make_structure
     from covnoise.core.step import noisy_step
@@ -118,7 +120,7 @@ def test_noisy_step_on_the_host_matches_the_weighted_loss_by_hand(noise):
     s = make_structure(noise, 0.5)
     model = _model()
     params = list(model.parameters())
-    losses, _ = noisy_step(
+    loss, _ = noisy_step(
         model,
         params,
         SGD(params, lr=0.1),
@@ -134,15 +136,16 @@ def test_noisy_step_on_the_host_matches_the_weighted_loss_by_hand(noise):
     by_hand = per_example_loss(ref(x), y)
     (weights * by_hand).sum().backward()
     torch.optim.SGD(ref_params, lr=0.1).step()
-    torch.testing.assert_close(losses, by_hand.detach())
+    assert isinstance(loss, float)  # read on the host with the finiteness check
+    assert loss == pytest.approx(by_hand.mean().item(), rel=1e-6)
     for a, b in zip(params, ref_params, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     before = [p.detach().clone() for p in params]
     x_bad = x.clone()
     x_bad[0, 0] = float("inf")
     gen = torch.Generator().manual_seed(4)
-    losses, _ = noisy_step(model, params, SGD(params, lr=0.1), s, s.init(params), x_bad, y, gen)
-    assert not torch.isfinite(losses.mean())
+    loss, _ = noisy_step(model, params, SGD(params, lr=0.1), s, s.init(params), x_bad, y, gen)
+    assert not math.isfinite(loss)
     for a, p in zip(before, params, strict=True):
         assert torch.equal(a, p.detach())
 
@@ -175,3 +178,29 @@ def test_fresh_digits_run_imports_neither_sklearn_nor_dynamo():
     assert result["status"] == "finished"
     assert "sklearn" not in result["loaded"], result
     assert "torch._dynamo" not in result["loaded"], result
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_a_finite_loss_with_a_non_finite_gradient_skips_the_update(gated):
+    """The gradient is checked too: a step whose loss is finite but whose gradient is not
+    (made infinite here by a hook on one parameter's gradient) leaves the parameters alone
+    and returns NaN, so the loop stops on the last good state, on the host and gated."""
+    from covnoise.core.noise import make_structure
+    from covnoise.core.step import noisy_step
+
+    model = _model()
+    params = list(model.parameters())
+    opt = SGD(params, lr=0.1)
+    opt.on_device = gated
+    s = make_structure("none", 0.0)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    handle = params[-1].register_hook(lambda g: g * math.inf)
+    before = [p.detach().clone() for p in params]
+    loss, _ = noisy_step(model, params, opt, s, s.init(params), x, y, torch.Generator())
+    assert math.isnan(float(loss))
+    for a, p in zip(before, params, strict=True):
+        assert torch.equal(a, p.detach())
+    handle.remove()
+    loss, _ = noisy_step(model, params, opt, s, s.init(params), x, y, torch.Generator())
+    assert math.isfinite(float(loss))
+    assert not torch.equal(before[-1], params[-1].detach())

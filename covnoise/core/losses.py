@@ -20,6 +20,12 @@ def per_example_loss(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y, reduction="none")
 
 
+def mean_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """The mean of `per_example_loss` as one fused cross-entropy (the step's objective under
+    uniform weights: one autograd node fewer than a mean over the per-example losses)."""
+    return F.cross_entropy(logits, y)
+
+
 def sample_labels(logits: Tensor, generator: torch.Generator, log_probs: bool = False) -> Tensor:
     """One label ŷ_n ~ p(y | x_n) = softmax(logits_n) per row, by inversion of the CDF.
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from covnoise.core.losses import fisher_losses, per_example_loss
+from covnoise.core.losses import fisher_losses, mean_loss, per_example_loss
 from covnoise.core.noise import NoiseStructure, StepPlan
 from covnoise.core.pergrad import DiagStats, DiagStatsRecorder, is_uniform
 
@@ -39,7 +39,13 @@ from covnoise.core.pergrad import DiagStats, DiagStatsRecorder, is_uniform
 def _batch_backward(
     model: nn.Module, params: list[Tensor], plan: StepPlan, x: Tensor, y: Tensor
 ) -> tuple[Tensor, DiagStats | None]:
-    """The backward of Σ w_n l_n, recording DiagStats of the same loss when planned."""
+    """The backward of Σ w_n l_n, recording DiagStats of the same loss when planned; returns
+    the mean loss (0-d, detached) and the statistics."""
+    if not plan.record_stats and is_uniform(plan.weights):
+        # Σ l_n / B as one fused cross-entropy: no per-example losses, no extra autograd node
+        loss = mean_loss(model(x), y)
+        loss.backward()
+        return loss.detach(), None
     recorder = (
         DiagStatsRecorder(model, plan.rows, plan.weights, params)
         if plan.record_stats
@@ -47,11 +53,8 @@ def _batch_backward(
     )
     with recorder:
         losses = per_example_loss(model(x), y)
-        if not plan.record_stats and is_uniform(plan.weights):
-            losses.mean().backward()  # Σ l_n / B: one autograd node fewer than Σ w_n l_n
-        else:
-            (plan.weights * losses).sum().backward()
-    return losses, recorder.result() if plan.record_stats else None
+        (plan.weights * losses).sum().backward()
+    return losses.detach().mean(), recorder.result() if plan.record_stats else None
 
 
 def _fisher_backward(
@@ -80,7 +83,7 @@ def _fisher_backward(
     if plan.label_weights is not None:
         objective = objective + (plan.label_weights * sampled).sum()
     objective.backward()
-    return losses, recorder.result() if record else None
+    return losses.detach().mean(), recorder.result() if record else None
 
 
 class SGD:
@@ -178,27 +181,27 @@ def noisy_step(
     x: Tensor,
     y: Tensor,
     generator: torch.Generator,
-) -> tuple[Tensor, Any]:
+) -> tuple[float | Tensor, Any]:
     """One SGD step on the batch (x, y) with the structure's noise added to the gradient.
 
-    Returns the per-example losses (detached) and the new noise state. The parameters are
-    not updated when the loss or the noisy gradient is not finite (the losses returned are
-    then NaN), so a diverging run stops on its last good state. `opt` is an :class:`SGD` or
-    a torch optimiser; an :class:`SGD` on an accelerator is gated on the device, with no
-    read-back.
+    Returns the batch's mean loss and the new noise state. The parameters are not updated
+    when the loss or the noisy gradient is not finite (the loss returned is then not finite
+    either), so a diverging run stops on its last good state. `opt` is an :class:`SGD` or a
+    torch optimiser. On the host the loss comes back as a float (it is read anyway, with the
+    finiteness check); an :class:`SGD` on an accelerator is gated on the device, with no
+    read-back, and the loss comes back as a 0-d tensor on the device.
     """
     plan = structure.plan(len(x), state, generator)
     opt.zero_grad(set_to_none=True)
     if plan.source == "fisher":
-        losses, stats = _fisher_backward(model, params, plan, x, y, generator)
+        loss, stats = _fisher_backward(model, params, plan, x, y, generator)
     else:
-        losses, stats = _batch_backward(model, params, plan, x, y)
+        loss, stats = _batch_backward(model, params, plan, x, y)
     grads = [p.grad for p in params]
     noisy, state = structure.update(grads, state, stats, generator)
     for p, g, old in zip(params, noisy, grads, strict=True):
         if g is not old:
             p.grad = g
-    losses = losses.detach()
     # One fused norm per gradient and one read-back, instead of an isfinite pass per tensor
     # (that cost 0.4 of a plain step on a small MLP, bench.epoch). A gradient whose norm
     # overflows (entries beyond ~1e19 in float32) counts as non-finite too. On the host the
@@ -207,15 +210,14 @@ def noisy_step(
     norms = torch._foreach_norm(noisy)
     if isinstance(opt, SGD) and opt.on_device:
         total = torch.linalg.vector_norm(torch.stack(norms))
-        finite = torch.isfinite(torch.stack([losses.sum(), total.to(losses.dtype)]))
+        finite = torch.isfinite(torch.stack([loss, total.to(loss.dtype)]))
         opt.step(finite.all())
-        nan = torch.full_like(losses, math.nan)
-        return torch.where(finite[0] & ~finite[1], nan, losses), state
-    # on the host: the loss sum and each gradient's norm in one read-back
-    loss_sum, *grad_norms = torch.stack([losses.sum(), *norms]).tolist()
-    loss_ok, grad_ok = math.isfinite(loss_sum), all(map(math.isfinite, grad_norms))
-    if loss_ok and grad_ok:
+        return torch.where(finite[0] & ~finite[1], math.nan, loss), state
+    # on the host: the loss and each gradient's norm in one read-back
+    value, *grad_norms = torch.stack([loss, *norms]).tolist()
+    loss_ok = math.isfinite(value)
+    if loss_ok and all(map(math.isfinite, grad_norms)):
         opt.step()
-    else:  # keep the last good parameters; the caller sees a non-finite loss and stops
-        losses = torch.full_like(losses, float("nan")) if loss_ok else losses
-    return losses, state
+        return value, state
+    # keep the last good parameters; the caller sees a non-finite loss and stops
+    return (math.nan if loss_ok else value), state

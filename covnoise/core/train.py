@@ -191,8 +191,9 @@ class _Training:
         self.step = 0
         self.last: dict[str, float] = {}
         self.bar: Any = None
-        # batch losses (0-d, on the device) of the steps not yet read, and the last one read
-        self.pending: list[Tensor] = []
+        # mean batch losses of the steps not yet checked (floats on the host, 0-d tensors on
+        # an accelerator), and the last one checked
+        self.pending: list[float | Tensor] = []
         self.blow_up = math.inf  # BLOW_UP_FACTOR × the initial training loss, once known
         self.batch_loss = math.nan
         self.check_every = 1 if device.type == "cpu" else _CHECK_EVERY
@@ -258,10 +259,10 @@ class _Training:
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         lr = learning_rate(self.config, self.step, self.per_epoch, self.n_steps)
         self.opt.lr = lr
-        losses, self.state = noisy_step(
+        loss, self.state = noisy_step(
             self.model, self.params, self.opt, self.structure, self.state, x, y, self.noise_gen
         )
-        self.pending.append(losses.mean())
+        self.pending.append(loss)
         self.step += 1
         return lr
 
@@ -272,7 +273,8 @@ class _Training:
         pending, self.pending = self.pending, []
         if not pending:
             return None
-        values = [float(pending[0])] if len(pending) == 1 else torch.stack(pending).tolist()
+        # floats on the host (the step read them); 0-d tensors on an accelerator
+        values = pending if isinstance(pending[0], float) else torch.stack(pending).tolist()
         first = self.step - len(values)
         for i, value in enumerate(values):
             if not math.isfinite(value):
