@@ -83,10 +83,11 @@ def sample_noise(name, c, model, x, y, S, stats_rows=None, seed=0):
         g.view_as(p) for g, p in zip(clean.split([p.numel() for p in params]), params, strict=True)
     ]
     for _ in range(S):
-        rows = s.stats_rows(B, gen) if s.needs_stats(state) else None
+        due = s.needs_stats(state)
+        rows = s.stats_rows(B, gen) if due else None
         weights.append(s.loss_weights(B, state, gen, dtype=torch.float64))
         stats = None
-        if rows is not None:
+        if due:
             stats = cache[tuple(rows.tolist())] if cache else stats_of(rows)
         noisy, state = s.update(list(clean_list), state, stats, gen)
         draws.append(torch.cat([g.flatten() for g in noisy]) - clean)
@@ -162,8 +163,8 @@ def test_loss_weights_and_schedule():
     rows = s.stats_rows(16, gen)
     assert len(rows) == 4 and len(set(rows.tolist())) == 4 and torch.equal(rows, rows.sort()[0])
     assert int(rows.max()) < 16
-    assert torch.equal(make_structure("diag", 0.2).stats_rows(5, gen), torch.arange(5))
-    assert torch.equal(s.stats_rows(3, gen), torch.arange(3))
+    assert make_structure("diag", 0.2).stats_rows(5, gen) is None  # the whole batch
+    assert s.stats_rows(3, gen) is None
     assert s.describe() == {
         "structure": "diag",
         "c": 0.2,
@@ -322,7 +323,7 @@ def test_plan_draws_rows_then_weights(name):
     rows = s.stats_rows(12, replay) if due else None
     weights = s.loss_weights(12, state, replay, dtype=torch.float64)
     assert plan.record_stats == due == (name in ("isotropic", "diag"))
-    assert (plan.rows is None) == (rows is None)
+    assert (plan.rows is None) == (rows is None) and (rows is not None) == due  # 5 of 12 rows
     if rows is not None:
         assert torch.equal(plan.rows, rows)
     assert torch.equal(plan.weights, weights)

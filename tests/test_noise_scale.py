@@ -203,8 +203,8 @@ def _one_percent_more(monkeypatch, name: str) -> None:
         monkeypatch.setattr(full_module, "centred_weights", lambda *a: real(*a).mul_(f))
         return
     cls = DiagNoise if name == "diag" else IsotropicNoise
-    real_scale = cls._scale
-    monkeypatch.setattr(cls, "_scale", lambda self, v: real_scale(self, v).mul_(f))
+    real_scale = cls._scale_from
+    monkeypatch.setattr(cls, "_scale_from", lambda self, stats: real_scale(self, stats).mul_(f))
 
 
 @pytest.mark.parametrize(

@@ -50,10 +50,10 @@ class StepPlan:
     """What one step's backward must do for the structure.
 
     `weights` (B,) are the per-example loss weights of the backpropagated Σ_n w_n l_n;
-    when `record_stats` is set, DiagStats are recorded on the batch rows `rows`. With source
-    "fisher" the step draws labels ŷ from the model's predictions: the statistics are then
-    recorded on the sampled-label loss of `rows` (one extra backward), and `label_weights`
-    (B,), when given, add Σ_n u_n l(x_n, ŷ_n) to the same backward.
+    when `record_stats` is set, DiagStats are recorded on the batch rows `rows` (None: all
+    of them). With source "fisher" the step draws labels ŷ from the model's predictions: the
+    statistics are then recorded on the sampled-label loss of `rows` (one extra backward),
+    and `label_weights` (B,), when given, add Σ_n u_n l(x_n, ŷ_n) to the same backward.
     """
 
     weights: Tensor
@@ -176,10 +176,11 @@ class Structure:
         return False
 
     def stats_rows(self, batch_size: int, generator: torch.Generator) -> Tensor | None:
-        """Sorted indices of the sub-batch to record statistics on (all rows if None)."""
+        """Sorted indices of the sub-batch to record statistics on; None: the whole batch
+        (a recorder given None selects no rows and checks no indices)."""
         b = self.stats_subbatch
         if b is None or b >= batch_size:
-            return torch.arange(batch_size, device=generator.device)
+            return None
         perm = torch.randperm(batch_size, generator=generator, device=generator.device)
         return perm[:b].sort().values
 

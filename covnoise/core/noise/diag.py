@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from covnoise.core.noise.diagstats import DiagStatsNoise
+from covnoise.core.pergrad import DiagStats
 
 
 class DiagNoise(DiagStatsNoise):
@@ -15,9 +16,9 @@ class DiagNoise(DiagStatsNoise):
 
     name = "diag"
 
-    def _scale(self, v: Tensor) -> Tensor:
-        """√(c·v), in place (v is the refresh's own flat buffer)."""
-        return v.mul_(self.c).sqrt_()
+    def _scale_from(self, stats: DiagStats) -> Tensor:
+        """√(c·v) in the refresh's own flat buffer (c folded into the variance's scaling)."""
+        return stats.variance_flat(factor=self.c).sqrt_()
 
     def _add_noise(
         self, grads: list[Tensor], z: list[Tensor], scale: Tensor, sizes: list[int]

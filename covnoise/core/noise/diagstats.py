@@ -131,7 +131,7 @@ class DiagStatsNoise(Structure):
         return state.step - state.last_stats_step >= every
 
     def _scale(self, v: Tensor) -> Tensor:
-        """The step's noise scale from the flat v."""
+        """The step's noise scale from the flat v (used by the default `_scale_from`)."""
         raise NotImplementedError
 
     def _probe_scale(

@@ -54,11 +54,15 @@ class DiagStats:
 
     def variance_flat(self, batch_size: int | None = None, factor: float = 1.0) -> Tensor:
         """`factor` times `variance` as one flat tensor (parameters in order), in one new
-        buffer: what a noise step needs, with fewer passes over the P entries."""
+        buffer: what a noise step needs, with fewer passes over the P entries (the sums are
+        subtracted per parameter into views of the buffer, not concatenated first)."""
         b, scale = self._count_scale(batch_size)
         out = torch.cat([t.reshape(-1) for t in self.sumsq])
-        sums = torch.cat([t.reshape(-1) for t in self.sum])
-        out.addcmul_(sums, sums, value=-1.0 / b)
+        at = 0
+        for t in self.sum:
+            n = t.numel()
+            out[at : at + n].addcmul_(t.reshape(-1), t.reshape(-1), value=-1.0 / b)
+            at += n
         return out.mul_(scale * factor).clamp_min_(0.0)
 
     def _count_scale(self, batch_size: int | None) -> tuple[int, float]:
@@ -144,8 +148,8 @@ class DiagStatsRecorder(LayerRecorder):
         k2 = k * k
         if is_plain_linear(m, a):  # (δ²)ᵀ(a²) (and δᵀa unless lazy); the bias from the same δ²
             d2 = d * d
-            if layer.weight is not None:
-                sq = _scaled(d2.t().mm(a * a), k2)
+            if layer.weight is not None:  # k² folded into the product (beta = 0: no input)
+                sq = torch.addmm(_ZERO.to(d2.dtype), d2.t(), a * a, beta=0, alpha=k2)
                 self._add(layer.weight, sq, lambda: _scaled(d.t().mm(a), k), lazy)
             if layer.bias is not None:
                 self._add(layer.bias, _scaled(d2.sum(0), k2), lambda: _scaled(d.sum(0), k), lazy)
@@ -206,6 +210,9 @@ class DiagStatsRecorder(LayerRecorder):
             for p, t in zip(self.params, self._sum, strict=True)
         ]
         return DiagStats(sumsq=sumsq, sum=sums, count=self.count, batch_size=self.batch_size)
+
+
+_ZERO = torch.zeros(())
 
 
 def _scaled(t: Tensor, k: float) -> Tensor:
