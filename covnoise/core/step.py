@@ -53,8 +53,8 @@ def _batch_backward(
             loss.backward()
         else:
             losses = per_example_loss(model(x), y)
-            (plan.weights * losses).sum().backward()
-            loss = losses.mean()
+            torch.dot(plan.weights, losses).backward()  # Σ w_n l_n: one node, not two
+            loss = losses.detach().mean()
     return loss.detach(), recorder.result() if plan.record_stats else None
 
 

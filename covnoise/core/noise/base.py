@@ -102,7 +102,7 @@ def centred_weights(
     ∇Σ_n w_n l_n with these weights is ξ = √(c/n) Σ_n (z_n − z̄) g_n, and Cov(ξ) = c·C exactly.
     """
     z = torch.randn(n, generator=generator, device=generator.device, dtype=dtype)
-    return (z - z.mean()).mul_(math.sqrt(c / n))
+    return z.sub_(z.mean()).mul_(math.sqrt(c / n))
 
 
 class Structure:
