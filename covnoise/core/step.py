@@ -53,7 +53,9 @@ def _batch_backward(
             loss.backward()
         else:
             losses = per_example_loss(model(x), y)
-            torch.dot(plan.weights, losses).backward()  # Σ w_n l_n: one node, not two
+            w = plan.weights
+            # Σ w_n l_n: one dot product (one autograd node) where the dtypes agree
+            (torch.dot(w, losses) if w.dtype == losses.dtype else (w * losses).sum()).backward()
             loss = losses.detach().mean()
     return loss.detach(), recorder.result() if plan.record_stats else None
 
