@@ -3,6 +3,10 @@
 The structure's plan fixes the loss weights and whether DiagStats are recorded during the
 backward; its update turns the gradient into ḡ + ξ. A step whose loss or noisy gradient is
 not finite leaves the parameters alone, so a diverging run stops on its last good state.
+Under uniform weights (no noise, diag and isotropic) the backward is that of one fused mean
+cross-entropy, as in a plain PyTorch loop; per-example losses are formed only where the
+weights differ (full noise) or the labels are sampled ("fisher"). The step returns the mean
+batch loss, read on the host together with the gradients' norms (one read-back per step).
 
 With source "fisher" the step draws labels ŷ_n ~ softmax(logits_n) from the forward pass
 with the noise generator, and the noise is built from the losses at ŷ while the gradient

@@ -1,12 +1,14 @@
-"""Fast standard-normal draws on the CPU: numpy's SFC64 bits, Box–Muller in torch.
+"""Fast standard-normal draws on the CPU: numpy's SFC64 bits and Box–Muller in numpy.
 
-torch's `normal_` on the CPU draws one uniform per entry from a serial mt19937 (3.5–7 ns per
-entry on the development machines: 7.0 ms for P = 10⁶ in the README's sitting, about a plain
-step of a 10⁶-parameter MLP at B = 128). `gaussian_` draws the same distribution with the
-same method, Box–Muller on 24-bit uniforms, but takes the random bits from numpy's SFC64
-generator in one bulk call (1–2 ns per 32 bits) and does the transform as a handful of
-in-place torch operations that use the intra-op threads: 1.5–2× faster at P = 10⁶, 1.1–1.6×
-at P = 10⁵ (`python -m bench.steps --draw`).
+torch's `normal_` on the CPU draws one uniform per entry from a serial mt19937 (3.4–7 ns per
+entry on the development machines: 3.4–7.0 ms for P = 10⁶, about half a plain step of a
+10⁶-parameter MLP at B = 128). `gaussian_` draws the same distribution with the same method,
+Box–Muller on 24-bit uniforms, but takes the random bits from numpy's SFC64 generator in one
+bulk call (about 1 ns per 32 bits) and does the transform in place with numpy's SIMD
+float32 log, sqrt, sin and cos on one thread. An earlier version did the transform with
+torch's intra-op threads; inside a training step, where the draw follows the backward,
+waking the threads for each of its eleven small operations made it slower than `normal_`
+below P ≈ 10⁵ (`python -m bench.steps --draw` gives the speed-up).
 
 The method, for n entries and h = ⌈n/2⌉ pairs: 2h uniform 32-bit words; the low 23 bits m₁
 of word i and m₂ of word h + i give u₁ = (2m₁ + 1)·2⁻²⁴ ∈ (0, 1) (exact in float32, never
@@ -14,10 +16,10 @@ of word i and m₂ of word h + i give u₁ = (2m₁ + 1)·2⁻²⁴ ∈ (0, 1) (
 z_i = r cos θ and z_{h+i} = r sin θ are independent N(0, 1). Like torch's, the largest |z| is
 √(48 ln 2) ≈ 5.77. The SFC64 state for each call is three 63-bit words drawn from the run's
 torch generator, so a run stays reproducible from its seed and the generator advances by a
-fixed amount per draw (bit for bit at the same number of threads, like the matrix products:
-the transform's vectorised and scalar paths can differ in the last bit where the threads'
-chunks end). Below `MIN_ENTRIES` entries, for other dtypes and off the CPU (CUDA's Philox
-`normal_` is fast), torch's own `normal_` is used.
+fixed amount per draw (bit for bit on one machine; numpy picks its SIMD kernels by CPU, so
+the last bit of a draw may differ between machines, like the matrix products). Below
+`MIN_ENTRIES` entries, for other dtypes and off the CPU (CUDA's Philox `normal_` is fast),
+torch's own `normal_` is used.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-#: Below this many entries the fixed cost of the fast path (≈ 50 µs) exceeds what it saves.
+#: Below this many entries the fixed cost of the fast path (≈ 20 µs: the generator's state,
+#: numpy's call overheads) exceeds what it saves.
 MIN_ENTRIES = 1 << 14
 
 _MANTISSA = 0x007FFFFF
