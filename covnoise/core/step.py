@@ -57,9 +57,7 @@ def _batch_backward(
             loss.backward()
         else:
             losses = per_example_loss(model(x), y)
-            w = plan.weights
-            # Σ w_n l_n: one dot product (one autograd node) where the dtypes agree
-            (torch.dot(w, losses) if w.dtype == losses.dtype else (w * losses).sum()).backward()
+            _weighted_sum(plan.weights, losses).backward()
             loss = losses.detach().mean()
     return loss.detach(), recorder.result() if plan.record_stats else None
 
@@ -72,25 +70,27 @@ def _fisher_backward(
     y: Tensor,
     generator: torch.Generator,
 ) -> tuple[Tensor, DiagStats | None]:
-    """One forward; labels ŷ for the whole batch when the plan needs them; DiagStats of the
-    sampled-label loss of the planned rows when planned; then the backward of
-    Σ w_n l(x_n, y_n) + Σ u_n l(x_n, ŷ_n)."""
+    """One forward; labels ŷ for the whole batch; DiagStats of the sampled-label loss of the
+    planned rows when planned; then the backward of Σ w_n l(x_n, y_n) + Σ u_n l(x_n, ŷ_n).
+    (A "fisher" step that neither records nor weights ŷ is a batch step: `noisy_step`.)"""
     record = plan.record_stats
     recorder = DiagStatsRecorder(model, plan.rows, 1.0, params) if record else nullcontext()
     with recorder:
-        logits = model(x)
-        if record or plan.label_weights is not None:
-            losses, sampled = fisher_losses(logits, y, generator)
-        else:
-            losses, sampled = per_example_loss(logits, y), None
+        losses, sampled = fisher_losses(model(x), y, generator)
         if record:
             rows = sampled if plan.rows is None else sampled[plan.rows.to(sampled.device)]
             recorder.backward(rows.sum())
-    objective = (plan.weights * losses).sum()
+    objective = _weighted_sum(plan.weights, losses)
     if plan.label_weights is not None:
-        objective = objective + (plan.label_weights * sampled).sum()
+        objective = objective + _weighted_sum(plan.label_weights, sampled)
     objective.backward()
     return losses.detach().mean(), recorder.result() if record else None
+
+
+def _weighted_sum(w: Tensor, losses: Tensor) -> Tensor:
+    """Σ w_n l_n: one dot product (one autograd node) where the dtypes agree; otherwise the
+    product promotes as torch does."""
+    return torch.dot(w, losses) if w.dtype == losses.dtype else (w * losses).sum()
 
 
 class SGD:
@@ -200,7 +200,7 @@ def noisy_step(
     """
     plan = structure.plan(len(x), state, generator)
     opt.zero_grad(set_to_none=True)
-    if plan.source == "fisher":
+    if plan.source == "fisher" and (plan.record_stats or plan.label_weights is not None):
         loss, stats = _fisher_backward(model, params, plan, x, y, generator)
     else:
         loss, stats = _batch_backward(model, params, plan, x, y)
