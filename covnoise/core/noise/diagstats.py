@@ -102,6 +102,12 @@ def _first(grads: list[Tensor | None]) -> Tensor:
     raise ValueError("update: all gradients are None")
 
 
+def shaped_like(parts: tuple[Tensor, ...] | list[Tensor], like: list[Tensor]) -> list[Tensor]:
+    """The flat parts viewed in the shapes of `like` (1-D parts as they are: a view costs
+    about 2 µs, a tenth of a small model's noise step for all of them)."""
+    return [t if g.dim() == 1 else t.view(g.shape) for t, g in zip(parts, like, strict=True)]
+
+
 def gaussian_draw(scale: list[Tensor], device: torch.device) -> Draw:
     """The sampler ξ = scale ⊙ z with z ~ N(0, I), one tensor per parameter."""
 
@@ -175,7 +181,7 @@ class DiagStatsNoise(Structure):
         sizes = [g.numel() for g in grads]
         z = torch.empty(sum(sizes), device=like.device, dtype=like.dtype)
         gaussian_(z, generator)
-        zs = [t.view(g.shape) for t, g in zip(z.split(sizes), grads, strict=True)]
+        zs = shaped_like(z.split(sizes), grads)
         return self._add_noise(grads, zs, new_state.scale, sizes), new_state
 
     def _add_noise(
