@@ -69,6 +69,33 @@ def test_run_emits_start_metrics_summary(noise):
     json.dumps(events)  # JSON-ready
 
 
+@pytest.mark.parametrize(
+    "batch_size, stats_every, expected",
+    [(64, 4, 32), (256, 4, 8), (256, 3, 3)],  # default schedule stretched at small B; as given
+)
+def test_runs_log_how_often_the_noise_statistics_refresh(batch_size, stats_every, expected):
+    """diag runs log the refresh interval they really use (the default 128 rows every 4 steps
+    is stretched to 4·(512/B), and to at least 8 at small B·P; other schedules are used as
+    given): it equals the spacing of the refreshes the run's noise state counted."""
+    import time
+
+    from covnoise.core.train import _Training
+
+    cfg = RunConfig(
+        noise="diag",
+        **{**TINY, "batch_size": batch_size, "steps": 40, "stats_every": stats_every},
+    )
+    events = []
+    training = _Training(cfg, events.append, time.perf_counter())
+    assert training.loop(None) == ("finished", None)
+    logged = {e["metrics"]["stats_refresh_every"] for e in events if e["event"] == "metric"}
+    assert logged == {float(expected)}
+    assert training.state.refreshes == math.ceil(40 / expected)
+    assert training.state.stats_interval == expected
+    events, _ = _events(RunConfig(noise="full", **TINY))
+    assert all("stats_refresh_every" not in e["metrics"] for e in events if e["event"] == "metric")
+
+
 def test_sharpness_converged_follows_lanczos_stopping_rule():
     """Logged at every sharpness evaluation and only there: 0 when Lanczos spent its whole
     budget (lanczos_iters + 1 Hessian-vector products with the residual check) without

@@ -36,7 +36,7 @@ from covnoise.core.allocator import keep_freed_memory
 from covnoise.core.evaluation import Evaluator, evaluate
 from covnoise.core.losses import per_example_loss
 from covnoise.core.models import build_model
-from covnoise.core.noise import make_structure
+from covnoise.core.noise import make_structure, stats_interval
 from covnoise.core.provenance import code_revision, describe_device, provenance, versions
 from covnoise.core.schedule import (
     curvature_every,
@@ -172,6 +172,18 @@ class _Training:
             source=config.noise_source,
         )
         self.state = self.structure.init(self.params)
+        #: steps between refreshes of the noise statistics (diag, isotropic), as the default
+        #: schedule stretches them at small B·P; logged with every evaluation
+        self.refresh_every = (
+            stats_interval(
+                config.batch_size,
+                config.stats_rows,
+                config.stats_every,
+                sum(p.numel() for p in self.params),
+            )
+            if self.structure.describe()["stats_every"] is not None
+            else None
+        )
         self.opt = SGD(
             self.params,
             lr=config.effective_lr,
@@ -224,6 +236,8 @@ class _Training:
         """Evaluate now and emit the `metric` event."""
         m = self.evaluator(lr)
         m.update(extra)
+        if self.refresh_every is not None:
+            m["stats_refresh_every"] = float(self.refresh_every)
         self.last = m
         B = self.config.batch_size
         self.emit(

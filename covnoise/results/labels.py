@@ -49,6 +49,7 @@ METRIC_LABELS: dict[str, str] = {
     "grad_norm": "‖∇L‖",
     "dist_init": "‖θ − θ₀‖",
     "lr": "learning rate",
+    "stats_refresh_every": "noise statistics refreshed every (steps)",
 }
 
 #: Noise statistics a run can be summarised by (x of the noise-vs-generalisation scatter).
