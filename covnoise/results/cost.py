@@ -155,17 +155,32 @@ def grid_seconds(
 def forward_flops(
     dataset_shape: Sequence[int], num_classes: int, model: str, width: int, depth: int
 ) -> float:
-    """FLOPs (2 per multiply-add) of one example's forward pass, as torch's FlopCounterMode
-    counts them on the built model: the matrix products and convolutions. Activations,
-    pooling and normalisation are left out (a few percent)."""
+    """FLOPs (2 per multiply-add) of one example's forward pass on the built model: its
+    matrix products and convolutions (what torch's FlopCounterMode counts, and the same
+    number, tests/test_cost_flops.py). Activations, pooling and normalisation are left out
+    (a few percent). Counted from the layers' shapes in one forward pass with hooks:
+    FlopCounterMode would import torch._dynamo (2–3 s of the app's first cost estimate)."""
     import torch  # torch is loaded only when a cost is asked for
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch import nn
 
     from covnoise.core.models import build_model
 
     net = build_model(model, tuple(dataset_shape), num_classes, width=width, depth=depth)
     net.eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        net(torch.zeros(1, *dataset_shape))
-    return float(counter.get_total_flops())
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        # every output entry is a dot product over the weight's fan-in (a row of the weight)
+        fan_in = module.weight[0].numel()
+        total += 2 * fan_in * output.numel()
+
+    layers = (nn.Linear, nn.Conv1d, nn.Conv2d)
+    handles = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, layers)]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *dataset_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return float(total)
