@@ -148,8 +148,10 @@ class DiagStatsRecorder(LayerRecorder):
         k2 = k * k
         if is_plain_linear(m, a):  # (δ²)ᵀ(a²) (and δᵀa unless lazy); the bias from the same δ²
             d2 = d * d
-            if layer.weight is not None:  # k² folded into the product (beta = 0: no input)
-                sq = torch.addmm(_ZERO.to(d2.dtype), d2.t(), a * a, beta=0, alpha=k2)
+            # k² folded into the product (beta = 0: the input is ignored, but it must be on
+            # the operands' device: CUDA's addmm checks every argument)
+            if layer.weight is not None:
+                sq = torch.addmm(d2.new_zeros(()), d2.t(), a * a, beta=0, alpha=k2)
                 self._add(layer.weight, sq, lambda: _scaled(d.t().mm(a), k), lazy)
             if layer.bias is not None:
                 self._add(layer.bias, _scaled(d2.sum(0), k2), lambda: _scaled(d.sum(0), k), lazy)
@@ -210,9 +212,6 @@ class DiagStatsRecorder(LayerRecorder):
             for p, t in zip(self.params, self._sum, strict=True)
         ]
         return DiagStats(sumsq=sumsq, sum=sums, count=self.count, batch_size=self.batch_size)
-
-
-_ZERO = torch.zeros(())
 
 
 def _scaled(t: Tensor, k: float) -> Tensor:
