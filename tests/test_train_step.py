@@ -204,3 +204,41 @@ def test_a_finite_loss_with_a_non_finite_gradient_skips_the_update(gated):
     loss, _ = noisy_step(model, params, opt, s, s.init(params), x, y, torch.Generator())
     assert math.isfinite(float(loss))
     assert not torch.equal(before[-1], params[-1].detach())
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_the_batch_backward_of_unequal_weights_against_per_example_gradients(record):
+    """Unequal loss weights: the parameters' gradient is Σ_n w_n g_n, and recorded statistics
+    are those of the unweighted per-example gradients g_n, both against torch.func's
+    per-example gradients."""
+    from torch.func import functional_call, grad, vmap
+
+    from covnoise.core.losses import per_example_loss
+    from covnoise.core.noise import StepPlan
+    from covnoise.core.step import _batch_backward
+
+    model = _model(3)
+    params = list(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.randn(12, 6, generator=gen), torch.randint(0, 3, (12,), generator=gen)
+    w = torch.rand(12, generator=gen) + 0.1
+
+    def loss_one(ps, xi, yi):
+        out = functional_call(model, dict(zip(names, ps, strict=True)), (xi[None],))
+        return per_example_loss(out, yi[None]).sum()
+
+    per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))(tuple(params), x, y)
+    loss, stats = _batch_backward(model, params, StepPlan(weights=w, record_stats=record), x, y)
+    with torch.no_grad():
+        mean = float(per_example_loss(model(x), y).mean())
+    assert float(loss) == pytest.approx(mean, rel=1e-6)
+    for p, g in zip(params, per_example, strict=True):
+        want = (w.view(-1, *[1] * (g.dim() - 1)) * g).sum(0)
+        torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-7)
+    if record:
+        for g, sq, s in zip(per_example, stats.sumsq, stats.sum, strict=True):
+            torch.testing.assert_close(sq, (g * g).sum(0), rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(s, g.sum(0), rtol=1e-5, atol=1e-6)
+    else:
+        assert stats is None
