@@ -79,14 +79,14 @@ def test_runs_log_how_often_the_noise_statistics_refresh(batch_size, stats_every
     given): it equals the spacing of the refreshes the run's noise state counted."""
     import time
 
-    from covnoise.core.train import _Training
+    from covnoise.core.train import Training
 
     cfg = RunConfig(
         noise="diag",
         **{**TINY, "batch_size": batch_size, "steps": 40, "stats_every": stats_every},
     )
     events = []
-    training = _Training(cfg, events.append, time.perf_counter())
+    training = Training(cfg, events.append, time.perf_counter())
     assert training.loop(None) == ("finished", None)
     logged = {e["metrics"]["stats_refresh_every"] for e in events if e["event"] == "metric"}
     assert logged == {float(expected)}

@@ -80,7 +80,7 @@ def time_operations(
     import torch
 
     from covnoise.core.allocator import keep_freed_memory
-    from covnoise.core.train import _Training
+    from covnoise.core.train import Training
 
     keep_freed_memory()  # as the run's own process does
     before = torch.get_num_threads()
@@ -89,7 +89,7 @@ def time_operations(
     try:
         cfg = timing_config(config)
         t0 = time.perf_counter()
-        run = _Training(cfg, lambda event: None, t0)
+        run = Training(cfg, lambda event: None, t0)
         setup = time.perf_counter() - t0
         if whole:
             run.evaluation(0.0, {})

@@ -50,6 +50,7 @@ from covnoise.data import Dataset, load_dataset
 
 __all__ = [
     "Emit",
+    "Training",
     "code_revision",
     "describe_device",
     "evaluate",
@@ -142,8 +143,12 @@ class _Batches:
         return torch.cat(parts).to(self.device)
 
 
-class _Training:
-    """One run in progress: its data, model, optimiser, noise, batches and evaluations."""
+class Training:
+    """One run in progress: its data, model, optimiser, noise, batches and evaluations.
+
+    `run` drives it (`loop`); the cost timing (covnoise.core.timing) drives the same object
+    step by step (`train_step`, `check`, `evaluation`), so what it times is the loop's own
+    code. Those methods and the attributes they read are its interface."""
 
     def __init__(self, config: RunConfig, emit: Emit, t0: float) -> None:
         self.config, self.emit, self.t0 = config, emit, t0
@@ -369,7 +374,7 @@ def run(
     config.validate()
     keep_freed_memory()  # each step's large buffers reused, not faulted in afresh
     t0 = time.perf_counter()
-    training = _Training(config, emit, t0)
+    training = Training(config, emit, t0)
     info = provenance(training.device)
     emit(training.start_event(info))
     if progress:
