@@ -12,9 +12,9 @@
 Cases: the digits MLP (64→256→256→10) at B = 1024 and the 2-D CNN (conv 32, conv 64,
 max-pool, linear 256, linear 10) at B = 512, built by covnoise.core.models. Every variant trains
 its own copy of the same initial model with the real training step (covnoise.core.step.noisy_step)
-on the same batches. After a warm-up, each round times one block of 4 steps (a multiple of
-every stats_every used) of every variant in a fresh random order, so drifts of the machine's
-load touch all variants alike. Ratios are step time / plain step time:
+on the same batches. After a warm-up, each round times one block of steps of every variant
+(4 steps, or a multiple of every refresh interval the variants use at that B and P: 16 at
+B = 128) in a fresh random order, so drifts of the machine's load touch all variants alike. Ratios are step time / plain step time:
 - paired: median over rounds of the ratio within the round,
 - p25: ratio of the lower quartiles (least disturbed by other work on the machine).
 Targets (docs/design.md): isotropic ≤ 1.3, diag ≤ 1.3, full ≤ 1.1 with the run defaults
@@ -254,14 +254,15 @@ def _measure(base, data, batch, device, variants, rounds, warmup=2, budget_s=Non
         k: _Runner(copy.deepcopy(base), n, c, r, e, src, device)
         for k, (n, r, e, src) in variants.items()
     }
+    steps = _block_steps(batch, variants, _n_params(base))
     gen = torch.Generator().manual_seed(1)
     batches = []
-    for _ in range(BLOCK):
+    for _ in range(steps):
         idx = torch.randint(0, len(data.x_train), (batch,), generator=gen).to(device)
         batches.append((data.x_train[idx], data.y_train[idx]))
 
     def block(k: str) -> float:
-        n = 1 if k == "diag vmap" else BLOCK
+        n = 1 if k == "diag vmap" else steps
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -273,6 +274,18 @@ def _measure(base, data, batch, device, variants, rounds, warmup=2, budget_s=Non
 
     times, plain_in_round = _time_rounds(runners, block, rounds, warmup, budget_s)
     return times, plain_in_round, batches
+
+
+def _block_steps(batch: int, variants: dict[str, tuple], n_params: int) -> int:
+    """Steps per timed block: BLOCK, or a multiple of every refresh interval the variants use
+    at this batch and size (the default schedule refreshes every 8–32 steps at small B or
+    B·P), so that every block holds its share of refreshes and the per-round ratios are not
+    split between blocks with and without one."""
+    steps = BLOCK
+    for noise, rows, every, _ in variants.values():
+        if noise in ("diag", "isotropic"):
+            steps = math.lcm(steps, stats_interval(batch, rows, every, n_params))
+    return steps
 
 
 def _time_rounds(
