@@ -14,7 +14,8 @@ max-pool, linear 256, linear 10) at B = 512, built by covnoise.core.models. Ever
 its own copy of the same initial model with the real training step (covnoise.core.step.noisy_step)
 on the same batches. After a warm-up, each round times one block of steps of every variant
 (4 steps, or a multiple of every refresh interval the variants use at that B and P: 16 at
-B = 128) in a fresh random order, so drifts of the machine's load touch all variants alike. Ratios are step time / plain step time:
+B = 128) in a fresh random order, so drifts of the machine's load touch all variants alike.
+Ratios are step time / plain step time:
 - paired: median over rounds of the ratio within the round,
 - p25: ratio of the lower quartiles (least disturbed by other work on the machine).
 Targets (docs/design.md): isotropic ≤ 1.3, diag ≤ 1.3, full ≤ 1.1 with the run defaults
