@@ -186,7 +186,7 @@ class Training:
                 config.stats_every,
                 sum(p.numel() for p in self.params),
             )
-            if self.structure.describe()["stats_every"] is not None
+            if getattr(self.structure, "uses_stats", False)
             else None
         )
         self.opt = SGD(

@@ -22,9 +22,7 @@ class DiagNoise(DiagStatsNoise):
         """√(c·v) in the refresh's own flat buffer (c folded into the variance's scaling)."""
         return stats.variance_flat(factor=self.c).sqrt_()
 
-    def _add_noise(
-        self, grads: list[Tensor], z: list[Tensor], scale: Tensor, sizes: list[int]
-    ) -> list[Tensor]:
+    def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: Tensor) -> list[Tensor]:
         """g + s ⊙ z into z, in one pass per parameter, s the kept √(c·v) split like z."""
         for g, s, t in zip(grads, self._scale_parts(scale, z), z, strict=True):
             torch.addcmul(g, s, t, out=t)

@@ -182,11 +182,9 @@ class DiagStatsNoise(Structure):
         z = torch.empty(sum(sizes), device=like.device, dtype=like.dtype)
         gaussian_(z, generator)
         zs = shaped_like(z.split(sizes), grads)
-        return self._add_noise(grads, zs, new_state.scale, sizes), new_state
+        return self._add_noise(grads, zs, new_state.scale), new_state
 
-    def _add_noise(
-        self, grads: list[Tensor], z: list[Tensor], scale: Tensor, sizes: list[int]
-    ) -> list[Tensor]:
+    def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: Tensor) -> list[Tensor]:
         """grads + scale ⊙ z, written into z (the step's own buffer, viewed per parameter)."""
         raise NotImplementedError
 

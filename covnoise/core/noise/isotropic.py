@@ -18,9 +18,7 @@ class IsotropicNoise(DiagStatsNoise):
     def _scale(self, v: Tensor) -> Tensor:
         return (v.sum(dtype=torch.float64) * (self.c / v.numel())).sqrt().to(v.dtype)
 
-    def _add_noise(
-        self, grads: list[Tensor], z: list[Tensor], scale: Tensor, sizes: list[int]
-    ) -> list[Tensor]:
+    def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: Tensor) -> list[Tensor]:
         """g + σ z into z, in one pass per parameter; σ is read as a number on the CPU (free
         there), kept on the device elsewhere (no read-back: z is scaled first)."""
         if scale.device.type == "cpu":
