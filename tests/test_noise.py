@@ -440,7 +440,7 @@ def test_default_schedule_refreshes_less_often_at_small_work():
             sq = [torch.full_like(p, float(step + 1)) for p in params]
             stats = DiagStats(sq, [torch.zeros_like(p) for p in params], 128, 1024)
         _, state = s.update([torch.zeros_like(p) for p in params], state, stats, gen)
-        scales.append(float(state.scale[0]))
+        scales.append(float(state.scale[0].flatten()[0]))
     assert refreshed == [0, 8, 16, 24, 32]
     # v̂ = sumsq · (B − 1)/(B(b − 1)) of the latest refresh, never a mix of refreshes
     for step, got in enumerate(scales):

@@ -136,7 +136,9 @@ def test_a_run_injects_and_logs_c_times_K(monkeypatch, name):
     if name != "full":  # the kept scale is √(c·v) (√(c·tr C/P)) of the whole batch
         v = G.var(0, unbiased=False)
         var = c * v if name == "diag" else c * v.sum() / v.numel()
-        assert torch.allclose(state.scale.double().pow(2), var.expand_as(v), rtol=1e-3)
+        scale = state.scale  # per parameter (diag) or 0-d (isotropic)
+        scale = torch.cat([t.flatten() for t in scale]) if name == "diag" else scale
+        assert torch.allclose(scale.double().pow(2), var.expand_as(v), rtol=1e-3)
 
 
 # --------------------------------------------------------------------------- (b) 1% scale
@@ -204,7 +206,12 @@ def _one_percent_more(monkeypatch, name: str) -> None:
         return
     cls = DiagNoise if name == "diag" else IsotropicNoise
     real_scale = cls._scale_from
-    monkeypatch.setattr(cls, "_scale_from", lambda self, stats: real_scale(self, stats).mul_(f))
+
+    def scaled(self, stats):  # diag: one tensor per parameter; isotropic: 0-d
+        scale = real_scale(self, stats)
+        return torch._foreach_mul(scale, f) if isinstance(scale, list) else scale.mul_(f)
+
+    monkeypatch.setattr(cls, "_scale_from", scaled)
 
 
 @pytest.mark.parametrize(

@@ -361,3 +361,24 @@ def test_shared_uniform_weights_need_no_read_back(monkeypatch, subset):
     assert calls
     fresh = uniform_weights(B)
     assert fresh is not w and torch.equal(fresh, torch.full((B,), 1.0 / B))
+
+
+@pytest.mark.parametrize("preset", [False, True])
+def test_read_grads_takes_the_sums_from_the_fresh_gradients(preset):
+    """read_grads: Σ_n g_n comes from the .grad of the block's one backward (fresh .grad
+    fields), or from the hooks when a .grad was set on entry; both match torch.func."""
+    torch.manual_seed(21)
+    model = Chain(True, CONV_OPTIONS[0])
+    B = 6
+    x, y = _data(B, seed=22)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0) if preset else None
+    with DiagStatsRecorder(model, None, 1 / B, read_grads=True) as rec:
+        (ce(model(x), y).sum() / B).backward()
+    st = rec.result()
+    for g, sq, s, p in zip(
+        per_example_grads(model, ce, x, y), st.sumsq, st.sum, model.parameters(), strict=True
+    ):
+        assert _close(sq, (g * g).sum(0)) and _close(s, g.sum(0))
+        # the sums are not the .grad tensors themselves (nothing aliases the gradients)
+        assert s.data_ptr() != p.grad.data_ptr()

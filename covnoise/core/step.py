@@ -47,7 +47,7 @@ def _batch_backward(
     the mean loss (0-d, detached) and the statistics. Uniform weights (1/B) back-propagate
     one fused mean cross-entropy: no per-example losses, one autograd node fewer."""
     recorder = (
-        DiagStatsRecorder(model, plan.rows, plan.weights, params)
+        DiagStatsRecorder(model, plan.rows, plan.weights, params, read_grads=True)
         if plan.record_stats
         else nullcontext()
     )

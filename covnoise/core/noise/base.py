@@ -39,10 +39,13 @@ class NoiseState:
 
     step: int = 0
     shapes: tuple[torch.Size, ...] = ()
-    scale: Tensor | None = None  # ξ = scale ⊙ z: √(c·v) flat (diag), √(c·Σv/P) 0-d (isotropic)
+    # ξ = scale ⊙ z: √(c·v) per parameter (diag), √(c·Σv/P) 0-d (isotropic)
+    scale: list[Tensor] | Tensor | None = None
     refreshes: int = 0  # how many times the statistics were refreshed
     last_stats_step: int | None = None
     stats_interval: int | None = None  # steps until the next refresh, set at each refresh
+    # the flat buffer z is drawn into every step, and its per-parameter views (made once)
+    buffer: tuple[Tensor, list[Tensor]] | None = None
 
 
 @dataclass(frozen=True)

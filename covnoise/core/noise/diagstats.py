@@ -108,6 +108,13 @@ def shaped_like(parts: tuple[Tensor, ...] | list[Tensor], like: list[Tensor]) ->
     return [t if g.dim() == 1 else t.view(g.shape) for t, g in zip(parts, like, strict=True)]
 
 
+def _draw_buffer(like: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """A flat buffer for one draw of z and its views shaped like `like` (made once per run)."""
+    sizes = [g.numel() for g in like]
+    z = torch.empty(sum(sizes), dtype=like[0].dtype, device=like[0].device)
+    return z, shaped_like(z.split(sizes), like)
+
+
 def gaussian_draw(scale: list[Tensor], device: torch.device) -> Draw:
     """The sampler ξ = scale ⊙ z with z ~ N(0, I), one tensor per parameter."""
 
@@ -136,10 +143,6 @@ class DiagStatsNoise(Structure):
         every = self.stats_every if state.stats_interval is None else state.stats_interval
         return state.step - state.last_stats_step >= every
 
-    def _scale(self, v: Tensor) -> Tensor:
-        """The step's noise scale from the flat v (used by the default `_scale_from`)."""
-        raise NotImplementedError
-
     def _probe_scale(
         self, v: list[Tensor], trace_c: float, n_params: int
     ) -> tuple[float, list[Tensor]]:
@@ -155,10 +158,10 @@ class DiagStatsNoise(Structure):
     ) -> tuple[list[Tensor], NoiseState]:
         """grads + scale ⊙ z with fresh z; refreshes the kept scale when `stats` are given.
 
-        z is drawn into one flat buffer, new each call (the same numbers as torch.randn of
-        P); the subclass's `_add_noise` turns it into grads + scale ⊙ z in one pass per
-        parameter; the returned gradients are views of that buffer and the inputs are left
-        as they were."""
+        z is drawn into the run's one flat buffer (the same numbers as torch.randn of P),
+        kept in the state with its per-parameter views and overwritten every step; the
+        subclass's `_add_noise` forms grads + scale ⊙ z as new tensors in one fused list
+        operation, and the inputs are left as they were."""
         changes: dict[str, Any] = {}
         if stats is not None:
             changes = {
@@ -174,23 +177,23 @@ class DiagStatsNoise(Structure):
             }
         elif self.needs_stats(state):
             raise ValueError(f"{self.name} noise needs DiagStats at step {state.step}")
-        new_state = self._advance(state, **changes)
         like = _first(grads)
         if any(g is None for g in grads):
-            grads = _materialise(grads, new_state, like)
-        sizes = [g.numel() for g in grads]
-        z = torch.empty(sum(sizes), device=like.device, dtype=like.dtype)
-        gaussian_(z, generator)
-        zs = shaped_like(z.split(sizes), grads)
-        return self._add_noise(grads, zs, new_state.scale), new_state
+            grads = _materialise(grads, state, like)
+        buffer = state.buffer
+        if buffer is None or buffer[0].dtype != like.dtype or buffer[0].device != like.device:
+            buffer = changes["buffer"] = _draw_buffer(grads)
+        new_state = self._advance(state, **changes)
+        gaussian_(buffer[0], generator)
+        return self._add_noise(grads, buffer[1], new_state.scale), new_state
 
-    def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: Tensor) -> list[Tensor]:
-        """grads + scale ⊙ z, written into z (the step's own buffer, viewed per parameter)."""
+    def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: Any) -> list[Tensor]:
+        """grads + scale ⊙ z as new tensors (z: the step's draw, viewed per parameter)."""
         raise NotImplementedError
 
-    def _scale_from(self, stats: DiagStats) -> Tensor:
+    def _scale_from(self, stats: DiagStats) -> Any:
         """The kept noise scale from freshly recorded statistics."""
-        return self._scale(stats.variance_flat())
+        raise NotImplementedError
 
     def statistics(self, probe: Probe) -> ProbeNoise:
         """v on the whole probe (at its sampled labels for source "fisher"); tr Σ = c·Σv,

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from covnoise.core.noise.diagstats import DiagStatsNoise
+from covnoise.core.pergrad import DiagStats
 
 
 class IsotropicNoise(DiagStatsNoise):
@@ -15,20 +16,19 @@ class IsotropicNoise(DiagStatsNoise):
 
     name = "isotropic"
 
-    def _scale(self, v: Tensor) -> Tensor:
-        return (v.sum(dtype=torch.float64) * (self.c / v.numel())).sqrt().to(v.dtype)
+    def _scale_from(self, stats: DiagStats) -> Tensor:
+        """σ = √(c·Σv/P), 0-d in the statistics' dtype (Σv summed in float64)."""
+        n = sum(t.numel() for t in stats.sumsq)
+        return (stats.total_variance() * (self.c / n)).sqrt().to(stats.sumsq[0].dtype)
 
     def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: Tensor) -> list[Tensor]:
-        """g + σ z into z, in one pass per parameter; σ is read as a number on the CPU (free
-        there), kept on the device elsewhere (no read-back: z is scaled first)."""
+        """g + σ z as new tensors, one fused list operation; σ is read as a number on the CPU
+        (free there), kept on the device elsewhere (no read-back: z is scaled first)."""
         if scale.device.type == "cpu":
-            sigma = scale.item()
-            for g, t in zip(grads, z, strict=True):
-                torch.add(g, t, alpha=sigma, out=t)
-            return z
-        torch._foreach_mul_(z, scale.to(z[0].dtype))
-        torch._foreach_add_(z, grads)
-        return z
+            return list(torch._foreach_add(grads, z, alpha=scale.item()))
+        noisy = torch._foreach_mul(z, scale.to(z[0].dtype))
+        torch._foreach_add_(noisy, grads)
+        return list(noisy)
 
     def _probe_scale(
         self, v: list[Tensor], trace_c: float, n_params: int

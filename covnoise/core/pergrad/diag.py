@@ -44,26 +44,27 @@ class DiagStats:
         variance. Clamped at zero (negative values can only come from rounding).
         """
         b, scale = self._count_scale(batch_size)
-        # (Σg² − (Σg)²/b) · scale, as a few fused list operations
-        sq_mean = torch._foreach_mul(self.sum, self.sum)
-        torch._foreach_mul_(sq_mean, 1.0 / b)
-        out = torch._foreach_sub(self.sumsq, sq_mean)
-        torch._foreach_mul_(out, scale)
+        # Σg²·scale − (Σg)²·scale/b as three fused list operations
+        out = torch._foreach_mul(self.sumsq, scale)
+        torch._foreach_addcmul_(out, self.sum, self.sum, value=-scale / b)
         torch._foreach_clamp_min_(out, 0.0)
         return list(out)
 
-    def variance_flat(self, batch_size: int | None = None, factor: float = 1.0) -> Tensor:
-        """`factor` times `variance` as one flat tensor (parameters in order), in one new
-        buffer: what a noise step needs, with fewer passes over the P entries (the sums are
-        subtracted per parameter into views of the buffer, not concatenated first)."""
+    def std(self, batch_size: int | None = None, factor: float = 1.0) -> list[Tensor]:
+        """√(factor · v) per parameter, v = `variance`: the diagonal noise's scale, in four
+        fused list operations (one dispatch each, whatever the number of parameters)."""
         b, scale = self._count_scale(batch_size)
-        out = torch.cat([t.reshape(-1) for t in self.sumsq])
-        at = 0
-        for t in self.sum:
-            n = t.numel()
-            out[at : at + n].addcmul_(t.reshape(-1), t.reshape(-1), value=-1.0 / b)
-            at += n
-        return out.mul_(scale * factor).clamp_min_(0.0)
+        a = scale * factor
+        out = torch._foreach_mul(self.sumsq, a)
+        torch._foreach_addcmul_(out, self.sum, self.sum, value=-a / b)
+        torch._foreach_clamp_min_(out, 0.0)
+        torch._foreach_sqrt_(out)
+        return list(out)
+
+    def total_variance(self, batch_size: int | None = None) -> Tensor:
+        """Σ v = tr of the diag(C) estimate, 0-d in float64 (the isotropic noise's trace)."""
+        v = self.variance(batch_size)
+        return torch.stack(torch._foreach_norm(v, 1)).sum(dtype=torch.float64)
 
     def _count_scale(self, batch_size: int | None) -> tuple[int, float]:
         """(b, the factor turning Σg² − (Σg)²/b into the unbiased population variance)."""
@@ -96,6 +97,12 @@ class DiagStatsRecorder(LayerRecorder):
     backpropagated loss is Σ_n w_n l_n and the parameter is used only by its layer. Sub-batch
     rows, unequal weights and `backward(loss)` (no parameter gradients) compute the sum from
     (a, δ); so does `result()` for a parameter whose gradient the backward did not form.
+
+    With `read_grads`, for a block whose one backward is ``loss.backward()`` into .grad fields
+    that are all None on entry (a training step after ``zero_grad``), the sums are read from
+    the .grad fields on leaving the block, all in one fused multiply by 1/w, instead of by a
+    hook per parameter (whose reference to the gradient also made autograd copy it into
+    .grad). When a .grad is set on entry, the hooks are used as without it.
     """
 
     _defer_scale = True  # equal weights: δ arrives unscaled, the sums are scaled instead
@@ -106,8 +113,11 @@ class DiagStatsRecorder(LayerRecorder):
         rows: Tensor | None,
         weights: Tensor | float,
         params: list[Tensor] | None = None,
+        *,
+        read_grads: bool = False,
     ):
         super().__init__(model, rows, weights, params)
+        self._read_grads = read_grads
         self._sumsq: list[Tensor | None] = [None] * len(self.params)
         self._sum: list[Tensor | None] = [None] * len(self.params)
         # Σ_n g_n still to come from the parameter's gradient: i → the fallback from (a, δ)
@@ -116,10 +126,24 @@ class DiagStatsRecorder(LayerRecorder):
 
     def __enter__(self) -> DiagStatsRecorder:
         super().__enter__()
-        for i, p in enumerate(self.params):
-            if p.requires_grad:
-                self._handles.append(p.register_hook(self._grad_hook(i)))
+        self._read_grads = self._read_grads and all(p.grad is None for p in self.params)
+        if not self._read_grads:
+            for i, p in enumerate(self.params):
+                if p.requires_grad:
+                    self._handles.append(p.register_hook(self._grad_hook(i)))
         return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._read_grads and exc[0] is None and self._pending:
+            # the .grad of the one backward in the block is w Σ_n g_n
+            formed = [i for i in self._pending if self.params[i].grad is not None]
+            if formed:
+                grads = [self.params[i].grad.detach() for i in formed]
+                sums = torch._foreach_mul(grads, self._uniform_inv_w)
+                for i, s in zip(formed, sums, strict=True):
+                    self._sum[i] = s
+                    del self._pending[i]
+        super().__exit__(*exc)
 
     def backward(self, loss: Tensor) -> None:
         """`LayerRecorder.backward`; the sums are computed from (a, δ) (no parameter
