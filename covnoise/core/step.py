@@ -57,7 +57,7 @@ def _batch_backward(
             loss.backward()
         else:
             losses = per_example_loss(model(x), y)
-            _weighted_sum(plan.weights, losses).backward()
+            _weighted_backward([losses], [plan.weights])
             loss = losses.detach().mean()
     return loss.detach(), recorder.result() if plan.record_stats else None
 
@@ -80,17 +80,21 @@ def _fisher_backward(
         if record:
             rows = sampled if plan.rows is None else sampled[plan.rows.to(sampled.device)]
             recorder.backward(rows.sum())
-    objective = _weighted_sum(plan.weights, losses)
-    if plan.label_weights is not None:
-        objective = objective + _weighted_sum(plan.label_weights, sampled)
-    objective.backward()
+    if plan.label_weights is None:
+        _weighted_backward([losses], [plan.weights])
+    else:
+        _weighted_backward([losses, sampled], [plan.weights, plan.label_weights])
     return losses.detach().mean(), recorder.result() if record else None
 
 
-def _weighted_sum(w: Tensor, losses: Tensor) -> Tensor:
-    """Σ w_n l_n: one dot product (one autograd node) where the dtypes agree; otherwise the
-    product promotes as torch does."""
-    return torch.dot(w, losses) if w.dtype == losses.dtype else (w * losses).sum()
+def _weighted_backward(losses: list[Tensor], weights: list[Tensor]) -> None:
+    """The backward of Σ_k Σ_n w_kn l_kn: the weights are handed to autograd as the losses'
+    output gradients (no product node, one backward from all the roots); where a weight's
+    dtype differs from its losses' the sum is formed as torch promotes it."""
+    if all(w.dtype == t.dtype for w, t in zip(weights, losses, strict=True)):
+        torch.autograd.backward(losses, weights)
+        return
+    sum(((w * t).sum() for w, t in zip(weights, losses, strict=True)), start=0).backward()
 
 
 class SGD:
