@@ -14,6 +14,7 @@ from scipy.stats import chi2
 import covnoise.core.losses as losses_module
 from covnoise.core.losses import fisher_losses, per_example_loss, sample_labels
 from covnoise.core.noise import make_structure, noise_statistics
+from covnoise.core.noise.base import WEIGHT_ROWS
 from covnoise.core.step import noisy_step
 from tests.helpers import ce
 from tests.test_noise import (
@@ -147,8 +148,8 @@ def test_full_fisher_step_is_the_planned_weighted_backward():
     s = make_structure("full", c, source="fisher")
     gen, replay = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     noisy_step(model, params, torch.optim.SGD(params, lr=0.0), s, s.init(params), x, y, gen)
-    z = torch.randn(B, generator=replay)
-    u = ((z - z.mean()) * math.sqrt(c / B)).double()
+    z = torch.randn(WEIGHT_ROWS, B, generator=replay)  # the weights of 64 steps at once
+    u = ((z - z.mean(1, keepdim=True)) * math.sqrt(c / B)).double()[0]
     y_hat = _replay_labels(model, x, replay)
     want = step_mean(flat_grads(model, x, y)) + (u[:, None] * flat_grads(model, x, y_hat)).sum(0)
     assert torch.allclose(flat(p.grad for p in params), want, rtol=1e-10, atol=1e-12)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.func import functional_call
 
 from covnoise.core.noise import STRUCTURES, make_structure, noise_statistics
+from covnoise.core.noise.base import WEIGHT_ROWS, WeightRows
 from covnoise.core.pergrad import DiagStatsRecorder, per_example_grads
 from covnoise.theory import noise_covariance
 from tests.helpers import ce
@@ -142,13 +143,36 @@ def test_full_single_backward_is_exact():
     gen = torch.Generator().manual_seed(5)
     replay = torch.Generator().manual_seed(5)
     w = s.loss_weights(B, s.init([]), gen, dtype=torch.float64)
-    z = torch.randn(B, generator=replay, dtype=torch.float64)
+    # the weights of WEIGHT_ROWS steps are drawn at once; the first step takes row 0
+    z = torch.randn(WEIGHT_ROWS, B, generator=replay, dtype=torch.float64)[0]
     assert abs(float(w.sum()) - 1) < 1e-12
     grads = torch.autograd.grad((w * ce(model(x), y)).sum(), list(model.parameters()))
     got = torch.cat([g.flatten() for g in grads])
     G = flat_grads(model, x, y)
     want = G.mean(0) + math.sqrt(c / B) * ((z - z.mean())[:, None] * G).sum(0)
     assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_full_weight_rows_are_independent_centred_draws():
+    """WeightRows hands out the rows of one (WEIGHT_ROWS, n) draw in order, each centred and
+    scaled (√(c/n)(z − z̄) + offset), then draws the next block; a new n starts a new block.
+    Over many steps the weights' covariance is (c/n)(I − 11ᵀ/n) (Monte-Carlo, 5 s.e.)."""
+    n, c = 5, 0.3
+    rows, gen, replay = WeightRows(), torch.Generator().manual_seed(3), torch.Generator()
+    replay.manual_seed(3)
+    got = torch.stack([rows.next(n, c, gen, torch.float64, 0.2) for _ in range(2 * WEIGHT_ROWS)])
+    z = torch.randn(2 * WEIGHT_ROWS, n, generator=replay, dtype=torch.float64)
+    want = (z - z.mean(1, keepdim=True)) * math.sqrt(c / n) + 0.2
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert torch.equal(gen.get_state(), replay.get_state())
+    other = rows.next(n + 1, c, gen, torch.float64)  # a new size: a new block, sums to 0
+    assert other.shape == (n + 1,) and abs(float(other.sum())) < 1e-12
+    many = torch.stack([rows.next(n, c, gen, torch.float64) for _ in range(200 * WEIGHT_ROWS)])
+    cov = many.T @ many / len(many)
+    want_cov = (c / n) * (torch.eye(n, dtype=torch.float64) - 1.0 / n)
+    # the s.e. of each entry of a sample covariance of Gaussians is ≤ √((σ_ii σ_jj + σ_ij²)/S)
+    se = math.sqrt(2 * (c / n) ** 2 / len(many))
+    assert (cov - want_cov).abs().max() < 5 * se
 
 
 def test_loss_weights_and_schedule():
@@ -321,7 +345,8 @@ def test_plan_draws_rows_then_weights(name):
     plan = s.plan(12, state, gen, dtype=torch.float64)
     due = s.needs_stats(state)
     rows = s.stats_rows(12, replay) if due else None
-    weights = s.loss_weights(12, state, replay, dtype=torch.float64)
+    # a fresh state for the replay: full's state hands out its block of weights row by row
+    weights = s.loss_weights(12, s.init([]), replay, dtype=torch.float64)
     assert plan.record_stats == due == (name in ("isotropic", "diag"))
     assert (plan.rows is None) == (rows is None) and (rows is not None) == due  # 5 of 12 rows
     if rows is not None:

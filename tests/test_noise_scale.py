@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 import covnoise.core.evaluation as evaluation_module
-import covnoise.core.noise.full as full_module
 import covnoise.core.train as train_module
 from covnoise.config import RunConfig
 from covnoise.core.noise import (
@@ -26,6 +25,7 @@ from covnoise.core.noise import (
     noise_statistics,
     stats_interval,
 )
+from covnoise.core.noise.base import WEIGHT_ROWS, WeightRows
 from covnoise.core.pergrad import DiagStatsRecorder, per_example_grads
 from tests.helpers import ce
 from tests.test_noise import batch, dense_hessian, dense_hvp, dense_sigma, flat_grads, tiny
@@ -100,11 +100,12 @@ def _grads_at(model: nn.Module, params: list[torch.Tensor], x, y) -> torch.Tenso
 
 
 def _injected(name: str, c: float, G: torch.Tensor, replay: torch.Generator) -> torch.Tensor:
-    """The ξ the first step must inject, replayed from its noise generator: full draws z (B)
-    in its plan; diag/isotropic (statistics on the whole batch) draw z (P) in their update."""
+    """The ξ the first step must inject, replayed from its noise generator: full draws z
+    (WEIGHT_ROWS × B) in its plan and takes row 0; diag/isotropic (statistics on the whole
+    batch) draw z (P) in their update."""
     B, P = G.shape
     if name == "full":
-        z = torch.randn(B, generator=replay).double()
+        z = torch.randn(WEIGHT_ROWS, B, generator=replay).double()[0]  # row 0 of a block
         return ((z - z.mean()) * math.sqrt(c / B)) @ G
     v = G.var(0, unbiased=False)
     var = c * v if name == "diag" else (c * v.sum() / P).expand(P)
@@ -200,9 +201,11 @@ def _whitened_z(xi: torch.Tensor, sigma: torch.Tensor, block: int) -> tuple[floa
 def _one_percent_more(monkeypatch, name: str) -> None:
     """Make the structure inject 1.01 × its covariance (ξ × √1.01)."""
     f = math.sqrt(1.01)
-    if name == "full":
-        real = full_module.centred_weights
-        monkeypatch.setattr(full_module, "centred_weights", lambda *a: real(*a).mul_(f))
+    if name == "full":  # √(c/B)(z − z̄) with c → 1.01 c
+        real = WeightRows.next
+        monkeypatch.setattr(
+            WeightRows, "next", lambda self, n, c, *a, **k: real(self, n, c * f * f, *a, **k)
+        )
         return
     cls = DiagNoise if name == "diag" else IsotropicNoise
     real_scale = cls._scale_from

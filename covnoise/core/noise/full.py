@@ -11,10 +11,12 @@ the probe's sampled labels for "fisher").
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
-from covnoise.core.noise.base import NoiseState, Structure, centred_weights
+from covnoise.core.noise.base import NoiseState, Structure, WeightRows, centred_weights
 from covnoise.core.noise.probe import Probe, ProbeNoise
 from covnoise.core.pergrad import DiagStats, GramRecorder
 
@@ -23,6 +25,25 @@ class FullNoise(Structure):
     """K = C, sampled by reweighting the per-example losses (the noise is in the gradient)."""
 
     name = "full"
+
+    def init(self, params: list[Tensor]) -> NoiseState:
+        """Fresh state, with the run's block of centred weights (`WeightRows`)."""
+        return replace(super().init(params), weights=WeightRows())
+
+    def _centred(
+        self,
+        batch_size: int,
+        state: NoiseState,
+        generator: torch.Generator,
+        dtype: torch.dtype | None,
+        offset: float = 0.0,
+    ) -> Tensor:
+        """The step's √(c/B)(z − z̄) + offset: the next row of the state's block (a state not
+        made by `init` draws it alone)."""
+        if state.weights is None:
+            w = centred_weights(batch_size, self.c, generator, dtype)
+            return w.add_(offset) if offset else w
+        return state.weights.next(batch_size, self.c, generator, dtype, offset)
 
     def loss_weights(
         self,
@@ -36,7 +57,7 @@ class FullNoise(Structure):
         Source "fisher": 1/B (the noise weights go to the sampled-label losses)."""
         if self.source == "fisher":
             return super().loss_weights(batch_size, state, generator, dtype)
-        return centred_weights(batch_size, self.c, generator, dtype).add_(1.0 / batch_size)
+        return self._centred(batch_size, state, generator, dtype, 1.0 / batch_size)
 
     def label_weights(
         self,
@@ -48,7 +69,7 @@ class FullNoise(Structure):
         """Source "fisher": u = √(c/B)(z − z̄) on the sampled-label losses; otherwise None."""
         if self.source != "fisher":
             return None
-        return centred_weights(batch_size, self.c, generator, dtype)
+        return self._centred(batch_size, state, generator, dtype)
 
     def update(
         self,
