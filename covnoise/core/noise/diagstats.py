@@ -31,16 +31,19 @@ SGD at lr 0.1 from initialisation, MLP and CNN at P ≈ 10⁴, B = 512): v̂ 0.2
 error (mostly the 128-row sub-batch's own), tr C 2–3% over 4 steps and 7–9% over 8. Any
 other (stats_rows, stats_every) is used as given, at every batch size and model size.
 
-The noise itself: z ~ N(0, I_P) is drawn fresh every step into one new flat buffer by
-`gaussian_` (on the CPU from P = 2¹⁴ up: numpy's SFC64 bits and Box–Muller with numpy's SIMD
-functions on one thread, the same method as torch's `normal_` at 1.3–1.6× its speed from
-P = 3·10⁴ to 10⁶; below that, and off the CPU, torch's `normal_`) and turned into g + ξ in
-place, one pass per parameter (isotropic: g + σ z with σ read as a number on the CPU; diag:
-g + s ⊙ z, `addcmul`, with s = √(c·v̂) and its per-parameter views made once per refresh);
-the noisy gradients are views of that buffer and the inputs are left alone. The draw is still
-the largest part of a non-refreshing step's extra cost (2.1–2.4 ms for P = 10⁶ on the
-development machines, a quarter of a plain step of a 10⁶-parameter MLP at B = 128), so
-≤ 1.3× stays out of reach at B ≲ 128 and large P whatever the statistics schedule.
+The noise itself: z ~ N(0, I_P) is drawn fresh every step into the run's one flat buffer
+(kept in the state with its per-parameter views) by `gaussian_` (on the CPU from P = 2¹⁴
+up: numpy's SFC64 bits and Box–Muller with numpy's SIMD functions on one thread, the same
+method as torch's `normal_` at 1.3–1.6× its speed from P = 3·10⁴ to 10⁶; below that, and
+off the CPU, torch's `normal_`). g + ξ is formed as new tensors by one fused list operation
+over the parameters (isotropic: g + σ z, σ read as a number on the CPU; diag: g + s ⊙ z,
+s = √(c·v̂) kept per parameter from the refresh, where `DiagStats.std` makes it in four
+fused list operations); the inputs are left alone. Small models gain most from the fused
+operations: each torch call costs several microseconds right after a backward, and a
+0.5 ms step of a 10⁴-parameter MLP paid for about 25 of them. The draw is still the largest
+part of a non-refreshing step's extra cost (2.1–2.4 ms for P = 10⁶ on the development
+machines, a quarter of a plain step of a 10⁶-parameter MLP at B = 128), so ≤ 1.3× stays
+out of reach at B ≲ 128 and large P whatever the statistics schedule.
 """
 
 from __future__ import annotations

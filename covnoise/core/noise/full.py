@@ -1,8 +1,9 @@
 """Full noise, K = C, sampled by reweighting the per-example losses.
 
 With loss weights w = 1/B + √(c/B)(z − z̄) one ordinary backward gives ∇Σ w_n l_n = ḡ + ξ
-with Cov(ξ) = c·C exactly: no per-example gradient is formed during training. With source
-"fisher" the noise weights move to the losses at the sampled labels ŷ_n, in the same
+with Cov(ξ) = c·C exactly: no per-example gradient is formed during training. The z of 64
+steps are drawn at once (`WeightRows`, kept in the run's state), each step taking its row.
+With source "fisher" the noise weights move to the losses at the sampled labels ŷ_n, in the same
 backward of the same forward: Σ_n [l(x_n, y_n)/B + √(c/B)(z_n − z̄) l(x_n, ŷ_n)], whose
 gradient is ḡ + ξ with Cov(ξ) = c·C_F, C_F the covariance of the sampled-label gradients.
 Its logged statistics come from the B×B Gram matrix of the probe's per-example gradients (at
