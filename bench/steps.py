@@ -494,18 +494,19 @@ DRAW_SIZES = (10_000, 32_768, 100_000, 1_000_000)
 
 
 def bench_draw(sizes=DRAW_SIZES, rounds: int = 60) -> list[dict]:
-    """torch's `normal_` against `gaussian_`, each into a fresh float32 buffer as a step
-    draws it, alternating within each round; median time and median within-round ratio."""
+    """torch's `normal_` against `gaussian_`, each into one float32 buffer of P entries
+    reused for every draw (as a run's steps draw it), alternating within each round; median
+    time and median within-round ratio."""
     gen = torch.Generator().manual_seed(0)
     rows = []
     for n in sizes:
         ts: dict[str, list[float]] = {"torch": [], "fast": []}
         k = max(1, 1_000_000 // n)  # draws per timing
+        out = torch.empty(n)
         for r in range(rounds + 3):
             for name in ("torch", "fast") if r % 2 else ("fast", "torch"):
                 t0 = time.perf_counter()
                 for _ in range(k):
-                    out = torch.empty(n)
                     if name == "torch":
                         out.normal_(generator=gen)
                     else:

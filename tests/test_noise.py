@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 from covnoise.core.noise import STRUCTURES, make_structure, noise_statistics
 from covnoise.core.noise.base import WEIGHT_ROWS, WeightRows
-from covnoise.core.pergrad import DiagStatsRecorder, per_example_grads
+from covnoise.core.pergrad import DiagStats, DiagStatsRecorder, per_example_grads
 from covnoise.theory import noise_covariance
 from tests.helpers import ce
 
@@ -415,7 +415,6 @@ def test_default_schedule_refreshes_less_often_at_small_batches():
     steps follow from the interval set at each refresh."""
     from covnoise.config import RunConfig
     from covnoise.core.noise.diagstats import stats_interval
-    from covnoise.core.pergrad import DiagStats
 
     rows, every = RunConfig().stats_rows, RunConfig().stats_every
     assert (rows, every) == (128, 4)
@@ -443,7 +442,6 @@ def test_default_schedule_refreshes_less_often_at_small_work():
     fresh unbiased estimate, and the kept scale is the one of the latest refresh."""
     from covnoise.config import RunConfig
     from covnoise.core.noise.diagstats import SMALL_WORK, stats_interval
-    from covnoise.core.pergrad import DiagStats
 
     rows, every = RunConfig().stats_rows, RunConfig().stats_every
     assert SMALL_WORK == 2**23
@@ -472,3 +470,23 @@ def test_default_schedule_refreshes_less_often_at_small_work():
         last = max(r for r in refreshed if r <= step)
         want = math.sqrt(0.1 * (last + 1) * 1023 / (1024 * 127))
         assert got == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["diag", "isotropic"])
+def test_noisy_gradients_outlive_the_next_draw(name):
+    """z is drawn into one buffer per run, overwritten every step; the noisy gradients
+    handed out are new tensors, so a step's gradients stay as they were after the next step
+    (and the inputs are never written)."""
+    params = [torch.zeros(5, 3), torch.zeros(3)]
+    grads = [torch.randn_like(p) for p in params]
+    before = [g.clone() for g in grads]
+    sq = [torch.rand_like(p) + 1 for p in params]
+    stats = DiagStats(sq, [torch.zeros_like(p) for p in params], 8, 8)
+    s = make_structure(name, 0.5, stats_rows=None, stats_every=2)
+    gen, state = torch.Generator().manual_seed(2), s.init(params)
+    first, state = s.update(grads, state, stats, gen)
+    kept = [t.clone() for t in first]
+    second, state = s.update(grads, state, None, gen)
+    assert all(torch.equal(a, b) for a, b in zip(first, kept, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(grads, before, strict=True))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from covnoise.core.noise import make_structure
-from covnoise.core.pergrad import DiagStatsRecorder, GramRecorder, per_example_grads
+from covnoise.core.pergrad import DiagStats, DiagStatsRecorder, GramRecorder, per_example_grads
 from tests.helpers import ce
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -375,6 +375,9 @@ def test_read_grads_takes_the_sums_from_the_fresh_gradients(preset):
         p.grad = torch.full_like(p, 7.0) if preset else None
     with DiagStatsRecorder(model, None, 1 / B, read_grads=True) as rec:
         (ce(model(x), y).sum() / B).backward()
+    # fresh .grad fields: the sums were read on leaving the block (nothing left to compute)
+    assert rec._read_grads == (not preset)
+    assert not rec._pending
     st = rec.result()
     for g, sq, s, p in zip(
         per_example_grads(model, ce, x, y), st.sumsq, st.sum, model.parameters(), strict=True
@@ -382,3 +385,29 @@ def test_read_grads_takes_the_sums_from_the_fresh_gradients(preset):
         assert _close(sq, (g * g).sum(0)) and _close(s, g.sum(0))
         # the sums are not the .grad tensors themselves (nothing aliases the gradients)
         assert s.data_ptr() != p.grad.data_ptr()
+
+
+def test_std_and_total_variance_agree_with_variance():
+    """DiagStats.std(factor) = √(factor · variance) and total_variance = Σ variance, for a
+    sub-batch (the (B − 1)/(B(b − 1)) scale) and with entries that round below zero
+    (clamped to 0 in all three)."""
+    g = torch.Generator().manual_seed(31)
+    sq = [
+        torch.rand(4, 3, generator=g, dtype=torch.float64) + 0.5,
+        torch.zeros(3, dtype=torch.float64),
+    ]
+    sums = [
+        torch.rand(4, 3, generator=g, dtype=torch.float64),
+        torch.full((3,), 1e-9, dtype=torch.float64),
+    ]
+    st = DiagStats(sq, sums, 5, 12)
+    v = st.variance()
+    want = [(q - s * s / 5) * (11 / (12 * 4)) for q, s in zip(sq, sums, strict=True)]
+    for got, w in zip(v, want, strict=True):
+        assert torch.allclose(got, w.clamp_min(0), rtol=1e-12, atol=1e-15)
+    assert (v[1] == 0).all()  # 0 − (1e-9)²/5 < 0: clamped
+    for s, w in zip(st.std(factor=0.3), v, strict=True):
+        assert torch.allclose(s, (0.3 * w).sqrt(), rtol=1e-12, atol=1e-15)
+    total = st.total_variance()
+    assert total.dtype == torch.float64
+    assert float(total) == pytest.approx(float(sum(t.sum() for t in v)), rel=1e-12)

@@ -35,7 +35,12 @@ SOURCES: tuple[str, ...] = NOISE_SOURCES
 
 @dataclass
 class NoiseState:
-    """Per-run state of a structure: the step count and the last diag(C) estimate."""
+    """Per-run state of a structure: the step count, the last diag(C) estimate and the run's
+    working memory (diag, isotropic: the buffer z is drawn into; full: its block of weights).
+
+    Each update returns a new state, but the working memory is shared by all the states of
+    one run and changed in place, so a state belongs to one run: start another run (or a
+    replay) from `init`, never from a state of a run in progress."""
 
     step: int = 0
     shapes: tuple[torch.Size, ...] = ()
@@ -119,7 +124,8 @@ class WeightRows:
     were a tenth of a small model's step). The rows are independent, so each step's weights
     have the distribution of `centred_weights`; the generator advances by WEIGHT_ROWS · n
     normals per block. One per run (in its NoiseState); a new block is drawn when n, c, the
-    offset, the dtype or the device change, and the rest of the old block is dropped."""
+    offset, the dtype, the device or the generator change, and the rest of the old block is
+    dropped."""
 
     def __init__(self) -> None:
         self._rows: list[Tensor] = []
@@ -134,7 +140,7 @@ class WeightRows:
         offset: float = 0.0,
     ) -> Tensor:
         """The next row of weights (n,), drawing a new block when needed."""
-        key = (n, c, dtype, generator.device, offset)
+        key = (n, c, dtype, generator.device, id(generator), offset)
         if not self._rows or key != self._key:
             z = torch.randn(
                 WEIGHT_ROWS, n, generator=generator, device=generator.device, dtype=dtype
@@ -199,7 +205,7 @@ class Structure:
         dtype: torch.dtype | None = None,
     ) -> StepPlan:
         """The step's plan; draws the statistics rows first, then the loss weights, then the
-        sampled-label weights."""
+        sampled-label weights (full noise draws these for 64 steps at once: `WeightRows`)."""
         record = self.needs_stats(state)
         rows = self.stats_rows(batch_size, generator) if record else None
         weights = self.loss_weights(batch_size, state, generator, dtype)

@@ -184,7 +184,12 @@ class DiagStatsNoise(Structure):
         if any(g is None for g in grads):
             grads = _materialise(grads, state, like)
         buffer = state.buffer
-        if buffer is None or buffer[0].dtype != like.dtype or buffer[0].device != like.device:
+        if (
+            buffer is None
+            or len(buffer[1]) != len(grads)
+            or buffer[0].dtype != like.dtype
+            or buffer[0].device != like.device
+        ):
             buffer = changes["buffer"] = _draw_buffer(grads)
         new_state = self._advance(state, **changes)
         gaussian_(buffer[0], generator)

@@ -64,7 +64,7 @@ class DiagStats:
     def total_variance(self, batch_size: int | None = None) -> Tensor:
         """Σ v = tr of the diag(C) estimate, 0-d in float64 (the isotropic noise's trace)."""
         v = self.variance(batch_size)
-        return torch.stack(torch._foreach_norm(v, 1)).sum(dtype=torch.float64)
+        return torch.stack(torch._foreach_norm(v, 1, dtype=torch.float64)).sum()
 
     def _count_scale(self, batch_size: int | None) -> tuple[int, float]:
         """(b, the factor turning Σg² − (Σg)²/b into the unbiased population variance)."""
