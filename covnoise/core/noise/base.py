@@ -104,14 +104,20 @@ class NoiseStructure(Protocol):
 
 
 def centred_weights(
-    n: int, c: float, generator: torch.Generator, dtype: torch.dtype | None
+    n: int,
+    c: float,
+    generator: torch.Generator,
+    dtype: torch.dtype | None,
+    rows: int | None = None,
 ) -> Tensor:
-    """√(c/n)(z − z̄) for a fresh z ~ N(0, I_n), on the generator's device.
+    """√(c/n)(z − z̄) for a fresh z ~ N(0, I_n), on the generator's device; with `rows`, that
+    many independent such rows at once, (rows, n).
 
     ∇Σ_n w_n l_n with these weights is ξ = √(c/n) Σ_n (z_n − z̄) g_n, and Cov(ξ) = c·C exactly.
     """
-    z = torch.randn(n, generator=generator, device=generator.device, dtype=dtype)
-    return z.sub_(z.mean()).mul_(math.sqrt(c / n))
+    shape = (n,) if rows is None else (rows, n)
+    z = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+    return z.sub_(z.mean(-1, keepdim=True)).mul_(math.sqrt(c / n))
 
 
 #: Full noise draws the centred weights of this many steps at once.
@@ -142,10 +148,7 @@ class WeightRows:
         """The next row of weights (n,), drawing a new block when needed."""
         key = (n, c, dtype, generator.device, id(generator), offset)
         if not self._rows or key != self._key:
-            z = torch.randn(
-                WEIGHT_ROWS, n, generator=generator, device=generator.device, dtype=dtype
-            )
-            z.sub_(z.mean(1, keepdim=True)).mul_(math.sqrt(c / n))
+            z = centred_weights(n, c, generator, dtype, rows=WEIGHT_ROWS)
             if offset:
                 z.add_(offset)
             self._rows, self._key = list(reversed(z.unbind(0))), key

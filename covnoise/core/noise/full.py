@@ -31,21 +31,6 @@ class FullNoise(Structure):
         """Fresh state, with the run's block of centred weights (`WeightRows`)."""
         return replace(super().init(params), weights=WeightRows())
 
-    def _centred(
-        self,
-        batch_size: int,
-        state: NoiseState,
-        generator: torch.Generator,
-        dtype: torch.dtype | None,
-        offset: float = 0.0,
-    ) -> Tensor:
-        """The step's √(c/B)(z − z̄) + offset: the next row of the state's block (a state not
-        made by `init` draws it alone)."""
-        if state.weights is None:
-            w = centred_weights(batch_size, self.c, generator, dtype)
-            return w.add_(offset) if offset else w
-        return state.weights.next(batch_size, self.c, generator, dtype, offset)
-
     def loss_weights(
         self,
         batch_size: int,
@@ -58,7 +43,7 @@ class FullNoise(Structure):
         Source "fisher": 1/B (the noise weights go to the sampled-label losses)."""
         if self.source == "fisher":
             return super().loss_weights(batch_size, state, generator, dtype)
-        return self._centred(batch_size, state, generator, dtype, 1.0 / batch_size)
+        return state.weights.next(batch_size, self.c, generator, dtype, 1.0 / batch_size)
 
     def label_weights(
         self,
@@ -70,7 +55,7 @@ class FullNoise(Structure):
         """Source "fisher": u = √(c/B)(z − z̄) on the sampled-label losses; otherwise None."""
         if self.source != "fisher":
             return None
-        return self._centred(batch_size, state, generator, dtype)
+        return state.weights.next(batch_size, self.c, generator, dtype)
 
     def update(
         self,

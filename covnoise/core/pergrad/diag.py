@@ -35,8 +35,9 @@ class DiagStats:
     count: int
     batch_size: int | None = None
 
-    def variance(self, batch_size: int | None = None) -> list[Tensor]:
-        """Unbiased estimate of diag(C) of the whole batch (population variance over B rows).
+    def variance(self, batch_size: int | None = None, factor: float = 1.0) -> list[Tensor]:
+        """Unbiased estimate of diag(C) of the whole batch (population variance over B rows),
+        times `factor`, per parameter, in three fused list operations.
 
         With b = count rows drawn without replacement from B, the sample variance with
         denominator b − 1 is unbiased for the finite-population variance with denominator
@@ -44,22 +45,17 @@ class DiagStats:
         variance. Clamped at zero (negative values can only come from rounding).
         """
         b, scale = self._count_scale(batch_size)
-        # Σg²·scale − (Σg)²·scale/b as three fused list operations
-        out = torch._foreach_mul(self.sumsq, scale)
-        torch._foreach_addcmul_(out, self.sum, self.sum, value=-scale / b)
+        a = scale * factor  # Σg²·a − (Σg)²·a/b
+        out = torch._foreach_mul(self.sumsq, a)
+        torch._foreach_addcmul_(out, self.sum, self.sum, value=-a / b)
         torch._foreach_clamp_min_(out, 0.0)
         return list(out)
 
     def std(self, batch_size: int | None = None, factor: float = 1.0) -> list[Tensor]:
-        """√(factor · v) per parameter, v = `variance`: the diagonal noise's scale, in four
-        fused list operations (one dispatch each, whatever the number of parameters)."""
-        b, scale = self._count_scale(batch_size)
-        a = scale * factor
-        out = torch._foreach_mul(self.sumsq, a)
-        torch._foreach_addcmul_(out, self.sum, self.sum, value=-a / b)
-        torch._foreach_clamp_min_(out, 0.0)
+        """√(factor · v) per parameter, v = `variance`: the diagonal noise's scale."""
+        out = self.variance(batch_size, factor)
         torch._foreach_sqrt_(out)
-        return list(out)
+        return out
 
     def total_variance(self, batch_size: int | None = None) -> Tensor:
         """Σ v = tr of the diag(C) estimate, 0-d in float64 (the isotropic noise's trace)."""
