@@ -14,6 +14,7 @@ from torch.func import functional_call
 from covnoise.core.noise import STRUCTURES, make_structure, noise_statistics
 from covnoise.core.noise.base import WEIGHT_ROWS, WeightRows
 from covnoise.core.pergrad import DiagStats, DiagStatsRecorder, per_example_grads
+from covnoise.core.step import RECORDERS
 from covnoise.theory import noise_covariance
 from tests.helpers import ce
 
@@ -69,8 +70,8 @@ def sample_noise(name, c, model, x, y, S, stats_rows=None, seed=0):
     gen = torch.Generator().manual_seed(seed)
     clean = torch.cat([g.flatten() for g in torch.autograd.grad(ce(model(x), y).mean(), params)])
 
-    def stats_of(rows):
-        with DiagStatsRecorder(model, rows, 1.0 / B) as rec:
+    def stats_of(rows):  # the statistics the step records for the structure
+        with RECORDERS[s.stats_kind](model, rows, 1.0 / B) as rec:
             torch.autograd.grad(ce(model(x), y).mean(), params)
         return rec.result()
 
@@ -228,7 +229,7 @@ def test_refresh_reuses_v_with_fresh_noise():
         seen.append(got)
     assert not torch.allclose(seen[0], seen[1])
     assert s.needs_stats(state)
-    with pytest.raises(ValueError, match="needs DiagStats"):
+    with pytest.raises(ValueError, match="needs statistics"):
         s.update(zeros, state, None, gen)
 
 

@@ -26,7 +26,8 @@ from covnoise.core.noise import (
     stats_interval,
 )
 from covnoise.core.noise.base import WEIGHT_ROWS, WeightRows
-from covnoise.core.pergrad import DiagStatsRecorder, per_example_grads
+from covnoise.core.pergrad import per_example_grads
+from covnoise.core.step import RECORDERS
 from tests.helpers import ce
 from tests.test_noise import batch, dense_hessian, dense_hvp, dense_sigma, flat_grads, tiny
 
@@ -154,8 +155,8 @@ def _scale_problem():
 
 def _draws(name, c, model, x, y, S, rows, every, seed) -> torch.Tensor:
     """S draws of ξ through the structure's API: full by the backward of its weighted loss
-    (batched over the drawn weights), diag/isotropic by update() with DiagStats recorded on
-    the planned rows whenever the schedule asks for them."""
+    (batched over the drawn weights), diag/isotropic by update() with the statistics the step
+    records (DiagStats, TraceStats) on the planned rows whenever the schedule asks for them."""
     B, params = len(x), list(model.parameters())
     s = make_structure(name, c, stats_rows=rows, stats_every=every)
     gen, state = torch.Generator().manual_seed(seed), s.init(params)
@@ -177,7 +178,7 @@ def _draws(name, c, model, x, y, S, rows, every, seed) -> torch.Tensor:
         if plan.record_stats:
             whole = plan.rows is None or len(plan.rows) == B
             if not (whole and cached is not None):
-                with DiagStatsRecorder(model, plan.rows, 1.0 / B, params) as rec:
+                with RECORDERS[plan.stats_kind](model, plan.rows, 1.0 / B, params) as rec:
                     torch.autograd.grad(ce(model(x), y).mean(), params)
                 cached = rec.result()
             stats = cached

@@ -411,3 +411,94 @@ def test_std_and_total_variance_agree_with_variance():
     total = st.total_variance()
     assert total.dtype == torch.float64
     assert float(total) == pytest.approx(float(sum(t.sum() for t in v)), rel=1e-12)
+
+
+def _trace_reference(g: list[torch.Tensor], idx: torch.Tensor, B: int) -> torch.Tensor:
+    """The unbiased estimate of tr C of the batch from the per-example gradients of the rows
+    `idx`, in float64: Σ_i (B − 1)/(B(b − 1)) Σ_n (g_ni − ḡ_i)² (population variance when
+    b = B)."""
+    G = torch.cat([t[idx].double().flatten(1) for t in g], 1)
+    b = len(idx)
+    scale = 1.0 / b if b == B else (B - 1) / (B * (b - 1))
+    return scale * ((G - G.mean(0)) ** 2).sum()
+
+
+@pytest.mark.parametrize("conv_kw", CONV_OPTIONS[:3])
+@pytest.mark.parametrize("weights", ["scalar", "uniform", "unequal"])
+@pytest.mark.parametrize("subset", [False, True])
+def test_trace_stats_match_reference(conv_kw, weights, subset):
+    """TraceStats: Σ_n ‖g_n‖² per parameter and tr of the diag(C) estimate against torch.func
+    (convolutions, a linear layer on a sequence and plain linear layers; whole batch and a
+    sub-batch; one weight, the shared uniform weights and unequal weights); tr is also that
+    of DiagStats on the same rows."""
+    from covnoise.core.pergrad import TraceStatsRecorder, uniform_weights
+
+    torch.manual_seed(41)
+    model, B = Chain(True, conv_kw), 10
+    x, y = _data(B, seed=42)
+    w = {
+        "scalar": 1.0 / B,
+        "uniform": uniform_weights(B),
+        "unequal": torch.linspace(0.5, 1.5, B) / B,
+    }[weights]
+    wt = w if isinstance(w, torch.Tensor) else torch.full((B,), w)
+    rows = torch.tensor([0, 2, 3, 7, 8]) if subset else None
+    got = {}
+    for cls in (TraceStatsRecorder, DiagStatsRecorder):
+        model.zero_grad(set_to_none=True)
+        with cls(model, rows, w, read_grads=True) as rec:
+            (wt * ce(model(x), y)).sum().backward()
+        got[cls] = rec.result()
+    st = got[TraceStatsRecorder]
+    ref = per_example_grads(model, ce, x, y)
+    idx = rows if subset else torch.arange(B)
+    assert st.count == len(idx) and st.batch_size == B
+    assert st.n_params == sum(p.numel() for p in model.parameters())
+    for g, sq, s in zip(ref, st.sumsq, st.sum, strict=True):
+        assert sq.dim() == 0 and sq.dtype == torch.float64
+        assert _close(sq, (g[idx].double() ** 2).sum())
+        assert _close(s, g[idx].sum(0))
+    want = _trace_reference(ref, idx, B)
+    assert _close(st.total_variance(), want, rtol=1e-4)
+    assert _close(st.total_variance(), got[DiagStatsRecorder].total_variance(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("conv_kw", CONV_OPTIONS[:2])
+def test_trace_stats_of_another_loss_from_the_layers(conv_kw):
+    """recorder.backward(loss) (the true-Fisher source): tr C of that loss's per-example
+    gradients, with no parameter gradient formed."""
+    from covnoise.core.pergrad import TraceStatsRecorder
+
+    torch.manual_seed(43)
+    model, B = Chain(True, conv_kw), 9
+    x, y = _data(B, seed=44)
+    y2 = (y + 1) % 3
+    rows = torch.tensor([1, 2, 5, 6])
+    with TraceStatsRecorder(model, rows, 1.0) as rec:
+        out = model(x)
+        rec.backward(ce(out, y2)[rows].sum())
+    assert all(p.grad is None for p in model.parameters())
+    ref = per_example_grads(model, ce, x, y2)
+    assert _close(rec.result().total_variance(), _trace_reference(ref, rows, B), rtol=1e-4)
+
+
+@pytest.mark.parametrize("rows,extra", [(None, 0), ([1, 4, 9], 2)])
+def test_trace_stats_add_no_product_where_the_gradient_gives_the_sums(rows, extra):
+    """The trace needs no (δ²)ᵀ(a²): on the whole batch with equal weights the recorder adds
+    no matrix product to a plain backward of a 2-layer MLP; a sub-batch adds its Σ_n g_n
+    (one product per linear weight)."""
+    from covnoise.core.pergrad import TraceStatsRecorder
+
+    torch.manual_seed(45)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    with _CountMM() as plain:
+        ce(model(x), y).mean().backward()
+    rows_t = None if rows is None else torch.tensor(rows)
+    model.zero_grad(set_to_none=True)
+    with TraceStatsRecorder(model, rows_t, 1 / 16, read_grads=True) as rec, _CountMM() as counted:
+        ce(model(x), y).mean().backward()
+    assert counted.mm == plain.mm + extra
+    idx = torch.arange(16) if rows is None else rows_t
+    want = _trace_reference(per_example_grads(model, ce, x, y), idx, 16)
+    assert _close(rec.result().total_variance(), want, rtol=1e-4)

@@ -1,8 +1,9 @@
 """One training step: SGD on the large-batch gradient plus the structure's noise.
 
-The structure's plan fixes the loss weights and whether DiagStats are recorded during the
-backward; its update turns the gradient into ḡ + ξ. A step whose loss or noisy gradient is
-not finite leaves the parameters alone, so a diverging run stops on its last good state.
+The structure's plan fixes the loss weights and whether statistics are recorded during the
+backward (DiagStats, or TraceStats where tr C is all the structure needs); its update turns
+the gradient into ḡ + ξ. A step whose loss or noisy gradient is not finite leaves the
+parameters alone, so a diverging run stops on its last good state.
 Under uniform weights (no noise, diag and isotropic) the backward is that of one fused mean
 cross-entropy, as in a plain PyTorch loop; per-example losses are formed only where the
 weights differ (full noise) or the labels are sampled ("fisher"). The step returns the mean
@@ -37,17 +38,27 @@ from torch import Tensor, nn
 
 from covnoise.core.losses import fisher_losses, mean_loss, per_example_loss
 from covnoise.core.noise import NoiseStructure, StepPlan
-from covnoise.core.pergrad import DiagStats, DiagStatsRecorder, is_uniform
+from covnoise.core.pergrad import (
+    DiagStats,
+    DiagStatsRecorder,
+    TraceStats,
+    TraceStatsRecorder,
+    is_uniform,
+)
+
+#: the recorder of each kind of statistics a plan can ask for (StepPlan.stats_kind)
+RECORDERS = {"diag": DiagStatsRecorder, "trace": TraceStatsRecorder}
 
 
 def _batch_backward(
     model: nn.Module, params: list[Tensor], plan: StepPlan, x: Tensor, y: Tensor
-) -> tuple[Tensor, DiagStats | None]:
-    """The backward of Σ w_n l_n, recording DiagStats of the same loss when planned; returns
-    the mean loss (0-d, detached) and the statistics. Uniform weights (1/B) back-propagate
-    one fused mean cross-entropy: no per-example losses, one autograd node fewer."""
+) -> tuple[Tensor, DiagStats | TraceStats | None]:
+    """The backward of Σ w_n l_n, recording the plan's statistics of the same loss when
+    planned; returns the mean loss (0-d, detached) and the statistics. Uniform weights (1/B)
+    back-propagate one fused mean cross-entropy: no per-example losses, one autograd node
+    fewer."""
     recorder = (
-        DiagStatsRecorder(model, plan.rows, plan.weights, params, read_grads=True)
+        RECORDERS[plan.stats_kind](model, plan.rows, plan.weights, params, read_grads=True)
         if plan.record_stats
         else nullcontext()
     )
@@ -69,12 +80,15 @@ def _fisher_backward(
     x: Tensor,
     y: Tensor,
     generator: torch.Generator,
-) -> tuple[Tensor, DiagStats | None]:
-    """One forward; labels ŷ for the whole batch; DiagStats of the sampled-label loss of the
-    planned rows when planned; then the backward of Σ w_n l(x_n, y_n) + Σ u_n l(x_n, ŷ_n).
-    (A "fisher" step that neither records nor weights ŷ is a batch step: `noisy_step`.)"""
+) -> tuple[Tensor, DiagStats | TraceStats | None]:
+    """One forward; labels ŷ for the whole batch; the plan's statistics of the sampled-label
+    loss of the planned rows when planned; then the backward of
+    Σ w_n l(x_n, y_n) + Σ u_n l(x_n, ŷ_n). (A "fisher" step that neither records nor weights
+    ŷ is a batch step: `noisy_step`.)"""
     record = plan.record_stats
-    recorder = DiagStatsRecorder(model, plan.rows, 1.0, params) if record else nullcontext()
+    recorder = (
+        RECORDERS[plan.stats_kind](model, plan.rows, 1.0, params) if record else nullcontext()
+    )
     with recorder:
         losses, sampled = fisher_losses(model(x), y, generator)
         if record:

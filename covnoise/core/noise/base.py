@@ -26,7 +26,7 @@ from torch import Tensor
 
 from covnoise.config import NOISE_SOURCES
 from covnoise.core.noise.probe import Probe, ProbeNoise
-from covnoise.core.pergrad import DiagStats, uniform_weights
+from covnoise.core.pergrad import DiagStats, TraceStats, uniform_weights
 
 #: Whose per-example gradients the noise's C is the covariance of (see the module docstring);
 #: the choices of RunConfig.noise_source.
@@ -59,10 +59,11 @@ class StepPlan:
     """What one step's backward must do for the structure.
 
     `weights` (B,) are the per-example loss weights of the backpropagated Σ_n w_n l_n;
-    when `record_stats` is set, DiagStats are recorded on the batch rows `rows` (None: all
-    of them). With source "fisher" the step draws labels ŷ from the model's predictions: the
-    statistics are then recorded on the sampled-label loss of `rows` (one extra backward),
-    and `label_weights` (B,), when given, add Σ_n u_n l(x_n, ŷ_n) to the same backward.
+    when `record_stats` is set, statistics of the kind `stats_kind` (DiagStats or
+    TraceStats) are recorded on the batch rows `rows` (None: all of them). With source
+    "fisher" the step draws labels ŷ from the model's predictions: the statistics are then
+    recorded on the sampled-label loss of `rows` (one extra backward), and `label_weights`
+    (B,), when given, add Σ_n u_n l(x_n, ŷ_n) to the same backward.
     """
 
     weights: Tensor
@@ -70,6 +71,7 @@ class StepPlan:
     rows: Tensor | None = None
     source: str = "batch"
     label_weights: Tensor | None = None
+    stats_kind: str = "diag"  # "diag": DiagStats; "trace": TraceStats (tr C only)
 
 
 @runtime_checkable
@@ -94,7 +96,7 @@ class NoiseStructure(Protocol):
         self,
         grads: list[Tensor],
         state: NoiseState,
-        stats: DiagStats | None,
+        stats: DiagStats | TraceStats | None,
         generator: torch.Generator,
     ) -> tuple[list[Tensor], NoiseState]: ...
 
@@ -160,6 +162,9 @@ class Structure:
 
     name = "base"
     uses_stats = False
+    #: which statistics the step records for it: "diag" (DiagStats, diag(C)) or "trace"
+    #: (TraceStats, tr C only: per-example gradient norms, no per-coordinate product)
+    stats_kind = "diag"
 
     def __init__(
         self,
@@ -219,6 +224,7 @@ class Structure:
             rows=rows,
             source=self.source,
             label_weights=label_weights,
+            stats_kind=self.stats_kind,
         )
 
     def needs_stats(self, state: NoiseState) -> bool:

@@ -57,7 +57,7 @@ from covnoise.config import RunConfig
 from covnoise.core.noise.base import NoiseState, Structure
 from covnoise.core.noise.gaussian import gaussian_
 from covnoise.core.noise.probe import Draw, Probe, ProbeNoise
-from covnoise.core.pergrad import DiagStats, DiagStatsRecorder
+from covnoise.core.pergrad import DiagStats, DiagStatsRecorder, TraceStats
 
 #: The default schedule (RunConfig.stats_rows, RunConfig.stats_every): the one that
 #: `stats_interval` stretches at small batches.
@@ -156,7 +156,7 @@ class DiagStatsNoise(Structure):
         self,
         grads: list[Tensor],
         state: NoiseState,
-        stats: DiagStats | None,
+        stats: DiagStats | TraceStats | None,
         generator: torch.Generator,
     ) -> tuple[list[Tensor], NoiseState]:
         """grads + scale ⊙ z with fresh z; refreshes the kept scale when `stats` are given.
@@ -175,11 +175,11 @@ class DiagStatsNoise(Structure):
                     stats.batch_size,
                     self.stats_subbatch,
                     self.stats_every,
-                    sum(t.numel() for t in stats.sumsq),
+                    stats.n_params,
                 ),
             }
         elif self.needs_stats(state):
-            raise ValueError(f"{self.name} noise needs DiagStats at step {state.step}")
+            raise ValueError(f"{self.name} noise needs statistics at step {state.step}")
         like = _first(grads)
         if any(g is None for g in grads):
             grads = _materialise(grads, state, like)

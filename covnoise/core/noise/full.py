@@ -19,7 +19,7 @@ from torch import Tensor
 
 from covnoise.core.noise.base import NoiseState, Structure, WeightRows, centred_weights
 from covnoise.core.noise.probe import Probe, ProbeNoise
-from covnoise.core.pergrad import DiagStats, GramRecorder
+from covnoise.core.pergrad import DiagStats, GramRecorder, TraceStats
 
 
 class FullNoise(Structure):
@@ -61,7 +61,7 @@ class FullNoise(Structure):
         self,
         grads: list[Tensor],
         state: NoiseState,
-        stats: DiagStats | None,
+        stats: DiagStats | TraceStats | None,
         generator: torch.Generator,
     ) -> tuple[list[Tensor], NoiseState]:
         """Identity: the weighted backward already produced ḡ + ξ."""

@@ -8,18 +8,18 @@ import torch
 from torch import Tensor
 
 from covnoise.core.noise.diagstats import DiagStatsNoise
-from covnoise.core.pergrad import DiagStats
+from covnoise.core.pergrad import DiagStats, TraceStats
 
 
 class IsotropicNoise(DiagStatsNoise):
     """K = (tr C / P) I: ξ = √(c·tr C/P) z, the same trace as diag and full."""
 
     name = "isotropic"
+    stats_kind = "trace"  # tr C is all it needs: per-example norms, no per-coordinate product
 
-    def _scale_from(self, stats: DiagStats) -> Tensor:
-        """σ = √(c·Σv/P), 0-d in the statistics' dtype (Σv summed in float64)."""
-        n = sum(t.numel() for t in stats.sumsq)
-        return (stats.total_variance() * (self.c / n)).sqrt().to(stats.sumsq[0].dtype)
+    def _scale_from(self, stats: DiagStats | TraceStats) -> Tensor:
+        """σ = √(c·Σv/P), 0-d in the gradients' dtype (Σv summed in float64)."""
+        return (stats.total_variance() * (self.c / stats.n_params)).sqrt().to(stats.sum[0].dtype)
 
     def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: Tensor) -> list[Tensor]:
         """g + σ z as new tensors, one fused list operation; σ is read as a number on the CPU

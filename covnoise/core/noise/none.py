@@ -7,7 +7,7 @@ from torch import Tensor
 
 from covnoise.core.noise.base import NoiseState, Structure
 from covnoise.core.noise.probe import Probe, ProbeNoise
-from covnoise.core.pergrad import DiagStats
+from covnoise.core.pergrad import DiagStats, TraceStats
 
 
 class NoNoise(Structure):
@@ -19,7 +19,7 @@ class NoNoise(Structure):
         self,
         grads: list[Tensor],
         state: NoiseState,
-        stats: DiagStats | None,
+        stats: DiagStats | TraceStats | None,
         generator: torch.Generator,
     ) -> tuple[list[Tensor], NoiseState]:
         """Gradients unchanged."""

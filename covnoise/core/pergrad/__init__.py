@@ -24,8 +24,10 @@ the loss at sampled labels (covnoise.core.step).
 Modules: `layers` (one layer's per-example gradients), `recorder` (the hooks, and
 `uniform_weights`: the shared read-only 1/B loss weights a recorder knows without reading
 them back, which the noise structures' plans hand out), `diag`
-(DiagStats, DiagStatsRecorder), `gram` (GramRecorder), `reference` (`per_example_grads`, the
-dense torch.func reference used by tests and small probes).
+(DiagStats, DiagStatsRecorder), `trace` (TraceStats, TraceStatsRecorder: tr C from
+per-example gradient norms, without the per-coordinate product), `gram` (GramRecorder),
+`reference` (`per_example_grads`, the dense torch.func reference used by tests and small
+probes).
 """
 
 from covnoise.core.pergrad.diag import DiagStats, DiagStatsRecorder
@@ -33,12 +35,15 @@ from covnoise.core.pergrad.gram import GramRecorder
 from covnoise.core.pergrad.layers import SUPPORTED_LAYERS
 from covnoise.core.pergrad.recorder import is_uniform, uniform_weights
 from covnoise.core.pergrad.reference import per_example_grads
+from covnoise.core.pergrad.trace import TraceStats, TraceStatsRecorder
 
 __all__ = [
     "SUPPORTED_LAYERS",
     "DiagStats",
     "DiagStatsRecorder",
     "GramRecorder",
+    "TraceStats",
+    "TraceStatsRecorder",
     "per_example_grads",
     "is_uniform",
     "uniform_weights",

@@ -62,19 +62,27 @@ class DiagStats:
         v = self.variance(batch_size)
         return torch.stack(torch._foreach_norm(v, 1, dtype=torch.float64)).sum()
 
+    @property
+    def n_params(self) -> int:
+        """How many coordinates the statistics cover (P)."""
+        return sum(t.numel() for t in self.sumsq)
+
     def _count_scale(self, batch_size: int | None) -> tuple[int, float]:
-        """(b, the factor turning Σg² − (Σg)²/b into the unbiased population variance)."""
-        B = self.batch_size if batch_size is None else batch_size
-        if B is None:
-            raise ValueError("variance: batch_size is unknown; pass it explicitly")
-        b = self.count
-        if b > B:
-            raise ValueError(f"variance: {b} rows cannot come from a batch of {B}")
-        if b == B:
-            return b, 1.0 / b
-        if b >= 2:
-            return b, (B - 1) / (B * (b - 1))
-        raise ValueError("variance: a sub-batch needs at least 2 rows")
+        return count_scale(self.count, self.batch_size if batch_size is None else batch_size)
+
+
+def count_scale(b: int, B: int | None) -> tuple[int, float]:
+    """(b, the factor turning Σg² − (Σg)²/b over b rows into the unbiased estimate of the
+    population variance of a batch of B): 1/b when b = B, else (B − 1)/(B(b − 1))."""
+    if B is None:
+        raise ValueError("variance: batch_size is unknown; pass it explicitly")
+    if b > B:
+        raise ValueError(f"variance: {b} rows cannot come from a batch of {B}")
+    if b == B:
+        return b, 1.0 / b
+    if b >= 2:
+        return b, (B - 1) / (B * (b - 1))
+    raise ValueError("variance: a sub-batch needs at least 2 rows")
 
 
 class DiagStatsRecorder(LayerRecorder):
