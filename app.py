@@ -49,11 +49,12 @@ def navigation() -> dict[str, list[st.Page]]:
 STATUS_REFRESH_SECONDS = 3.0
 
 
-def draw_status() -> None:
-    """Engine in use, device found, and the queue (counted now), at the top of the sidebar."""
+def draw_status(counts: dict[str, int] | None = None) -> None:
+    """Engine in use, device found, and the queue (`counts`, or counted now), at the top of
+    the sidebar."""
     engine = resources.get_engine()
     info = resources.engine_info(engine)
-    counts = resources.queue_counts(engine.store)
+    counts = resources.queue_counts(engine.store) if counts is None else counts
     st.caption(
         f"**Engine:** {resources.engine_description(engine, info)}  \n"
         f"**Device:** {resources.device_found()}  \n"
@@ -69,10 +70,12 @@ def sidebar_status() -> None:
     (a page that refreshes only a fragment, like Live, would otherwise leave stale counts)."""
     counts = resources.queue_counts(resources.get_engine().store)
     every = STATUS_REFRESH_SECONDS if counts["running"] + counts["queued"] else None
+    unread = [counts]  # the page's run draws the counts just read; the fragment's reruns count
 
     @st.fragment(run_every=every)
     def status() -> None:
-        guards.guarded(draw_status, "the engine status")
+        counts = unread.pop() if unread else None
+        guards.guarded(lambda: draw_status(counts), "the engine status")
 
     with st.sidebar:
         status()
