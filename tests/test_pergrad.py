@@ -502,3 +502,36 @@ def test_trace_stats_add_no_product_where_the_gradient_gives_the_sums(rows, extr
     idx = torch.arange(16) if rows is None else rows_t
     want = _trace_reference(per_example_grads(model, ce, x, y), idx, 16)
     assert _close(rec.result().total_variance(), want, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name,kind,extra", [("isotropic", "trace", 0), ("diag", "diag", 2), ("none", None, 0)]
+)
+def test_the_step_records_what_the_structure_asks_for(name, kind, extra):
+    """The plan names the statistics its structure needs and the step's backward records
+    them: isotropic TraceStats with no matrix product beyond a plain backward (whole batch,
+    equal weights), diag DiagStats with one (δ²)ᵀ(a²) per linear weight; the trace agrees
+    with torch.func."""
+    from covnoise.core.pergrad import DiagStats, TraceStats
+    from covnoise.core.step import _batch_backward
+
+    torch.manual_seed(47)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3, bias=False))
+    params = list(model.parameters())
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    s = make_structure(name, 0.1, stats_rows=None, stats_every=1)
+    plan = s.plan(16, s.init(params), torch.Generator().manual_seed(0))
+    assert plan.record_stats == (kind is not None)
+    if kind is None:
+        return
+    assert plan.stats_kind == kind
+    with _CountMM() as plain:
+        ce(model(x), y).mean().backward()
+    model.zero_grad(set_to_none=True)
+    with _CountMM() as counted:
+        _, stats = _batch_backward(model, params, plan, x, y)
+    assert counted.mm == plain.mm + extra
+    assert isinstance(stats, TraceStats if kind == "trace" else DiagStats)
+    want = _trace_reference(per_example_grads(model, ce, x, y), torch.arange(16), 16)
+    assert _close(stats.total_variance(), want, rtol=1e-4)
+    assert stats.n_params == sum(p.numel() for p in params)

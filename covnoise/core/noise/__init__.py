@@ -12,7 +12,8 @@ A structure is one class in its own module (none, isotropic, diag, full) that ow
 sampling (`plan`, `init`, `update`; the interface and shared base are in `base`) and its
 logged statistics (`statistics(probe)`: tr Σ, ‖Σ‖_F and a sampler of ξ on a probe batch,
 see `probe`; `statistics` turns the draws into Tr(HΣ)). diag and isotropic share the
-diag(C) estimate and its schedule (`diagstats`). `registry` maps names to classes.
+statistics schedule and the draw (`diagstats`); diag records diag(C) per coordinate,
+isotropic only tr C. `registry` maps names to classes.
 
 Source (`make_structure(..., source=)`, RunConfig.noise_source): "batch" takes C from the
 batch's per-example gradients at their labels; "fisher" from the gradients at labels

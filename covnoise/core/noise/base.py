@@ -3,11 +3,11 @@
 A structure is a small stateless object, optax-style: `init(params) -> state` and
 `update(grads, state, stats, generator) -> (noisy_grads, state)`. Before the backward,
 `plan(batch_size, state, generator)` says what the step needs from it (the per-example loss
-weights, whether and on which rows to record DiagStats, and with source "fisher" the weights
-of the sampled-label losses); at evaluation, `statistics(probe)` gives Σ = c·K on a probe
-batch and a sampler of ξ (see covnoise.core.noise.probe). `Structure` holds what they share:
-the scale c, the source of C, the statistics schedule, the default plan (uniform weights, no
-statistics) and the bookkeeping.
+weights, whether and on which rows to record statistics and of which kind, and with source
+"fisher" the weights of the sampled-label losses); at evaluation, `statistics(probe)` gives
+Σ = c·K on a probe batch and a sampler of ξ (see covnoise.core.noise.probe). `Structure`
+holds what they share: the scale c, the source of C, the statistics schedule, the default
+plan (uniform weights, no statistics) and the bookkeeping.
 
 The source says whose per-example gradients C is the covariance of: "batch", the batch's
 own (at its labels y_n), or "fisher", the gradients at labels ŷ_n ~ p(y | x_n) drawn from the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -27,6 +27,9 @@ from torch import Tensor
 from covnoise.config import NOISE_SOURCES
 from covnoise.core.noise.probe import Probe, ProbeNoise
 from covnoise.core.pergrad import DiagStats, TraceStats, uniform_weights
+
+#: The statistics a plan can ask the step to record (StepPlan.stats_kind).
+StatsKind = Literal["diag", "trace"]
 
 #: Whose per-example gradients the noise's C is the covariance of (see the module docstring);
 #: the choices of RunConfig.noise_source.
@@ -71,7 +74,7 @@ class StepPlan:
     rows: Tensor | None = None
     source: str = "batch"
     label_weights: Tensor | None = None
-    stats_kind: str = "diag"  # "diag": DiagStats; "trace": TraceStats (tr C only)
+    stats_kind: StatsKind = "diag"  # "diag": DiagStats; "trace": TraceStats (tr C only)
 
 
 @runtime_checkable
@@ -164,7 +167,7 @@ class Structure:
     uses_stats = False
     #: which statistics the step records for it: "diag" (DiagStats, diag(C)) or "trace"
     #: (TraceStats, tr C only: per-example gradient norms, no per-coordinate product)
-    stats_kind = "diag"
+    stats_kind: StatsKind = "diag"
 
     def __init__(
         self,
@@ -228,7 +231,7 @@ class Structure:
         )
 
     def needs_stats(self, state: NoiseState) -> bool:
-        """Whether this step must record DiagStats."""
+        """Whether this step must record statistics (of the kind `stats_kind`)."""
         return False
 
     def stats_rows(self, batch_size: int, generator: torch.Generator) -> Tensor | None:

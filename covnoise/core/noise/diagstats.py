@@ -1,7 +1,9 @@
 """Structures built from v = diag(C): the statistics schedule and the noise ξ = scale ⊙ z.
 
-v (and tr C = Σv) comes from `DiagStats` recorded on a random sub-batch of `stats_rows` rows
-every `stats_every` steps and kept in the state in between. The sub-batch estimate v̂ is
+v comes from `DiagStats` (diag) and tr C = Σv from `TraceStats` (isotropic: per-example
+gradient norms, no per-coordinate product; `Structure.stats_kind` says which the step
+records), recorded on a random sub-batch of `stats_rows` rows every `stats_every` steps and
+kept in the state in between. The sub-batch estimate v̂ is
 unbiased for diag(C), and since ξ = √c √v̂ ⊙ z with z independent of v̂,
 Cov(ξ) = c·E[diag(v̂)] = c·diag(C) exactly (likewise c·E[Σv̂]/P·I for isotropic): the
 sub-batch changes the noise's distribution, not its covariance. Refreshing every k steps
@@ -16,8 +18,9 @@ Schedule at small batches and small models (`stats_interval`): the default sched
 B = 256, 16 at B = 128, 32 at B = 64) and every 4 steps from B = 512 up, except that it
 refreshes every 8 steps when B · P < 2²³ (≈ 8.4·10⁶: B = 512 at P < 16384, B = 1024 at
 P < 8192), P the number of parameters. At B ≤ 128 the default records the whole batch, and
-a refresh then costs 0.4–1.6 plain steps (a third of its matrix products, plus a fixed cost
-per refresh that dominates at small P), so every 4 steps it alone takes 0.1–0.4 of a plain
+a diag refresh then costs 0.4–1.6 plain steps (a third of its matrix products, plus a fixed
+cost per refresh that dominates at small P; isotropic's TraceStats add no matrix product,
+only that fixed cost), so every 4 steps it alone takes 0.1–0.4 of a plain
 step (MLP at P = 1e6 and 1e4, bench.steps --bp-grid). At small B · P a plain step is about a
 millisecond and the refresh's fixed cost (hooks, the sub-batch's row selection, the
 variance and scale, ≈ 1 plain step at B = 512, P = 10⁴) is what every 4 steps costs 0.25 of
@@ -76,7 +79,8 @@ def stats_interval(
     and at least 8 when B · P < 2²³ (P = `n_params`; not applied when it is None).
 
     At B ≤ 128 the default records the whole batch, a third of a plain step's matrix
-    products plus a fixed cost per refresh, every 4 steps; stretching the interval keeps that
+    products (diag; isotropic's trace needs none) plus a fixed cost per refresh, every 4
+    steps; stretching the interval keeps that
     cost per step at what it is at B = 512. At small B · P the refresh's fixed cost is about
     a plain step, and every 8 steps halves it. v̂ stays the unbiased whole-batch (or
     sub-batch) estimate of diag(C) at the step that records it; it is only reused for longer
@@ -199,7 +203,7 @@ class DiagStatsNoise(Structure):
         """grads + scale ⊙ z as new tensors (z: the step's draw, viewed per parameter)."""
         raise NotImplementedError
 
-    def _scale_from(self, stats: DiagStats) -> Any:
+    def _scale_from(self, stats: DiagStats | TraceStats) -> Any:
         """The kept noise scale from freshly recorded statistics."""
         raise NotImplementedError
 

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from covnoise.core.noise.base import StatsKind
 from covnoise.core.noise.diagstats import DiagStatsNoise
 from covnoise.core.pergrad import DiagStats, TraceStats
 
@@ -15,7 +16,8 @@ class IsotropicNoise(DiagStatsNoise):
     """K = (tr C / P) I: ξ = √(c·tr C/P) z, the same trace as diag and full."""
 
     name = "isotropic"
-    stats_kind = "trace"  # tr C is all it needs: per-example norms, no per-coordinate product
+    #: tr C is all it needs: per-example gradient norms, no per-coordinate product
+    stats_kind: StatsKind = "trace"
 
     def _scale_from(self, stats: DiagStats | TraceStats) -> Tensor:
         """σ = √(c·Σv/P), 0-d in the gradients' dtype (Σv summed in float64)."""

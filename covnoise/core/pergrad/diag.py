@@ -1,6 +1,7 @@
 """Σ_n g_n² and Σ_n g_n per coordinate, and the unbiased diag(C) estimate built from them.
 
-This is what the diagonal and isotropic noise structures need. For a linear layer on (b, in)
+This is what the diagonal noise structure needs (isotropic needs only their trace:
+covnoise.core.pergrad.trace). For a linear layer on (b, in)
 inputs Σ_n g_n² = (δ²)ᵀ(a²): one extra matrix product, no per-example gradient formed;
 other layers form their per-example weight gradients chunk by chunk. Σ_n g_n is the batch
 gradient autograd forms anyway (divided by the common loss weight) whenever the statistics
@@ -58,7 +59,8 @@ class DiagStats:
         return out
 
     def total_variance(self, batch_size: int | None = None) -> Tensor:
-        """Σ v = tr of the diag(C) estimate, 0-d in float64 (the isotropic noise's trace)."""
+        """Σ v = tr of the diag(C) estimate, 0-d in float64 (TraceStats gives the same trace
+        without the per-coordinate sums of squares)."""
         v = self.variance(batch_size)
         return torch.stack(torch._foreach_norm(v, 1, dtype=torch.float64)).sum()
 

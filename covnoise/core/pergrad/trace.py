@@ -30,11 +30,17 @@ class TraceStats:
     sum: list[Tensor]
     count: int
     batch_size: int | None = None
-    n_params: int = 0
+
+    @property
+    def n_params(self) -> int:
+        """How many coordinates the statistics cover (P)."""
+        return sum(t.numel() for t in self.sum)
 
     def total_variance(self, batch_size: int | None = None) -> Tensor:
         """Σ v = tr of the diag(C) estimate that `DiagStats.variance` would give on the same
-        rows, 0-d in float64, clamped at zero (below it only by rounding)."""
+        rows, 0-d in float64, clamped at zero (below it only by rounding). DiagStats clamps
+        each coordinate, so where tr C is ~1e-7 of ‖ḡ‖² or less (the limit of float32
+        gradients) the two differ: rounding here is symmetric, there it only adds."""
         b, scale = count_scale(self.count, self.batch_size if batch_size is None else batch_size)
         sumsq = torch.stack(self.sumsq).sum()
         norms = torch.stack(torch._foreach_norm(self.sum, 2, dtype=torch.float64))
@@ -67,7 +73,6 @@ class TraceStatsRecorder(DiagStatsRecorder):
             sum=diag.sum,
             count=diag.count,
             batch_size=diag.batch_size,
-            n_params=sum(p.numel() for p in self.params),
         )
 
 
