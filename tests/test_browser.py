@@ -162,6 +162,16 @@ def settle(page, quiet: float = 1.0, timeout: float = 60.0) -> None:
     raise AssertionError("the app did not finish drawing")
 
 
+def wait_for_text(page, text: str, present: bool = True, timeout: float = 60.0) -> None:
+    """Wait until the page's text contains `text` (or, with present=False, no longer does);
+    a timeout fails the test."""
+    page.wait_for_function(
+        "([t, present]) => document.body.innerText.includes(t) === present",
+        arg=[text, present],
+        timeout=timeout * 1000,
+    )
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=True)
@@ -284,6 +294,9 @@ def test_projector_width_typed_ranges_and_one_setting_in_a_browser(browser, serv
     seeds = page.get_by_label("seeds", exact=True)
     seeds.fill("50")
     seeds.press("Enter")
+    # the rerun the value starts may not have begun when settle() first looks (a loaded
+    # machine): wait for the page to say what it must, then for it to finish drawing
+    wait_for_text(page, "seeds: 50 is outside the allowed range: 1 to 20")
     settle(page)
     body = page.inner_text("body")
     assert "seeds: 50 is outside the allowed range: 1 to 20" in body
@@ -293,6 +306,7 @@ def test_projector_width_typed_ranges_and_one_setting_in_a_browser(browser, serv
     shot(page, "train-out-of-range-1024")
     seeds.fill("2")
     seeds.press("Enter")
+    wait_for_text(page, "Launch is off", present=False)
     settle(page)
     assert "Launch is off" not in page.inner_text("body")
     assert page.get_by_role("button", name="Launch the whole grid").first.is_enabled()
