@@ -56,8 +56,9 @@ def parts(device: str, quick: bool, out: Path) -> list[Part]:
         steps += ["--grid-models", "mlp", "--grid-seconds", "1"]
         epoch += ["--rounds", "1", "--only", "digits"]
     found = [
-        Part("steps", steps, 60 if quick else 240),
-        Part("epoch", epoch, 120 if quick else 120),
+        # full limits sum to 540 s: the whole script stays under a device's ten-minute call
+        Part("steps", steps, 60 if quick else 200),
+        Part("epoch", epoch, 120 if quick else 100),
     ]
     for dataset, (model, small, large, epochs) in (QUICK_SWEEPS if quick else SWEEPS).items():
         sweep = [*py, "covnoise", "sweep", "--dataset", dataset, "--model", model]
@@ -66,8 +67,8 @@ def parts(device: str, quick: bool, out: Path) -> list[Part]:
         sweep += ["--sharpness-every", "0", "--probe-size", "64"] if quick else []
         sb = [*sweep, "--batch-sizes", str(small), "--noises", "none"]
         lb = [*sweep, "--batch-sizes", str(large), "--noises", "none,diag,full"]
-        found.append(Part(f"sweep {dataset} SB", sb, 60 if quick else 60))
-        found.append(Part(f"sweep {dataset} LB", lb, 60 if quick else 90))
+        found.append(Part(f"sweep {dataset} SB", sb, 60 if quick else 50))
+        found.append(Part(f"sweep {dataset} LB", lb, 60 if quick else 70))
     return found
 
 

@@ -19,12 +19,13 @@ Ratios are step time / plain step time:
 - paired: median over rounds of the ratio within the round,
 - p25: ratio of the lower quartiles (least disturbed by other work on the machine).
 Targets (docs/design.md): isotropic ≤ 1.3, diag ≤ 1.3, full ≤ 1.1 with the run defaults
-(RunConfig.stats_rows, RunConfig.stats_every). "exact" rows estimate diag(C) on the whole
-batch every step; "diag vmap" materialises per-example gradients with torch.func (a
-reference, never the training path). "fisher" rows use the true-Fisher source (labels drawn
-from the model's predictions; covnoise.core.step): full adds the sampled-label losses to the
-same backward, diag and isotropic add one backward of the sampled-label loss in the steps
-that refresh their statistics; they are timed in the same rounds as the others. The v̂
+(RunConfig.stats_rows, RunConfig.stats_every). "exact" rows record their statistics on the
+whole batch every step (diag: diag(C); isotropic: tr C only, TraceStats); "diag vmap"
+materialises per-example gradients with torch.func (a reference, never the training path).
+"fisher" rows use the true-Fisher source (labels drawn from the model's predictions;
+covnoise.core.step): full adds the sampled-label losses to the same backward, diag and
+isotropic add one backward of the sampled-label loss in the steps that refresh their
+statistics; they are timed in the same rounds as the others. The v̂
 columns say how far one sub-batch estimate of v = diag(C) is from the whole-batch v
 (E‖v̂ − v‖/‖v‖, E|Σv̂/Σv − 1|; for the batch source); v̂ is unbiased, so the injected
 covariance is exactly c·K whatever the sub-batch (tests/test_noise.py, tests/test_fisher.py).
@@ -34,8 +35,9 @@ P: 69, 280, 963) and a CNN of the same layout as covnoise's (conv c1, conv c2, m
 w, linear 10; (c1, c2, w) = (8, 16, 32), (16, 32, 180), (32, 64, 960)); isotropic, diag and full
 with the run defaults against a plain step, paired median (p25 ratio in brackets), one warm-up
 block, then as many rounds as fit in --grid-seconds per point (at least 3, at most 40). On a
-2-core CPU the whole grid at --grid-seconds 8 takes about 10 minutes, most of it the CNN at
-B = 4096 × P = 1e6 (about 1 s per plain step); --grid-quick (3 rounds) about 5; --grid-models,
+2-core CPU the whole grid at --grid-seconds 5 took 2–5 minutes (it depends on the machine's
+state), most of it the CNN at B = 4096 × P = 1e6 (about 0.5 s per plain step); --grid-quick
+(3 rounds) about 1; --grid-models,
 --grid-batches and --grid-params pick a part.
 
 --stale-errors: at the --grid-* points, the relative errors of the run defaults' v̂ and tr C
