@@ -374,6 +374,7 @@ def test_presets_and_run_notes_in_a_browser(browser, server):
     settle(page)
     shot(page, "compare-manage")
     box.get_by_role("button", name="Hide").click()
+    wait_for_text(page, "show hidden runs (1)")  # the rerun the click starts has drawn
     settle(page)
     assert_no_error(page, "compare after hiding")
     with RunStore(server["store"]) as store:
