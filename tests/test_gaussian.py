@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from covnoise.core.noise import make_structure
-from covnoise.core.noise.gaussian import MIN_ENTRIES, gaussian_
+from covnoise.core.noise.gaussian import MIN_ENTRIES, gaussian_, new_bits, uses_bits
 from covnoise.core.pergrad import DiagStatsRecorder, per_example_grads
 from tests.helpers import ce
 
@@ -105,3 +105,50 @@ def test_diag_noise_through_the_fast_draw_has_covariance_c_diag_C():
     bound = math.sqrt(2 / S) * 6  # 6 sd over ~4·10⁴ coordinates: about 1e-5 false alarms
     assert (per_coord - 1).abs().max().item() < bound
     assert abs(torch.corrcoef(u[:, live][:2])[0, 1].item()) < 5 / math.sqrt(int(live.sum()))
+    # the draws came from one SFC64 kept in the state, seeded once from the generator
+    assert state.bits is not None
+
+
+def test_a_runs_bit_generator_continues_its_stream():
+    """With `bits` (a run's SFC64, seeded once from its generator), consecutive draws are a
+    continuing stream: independent of each other, normal in their moments, reproducible
+    from the seed, and the torch generator is not advanced by them."""
+    n = 1 << 18
+    gen = torch.Generator().manual_seed(11)
+    bits = new_bits(gen)
+    after_seed = gen.get_state()
+    a = gaussian_(torch.empty(n), gen, bits).double()
+    b = gaussian_(torch.empty(n), gen, bits).double()
+    assert torch.equal(gen.get_state(), after_seed)  # the draws used only `bits`
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item()) < 5 / math.sqrt(n)
+    for z in (a, b):
+        assert abs(z.mean().item()) < 5 / math.sqrt(n)
+        assert abs(z.pow(2).mean().item() - 1) < 5 * math.sqrt(2 / n)
+        assert abs(z.pow(4).mean().item() - 3) < 5 * math.sqrt(96 / n)
+    again = new_bits(torch.Generator().manual_seed(11))
+    assert torch.equal(gaussian_(torch.empty(n), gen, again).double(), a)
+    # where the fast path does not apply, torch's normal_ with the generator fills it
+    small = torch.empty(MIN_ENTRIES - 1)
+    assert not uses_bits(small) and uses_bits(torch.empty(MIN_ENTRIES))
+    g5 = torch.Generator().manual_seed(5)
+    got = gaussian_(small, g5, new_bits(torch.Generator().manual_seed(0)))
+    assert torch.equal(
+        got, torch.randn(MIN_ENTRIES - 1, generator=torch.Generator().manual_seed(5))
+    )
+
+
+def test_a_small_model_keeps_no_bit_generator():
+    """Below MIN_ENTRIES parameters the structure draws with torch's normal_ and keeps no
+    SFC64 (the generator is not used to seed one)."""
+    model = nn.Linear(4, 3)
+    params = list(model.parameters())
+    s = make_structure("isotropic", 0.5, stats_every=10)
+    with DiagStatsRecorder(model, None, 1.0 / 8) as rec:
+        ce(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).mean().backward()
+    _, state = s.update(
+        [torch.zeros_like(p) for p in params],
+        s.init(params),
+        rec.result(),
+        torch.Generator().manual_seed(0),
+    )
+    assert state.bits is None

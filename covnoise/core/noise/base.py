@@ -39,7 +39,8 @@ SOURCES: tuple[str, ...] = NOISE_SOURCES
 @dataclass
 class NoiseState:
     """Per-run state of a structure: the step count, the last diag(C) estimate and the run's
-    working memory (diag, isotropic: the buffer z is drawn into; full: its block of weights).
+    working memory (diag, isotropic: the buffer z is drawn into and, on the CPU, the bit
+    generator it is drawn from; full: its block of weights).
 
     Each update returns a new state, but the working memory is shared by all the states of
     one run and changed in place, so a state belongs to one run: start another run (or a
@@ -54,6 +55,8 @@ class NoiseState:
     stats_interval: int | None = None  # steps until the next refresh, set at each refresh
     # the flat buffer z is drawn into every step, and its per-parameter views (made once)
     buffer: tuple[Tensor, list[Tensor]] | None = None
+    # the bit generator z is drawn from on the CPU (gaussian.new_bits), seeded once per run
+    bits: Any = None
     weights: WeightRows | None = None  # full noise: its centred weights, drawn in blocks
 
 

@@ -35,18 +35,19 @@ error (mostly the 128-row sub-batch's own), tr C 2–3% over 4 steps and 7–9% 
 other (stats_rows, stats_every) is used as given, at every batch size and model size.
 
 The noise itself: z ~ N(0, I_P) is drawn fresh every step into the run's one flat buffer
-(kept in the state with its per-parameter views) by `gaussian_` (on the CPU from P = 2¹⁴
-up: numpy's SFC64 bits and Box–Muller with numpy's SIMD functions on one thread, the same
-method as torch's `normal_` at 1.3–1.6× its speed from P = 3·10⁴ to 10⁶; below that, and
-off the CPU, torch's `normal_`). g + ξ is formed as new tensors by one fused list operation
-over the parameters (isotropic: g + σ z, σ read as a number on the CPU; diag: g + s ⊙ z,
-s = √(c·v̂) kept per parameter from the refresh, where `DiagStats.std` makes it in four
-fused list operations); the inputs are left alone. Small models gain most from the fused
-operations: each torch call costs several microseconds right after a backward, and a
-0.5 ms step of a 10⁴-parameter MLP paid for about 25 of them. The draw is still the largest
-part of a non-refreshing step's extra cost (2.1–2.4 ms for P = 10⁶ on the development
-machines, a quarter of a plain step of a 10⁶-parameter MLP at B = 128), so ≤ 1.3× stays
-out of reach at B ≲ 128 and large P whatever the statistics schedule.
+(kept in the state with its per-parameter views) by `gaussian_` (on the CPU from P = 2¹⁴ up:
+numpy's SFC64 bits and Box–Muller with numpy's SIMD functions on one thread, the same method
+as torch's `normal_` at 1.3–1.6× its speed from P = 3·10⁴ to 10⁶, from one SFC64 per run
+seeded from the run's generator at its first draw and kept in the state; below that, and off
+the CPU, torch's `normal_` with the run's generator). g + ξ is formed as new tensors by one
+fused list operation over the parameters (isotropic: g + σ z, σ read as a number on the CPU;
+diag: g + s ⊙ z, s = √(c·v̂) kept per parameter from the refresh, where `DiagStats.std`
+makes it in four fused list operations); the inputs are left alone. Small models gain most
+from the fused operations: each torch call costs several microseconds right after a
+backward, and a 0.5 ms step of a 10⁴-parameter MLP paid for about 25 of them. The draw is
+still the largest part of a non-refreshing step's extra cost (2.1–2.4 ms for P = 10⁶ on the
+development machines, a quarter of a plain step of a 10⁶-parameter MLP at B = 128), so ≤
+1.3× stays out of reach at B ≲ 128 and large P whatever the statistics schedule.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from torch import Tensor
 
 from covnoise.config import RunConfig
 from covnoise.core.noise.base import NoiseState, Structure
-from covnoise.core.noise.gaussian import gaussian_
+from covnoise.core.noise.gaussian import gaussian_, new_bits, uses_bits
 from covnoise.core.noise.probe import Draw, Probe, ProbeNoise
 from covnoise.core.pergrad import DiagStats, DiagStatsRecorder, TraceStats
 
@@ -165,8 +166,10 @@ class DiagStatsNoise(Structure):
     ) -> tuple[list[Tensor], NoiseState]:
         """grads + scale ⊙ z with fresh z; refreshes the kept scale when `stats` are given.
 
-        z is drawn into the run's one flat buffer (the same numbers as torch.randn of P),
-        kept in the state with its per-parameter views and overwritten every step; the
+        z is drawn into the run's one flat buffer, kept in the state with its per-parameter
+        views and overwritten every step (on the CPU from P = 2¹⁴ up by `gaussian_` from the
+        run's SFC64, seeded once from `generator` and kept in the state; otherwise by
+        torch's `normal_` with `generator`, the same numbers as torch.randn of P); the
         subclass's `_add_noise` forms grads + scale ⊙ z as new tensors in one fused list
         operation, and the inputs are left as they were."""
         changes: dict[str, Any] = {}
@@ -195,8 +198,11 @@ class DiagStatsNoise(Structure):
             or buffer[0].device != like.device
         ):
             buffer = changes["buffer"] = _draw_buffer(grads)
+        bits = state.bits
+        if bits is None and uses_bits(buffer[0]):  # seeded once, from the run's generator
+            bits = changes["bits"] = new_bits(generator)
         new_state = self._advance(state, **changes)
-        gaussian_(buffer[0], generator)
+        gaussian_(buffer[0], generator, bits)
         return self._add_noise(grads, buffer[1], new_state.scale), new_state
 
     def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: Any) -> list[Tensor]:
