@@ -3,36 +3,35 @@
 v comes from `DiagStats` (diag) and tr C = Σv from `TraceStats` (isotropic: per-example
 gradient norms, no per-coordinate product; `Structure.stats_kind` says which the step
 records), recorded on a random sub-batch of `stats_rows` rows every `stats_every` steps and
-kept in the state in between. The sub-batch estimate v̂ is
-unbiased for diag(C), and since ξ = √c √v̂ ⊙ z with z independent of v̂,
-Cov(ξ) = c·E[diag(v̂)] = c·diag(C) exactly (likewise c·E[Σv̂]/P·I for isotropic): the
-sub-batch changes the noise's distribution, not its covariance. Refreshing every k steps
-reuses an estimate that is k − 1 steps old. With source "fisher" the statistics are those of
-the losses at labels sampled from the model's predictions, recorded on the same sub-batch by
-one extra backward of that loss in the steps that refresh them (covnoise.core.step). A
-subclass says how v becomes the noise scale, in a step (`_scale`) and on the probe
-(`_probe_scale`).
+kept in the state in between. The sub-batch estimate v̂ is unbiased for diag(C), and since
+ξ = √c √v̂ ⊙ z with z independent of v̂, Cov(ξ) = c·E[diag(v̂)] = c·diag(C) exactly
+(likewise c·E[Σv̂]/P·I for isotropic): the sub-batch changes the noise's distribution, not
+its covariance. Refreshing every k steps reuses an estimate that is k − 1 steps old. With
+source "fisher" the statistics are those of the losses at labels sampled from the model's
+predictions, recorded on the same sub-batch by one extra backward of that loss in the steps
+that refresh them (covnoise.core.step). A subclass says how v becomes the noise scale, in a
+step (`_scale_from`) and on the probe (`_probe_scale`).
 
 Schedule at small batches and small models (`stats_interval`): the default schedule
 (RunConfig: 128 rows every 4 steps) refreshes every 4 · (512 // B) steps below B = 512 (8 at
 B = 256, 16 at B = 128, 32 at B = 64) and every 4 steps from B = 512 up, except that it
 refreshes every 8 steps when B · P < 2²³ (≈ 8.4·10⁶: B = 512 at P < 16384, B = 1024 at
-P < 8192), P the number of parameters. At B ≤ 128 the default records the whole batch, and
-a diag refresh then costs 0.4–1.6 plain steps (a third of its matrix products, plus a fixed
+P < 8192), P the number of parameters. At B ≤ 128 the default records the whole batch, and a
+diag refresh then costs 0.4–1.6 plain steps (a third of its matrix products, plus a fixed
 cost per refresh that dominates at small P; isotropic's TraceStats add no matrix product,
-only that fixed cost), so every 4 steps it alone takes 0.1–0.4 of a plain
-step (MLP at P = 1e6 and 1e4, bench.steps --bp-grid). At small B · P a plain step is about a
-millisecond and the refresh's fixed cost (hooks, the sub-batch's row selection, the
-variance and scale, ≈ 1 plain step at B = 512, P = 10⁴) is what every 4 steps costs 0.25 of
-a plain step; every 8 steps halves it, the interval B = 256 already has. The rule changes
-only how long an estimate is reused: each refresh is the same unbiased estimate of diag(C)
-at the step that records it (the whole-batch or sub-batch v̂, drawn afresh), and z is
-drawn afresh every step independently of v̂, so Cov(ξ) = c·E[diag(v̂)] = c·K as above; the
-estimate is up to interval − 1 steps old. What the staleness costs is measured by
-`python -m bench.steps --stale-errors` (the kept v̂ and tr C against each step's batch, plain
-SGD at lr 0.1 from initialisation, MLP and CNN at P ≈ 10⁴, B = 512): v̂ 0.20–0.27 relative
-error (mostly the 128-row sub-batch's own), tr C 2–3% over 4 steps and 7–9% over 8. Any
-other (stats_rows, stats_every) is used as given, at every batch size and model size.
+only that fixed cost), so every 4 steps it alone takes 0.1–0.4 of a plain step (MLP at
+P = 1e6 and 1e4, bench.steps --bp-grid). At small B · P a plain step is about a millisecond
+and the refresh's fixed cost (hooks, the sub-batch's row selection, the variance and scale,
+≈ 1 plain step at B = 512, P = 10⁴) is what every 4 steps costs 0.25 of a plain step; every
+8 steps halves it, the interval B = 256 already has. The rule changes only how long an
+estimate is reused: each refresh is the same unbiased estimate of diag(C) at the step that
+records it (the whole-batch or sub-batch v̂, drawn afresh), and z is drawn afresh every step
+independently of v̂, so Cov(ξ) = c·E[diag(v̂)] = c·K as above; the estimate is up to
+interval − 1 steps old. What the staleness costs is measured by
+`python -m bench.steps --stale-errors` (the kept v̂ and tr C against each step's batch,
+plain SGD at lr 0.1 from initialisation, MLP and CNN at P ≈ 10⁴, B = 512): v̂ 0.20–0.27
+relative error (mostly the 128-row sub-batch's own), tr C 2–3% over 4 steps and 7–9% over 8.
+Any other (stats_rows, stats_every) is used as given, at every batch size and model size.
 
 The noise itself: z ~ N(0, I_P) is drawn fresh every step into the run's one flat buffer
 (kept in the state with its per-parameter views) by `gaussian_` (on the CPU from P = 2¹⁴ up:
@@ -46,8 +45,8 @@ makes it in four fused list operations); the inputs are left alone. Small models
 from the fused operations: each torch call costs several microseconds right after a
 backward, and a 0.5 ms step of a 10⁴-parameter MLP paid for about 25 of them. The draw is
 still the largest part of a non-refreshing step's extra cost (2.1–2.4 ms for P = 10⁶ on the
-development machines, a quarter of a plain step of a 10⁶-parameter MLP at B = 128), so ≤
-1.3× stays out of reach at B ≲ 128 and large P whatever the statistics schedule.
+development machines, a quarter of a plain step of a 10⁶-parameter MLP at B = 128), so
+≤ 1.3× stays out of reach at B ≲ 128 and large P whatever the statistics schedule.
 """
 
 from __future__ import annotations
@@ -79,13 +78,13 @@ def stats_interval(
     (128 rows every 4 steps): 4 · (512 // B) below B = 512 (8 at B = 256, 16 at B = 128),
     and at least 8 when B · P < 2²³ (P = `n_params`; not applied when it is None).
 
-    At B ≤ 128 the default records the whole batch, a third of a plain step's matrix
-    products (diag; isotropic's trace needs none) plus a fixed cost per refresh, every 4
-    steps; stretching the interval keeps that
-    cost per step at what it is at B = 512. At small B · P the refresh's fixed cost is about
-    a plain step, and every 8 steps halves it. v̂ stays the unbiased whole-batch (or
-    sub-batch) estimate of diag(C) at the step that records it; it is only reused for longer
-    (at most interval − 1 steps old). Other schedules are taken as given.
+    At B ≤ 128 the default records the whole batch, a third of a plain step's matrix products
+    (diag; isotropic's trace needs none) plus a fixed cost per refresh, every 4 steps;
+    stretching the interval keeps that cost per step at what it is at B = 512. At small
+    B · P the refresh's fixed cost is about a plain step, and every 8 steps halves it. v̂
+    stays the unbiased whole-batch (or sub-batch) estimate of diag(C) at the step that
+    records it; it is only reused for longer (at most interval − 1 steps old). Other
+    schedules are taken as given.
     """
     if (stats_rows, stats_every) != DEFAULT_SCHEDULE or not batch_size:
         return stats_every

@@ -11,25 +11,22 @@ waking the threads for each of its eleven small operations made it slower than `
 below P ≈ 10⁵ (`python -m bench.steps --draw` gives the speed-up).
 
 The method, for n entries and h = ⌈n/2⌉ pairs: 2h uniform 32-bit words; the low 23 bits m₁
-of word i and m₂ of word h + i give u₁ = (2m₁ + 1)·2⁻²⁴ ∈ (0, 1) (exact in float32, never
-0 or 1) and θ = 2π(1 + m₂·2⁻²³) (cos and sin have period 2π); then r = √(−2 ln u₁), and
-z_i = r cos θ and z_{h+i} = r sin θ are independent N(0, 1). Like torch's, the largest |z| is
-√(48 ln 2) ≈ 5.77. The bits come from an SFC64 whose state is three 63-bit words drawn from
-the run's torch generator: either a generator kept by the caller for the whole run
-(`new_bits`, passed as `bits`; a training run keeps one in its noise state, since re-seeding
-costs 20–30 µs a step right after a backward) or, without `bits`, one re-seeded from
-`generator` at every call, so the torch generator advances by a fixed amount per draw. Either
-way a run stays reproducible from its seed (bit for bit on one machine; numpy picks its SIMD
-kernels by CPU, so the last bit of a draw may differ between machines, like the matrix
-products). Below
-`MIN_ENTRIES` entries, for other dtypes and off the CPU (CUDA's Philox `normal_` is fast),
-torch's own `normal_` is used.
+of word i and m₂ of word h + i give u₁ = (2m₁ + 1)·2⁻²⁴ ∈ (0, 1) (exact in float32, never 0
+or 1) and θ = 2π(1 + m₂·2⁻²³) (cos and sin have period 2π); then r = √(−2 ln u₁), and
+z_i = r cos θ and z_{h+i} = r sin θ are independent N(0, 1). Like torch's, the largest |z|
+is √(48 ln 2) ≈ 5.77. The bits come from an SFC64 whose state is three 63-bit words drawn
+from the run's torch generator: either one kept by the caller for the whole run (`new_bits`,
+passed as `bits`; a training run keeps one in its noise state, since seeding one costs
+20–30 µs a step right after a backward) or, without `bits`, a fresh one seeded from
+`generator` for the call. Either way a run stays reproducible from its seed (bit for bit on
+one machine; numpy picks its SIMD kernels by CPU, so the last bit of a draw may differ
+between machines, like the matrix products). Below `MIN_ENTRIES` entries, for other dtypes
+and off the CPU (CUDA's Philox `normal_` is fast), torch's own `normal_` is used.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import torch
@@ -42,7 +39,6 @@ MIN_ENTRIES = 1 << 14
 _MANTISSA = 0x007FFFFF
 _ONE = 0x3F800000  # float32 1.0: OR-ing a 23-bit mantissa into it gives 1 + m·2⁻²³
 _TWO_PI = 2.0 * math.pi
-_LOCAL = threading.local()  # one SFC64 object per thread, re-seeded each call
 
 
 def uses_bits(out: Tensor) -> bool:
@@ -56,8 +52,17 @@ def uses_bits(out: Tensor) -> bool:
 
 
 def new_bits(generator: torch.Generator) -> np.random.SFC64:
-    """An SFC64 for a whole run's draws, its state three words drawn from `generator`."""
-    return _seeded(np.random.SFC64(0), generator)
+    """An SFC64 for a whole run's draws, its state three words drawn from `generator`
+    (counter 1)."""
+    words = torch.empty(3, dtype=torch.int64).random_(generator=generator).tolist()
+    bits = np.random.SFC64(0)
+    bits.state = {
+        "bit_generator": "SFC64",
+        "state": {"state": np.array([*words, 1], dtype=np.uint64)},
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return bits
 
 
 def gaussian_(
@@ -66,14 +71,15 @@ def gaussian_(
     """Fill the contiguous float32 tensor `out` with independent N(0, 1) draws, in place.
 
     With `bits` (from `new_bits`) the draw continues that generator's stream and `generator`
-    is not used; without it an SFC64 is seeded from `generator` for this draw. Where
-    `uses_bits(out)` is false, torch's `normal_` with `generator` fills it either way."""
+    is not used; without it a fresh SFC64 is seeded from `generator` for this draw (13–30 µs:
+    a run keeps one instead). Where `uses_bits(out)` is false, torch's `normal_` with
+    `generator` fills it either way."""
     if not uses_bits(out):
         return out.normal_(generator=generator)
     flat = out.view(-1)
     n = flat.numel()
     h = (n + 1) // 2
-    source = bits if bits is not None else _sfc64(generator)
+    source = bits if bits is not None else new_bits(generator)
     words = source.random_raw(h).view(np.uint32)  # 2h words, a fresh array
     words &= _MANTISSA
     words |= _ONE
@@ -92,24 +98,3 @@ def gaussian_(
     np.cos(theta, out=z[:h])
     z[:h] *= r
     return out
-
-
-def _sfc64(generator: torch.Generator) -> np.random.SFC64:
-    """This thread's SFC64, re-seeded from `generator`: setting a state costs 2 µs, making a
-    new generator 13–30 µs."""
-    bits = getattr(_LOCAL, "bits", None)
-    if bits is None:
-        bits = _LOCAL.bits = np.random.SFC64(0)
-    return _seeded(bits, generator)
-
-
-def _seeded(bits: np.random.SFC64, generator: torch.Generator) -> np.random.SFC64:
-    """`bits` with its state set to three words drawn from `generator` (counter 1)."""
-    words = torch.empty(3, dtype=torch.int64).random_(generator=generator).tolist()
-    bits.state = {
-        "bit_generator": "SFC64",
-        "state": {"state": np.array([*words, 1], dtype=np.uint64)},
-        "has_uint32": 0,
-        "uinteger": 0,
-    }
-    return bits

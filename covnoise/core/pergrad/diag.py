@@ -1,13 +1,13 @@
 """Σ_n g_n² and Σ_n g_n per coordinate, and the unbiased diag(C) estimate built from them.
 
 This is what the diagonal noise structure needs (isotropic needs only their trace:
-covnoise.core.pergrad.trace). For a linear layer on (b, in)
-inputs Σ_n g_n² = (δ²)ᵀ(a²): one extra matrix product, no per-example gradient formed;
-other layers form their per-example weight gradients chunk by chunk. Σ_n g_n is the batch
-gradient autograd forms anyway (divided by the common loss weight) whenever the statistics
-cover the whole batch with equal weights; only a sub-batch, unequal weights or a backward
-that forms no parameter gradient compute it from (a, δ) (`DiagStatsRecorder`). With equal
-weights w, δ is not rescaled: the results are multiplied by 1/w and 1/w² instead.
+covnoise.core.pergrad.trace). For a linear layer on (b, in) inputs Σ_n g_n² = (δ²)ᵀ(a²): one
+extra matrix product, no per-example gradient formed; other layers form their per-example
+weight gradients chunk by chunk. Σ_n g_n is the batch gradient autograd forms anyway
+(divided by the common loss weight) whenever the statistics cover the whole batch with equal
+weights; only a sub-batch, unequal weights or a backward that forms no parameter gradient
+compute it from (a, δ) (`DiagStatsRecorder`). With equal weights w, δ is not rescaled: the
+results are multiplied by 1/w and 1/w² instead.
 """
 
 from __future__ import annotations
