@@ -64,8 +64,8 @@ from bench.machine import describe_machine
 from covnoise.config import RunConfig
 from covnoise.core import build_model, make_structure, noisy_step, per_example_loss
 from covnoise.core.allocator import keep_freed_memory
-from covnoise.core.noise import stats_interval
-from covnoise.core.noise.gaussian import gaussian_, new_bits
+from covnoise.core.noise import compiled, stats_interval
+from covnoise.core.noise.gaussian import fill_compiled, fill_numpy, new_bits
 from covnoise.core.pergrad import DiagStatsRecorder
 from covnoise.data import load_dataset
 
@@ -496,35 +496,40 @@ DRAW_SIZES = (10_000, 32_768, 100_000, 1_000_000)
 
 
 def bench_draw(sizes=DRAW_SIZES, rounds: int = 60) -> list[dict]:
-    """torch's `normal_` against `gaussian_`, each into one float32 buffer of P entries
-    reused for every draw and `gaussian_` from one SFC64 kept across draws (as a run's steps
-    draw it), alternating within each round; median time and median within-round ratio."""
+    """torch's `normal_` against `gaussian_`'s two paths (numpy, and compiled where it
+    loads), each into one float32 buffer of P entries reused for every draw, the SFC64 paths
+    from one generator kept across draws (as a run's steps draw), in a fresh order each
+    round; median times and median within-round ratios to the compiled draw (else numpy)."""
     gen = torch.Generator().manual_seed(0)
     bits = new_bits(gen)
+    kernel = compiled.load()
+    draws = {
+        "torch": lambda out: out.normal_(generator=gen),
+        "numpy": lambda out: fill_numpy(out, bits),
+    }
+    if kernel is not None:
+        draws["compiled"] = lambda out: fill_compiled(out, bits, kernel)
+    best = "compiled" if kernel is not None else "numpy"
+    order = random.Random(0)
     rows = []
     for n in sizes:
-        ts: dict[str, list[float]] = {"torch": [], "fast": []}
+        ts: dict[str, list[float]] = {name: [] for name in draws}
         k = max(1, 1_000_000 // n)  # draws per timing
         out = torch.empty(n)
         for r in range(rounds + 3):
-            for name in ("torch", "fast") if r % 2 else ("fast", "torch"):
+            for name in order.sample(list(draws), len(draws)):
                 t0 = time.perf_counter()
                 for _ in range(k):
-                    if name == "torch":
-                        out.normal_(generator=gen)
-                    else:
-                        gaussian_(out, gen, bits)
+                    draws[name](out)
                 if r >= 3:
                     ts[name].append((time.perf_counter() - t0) / k)
-        ratios = [a / b for a, b in zip(ts["torch"], ts["fast"], strict=True)]
-        rows.append(
-            {
-                "n": n,
-                "torch_us": statistics.median(ts["torch"]) * 1e6,
-                "fast_us": statistics.median(ts["fast"]) * 1e6,
-                "speedup": statistics.median(ratios),
-            }
-        )
+        row = {"n": n, "best": best}
+        for name in draws:
+            row[f"{name}_us"] = statistics.median(ts[name]) * 1e6
+            row[f"{name}_per_{best}"] = statistics.median(
+                a / b for a, b in zip(ts[name], ts[best], strict=True)
+            )
+        rows.append(row)
     return rows
 
 
@@ -533,11 +538,27 @@ def _draw_main(as_json: bool) -> list[dict]:
     if as_json:
         print(json.dumps({"machine": describe_machine("cpu"), "draw": rows}))
         return rows
-    print(f"machine: {describe_machine('cpu')}")
-    print("| P | torch normal_ (µs) | gaussian_ (µs) | speed-up (paired) |")
+    print(f"machine: {describe_machine('cpu')}; gaussian_ draws with {compiled.describe()}")
+    if rows and rows[0]["best"] == "compiled":
+        print(
+            "| P | torch normal_ (µs) | numpy path (µs) | compiled (µs) "
+            "| torch ÷ compiled | numpy ÷ compiled |"
+        )
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            print(
+                f"| {r['n']:,} | {r['torch_us']:.0f} | {r['numpy_us']:.0f} | "
+                f"{r['compiled_us']:.0f} | {r['torch_per_compiled']:.2f} | "
+                f"{r['numpy_per_compiled']:.2f} |"
+            )
+        return rows
+    print("| P | torch normal_ (µs) | numpy path (µs) | torch ÷ numpy |")
     print("| --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['n']:,} | {r['torch_us']:.0f} | {r['fast_us']:.0f} | {r['speedup']:.2f} |")
+        print(
+            f"| {r['n']:,} | {r['torch_us']:.0f} | {r['numpy_us']:.0f} "
+            f"| {r['torch_per_numpy']:.2f} |"
+        )
     return rows
 
 

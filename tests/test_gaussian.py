@@ -1,18 +1,29 @@
 """The CPU's fast N(0, 1) draw against the normal distribution's exact CDF and moments, each
-within five standard errors, and the diag structure's noise through it against c·diag(C)
-from torch.func per-example gradients."""
+within five standard errors, on both of its paths (the compiled draw and numpy), and the diag
+structure's noise through it against c·diag(C) from torch.func per-example gradients."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
-from covnoise.core.noise import make_structure
+from covnoise.core.noise import compiled, gaussian, make_structure
 from covnoise.core.noise.gaussian import MIN_ENTRIES, gaussian_, new_bits, uses_bits
 from covnoise.core.pergrad import DiagStatsRecorder, per_example_grads
 from tests.helpers import ce
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def draw_path(request, monkeypatch):
+    """gaussian_ on the compiled draw (where a C compiler is found; CI has one) or on numpy."""
+    if request.param == "numpy":
+        monkeypatch.setattr(gaussian.compiled, "load", lambda: None)
+    elif compiled.load() is None:
+        pytest.skip("no compiled draw here")
+    return request.param
 
 
 def _phi(x: float) -> float:
@@ -23,7 +34,7 @@ def _draw(n: int, seed: int) -> torch.Tensor:
     return gaussian_(torch.empty(n), torch.Generator().manual_seed(seed))
 
 
-def test_draws_follow_the_normal_cdf_and_moments():
+def test_draws_follow_the_normal_cdf_and_moments(draw_path):
     n = (1 << 20) + 1  # odd: the last pair's sine half is dropped
     z = _draw(n, 0).double()
     assert torch.isfinite(z).all()
@@ -39,7 +50,7 @@ def test_draws_follow_the_normal_cdf_and_moments():
     assert z.abs().max().item() <= math.sqrt(48 * math.log(2)) + 1e-5
 
 
-def test_pair_partners_and_consecutive_draws_are_independent():
+def test_pair_partners_and_consecutive_draws_are_independent(draw_path):
     """cos and sin halves share a radius, yet z and z' are independent: their correlation
     and that of their squares is zero (a shared angle or radius would show in either)."""
     n = 1 << 20
@@ -73,7 +84,7 @@ def test_reproducible_from_the_generator_and_torch_below_the_threshold():
     assert square.shape == (256, MIN_ENTRIES * 2 // 256)
 
 
-def test_diag_noise_through_the_fast_draw_has_covariance_c_diag_C():
+def test_diag_noise_through_the_fast_draw_has_covariance_c_diag_C(draw_path):
     """A float32 model above MIN_ENTRIES parameters: ξ = noisy − clean over S draws, divided
     by √(c·v) from torch.func per-example gradients, is i.i.d. N(0, 1) coordinate by
     coordinate: the mean of ξ²/(c v) over all P·S entries is 1, and over draws for each
@@ -109,7 +120,7 @@ def test_diag_noise_through_the_fast_draw_has_covariance_c_diag_C():
     assert state.bits is not None
 
 
-def test_a_runs_bit_generator_continues_its_stream():
+def test_a_runs_bit_generator_continues_its_stream(draw_path):
     """With `bits` (a run's SFC64, seeded once from its generator), consecutive draws are a
     continuing stream: independent of each other, normal in their moments, reproducible
     from the seed, and the torch generator is not advanced by them."""

@@ -316,4 +316,4 @@ def test_the_faces_keep_the_names_other_layers_import():
     assert train.resolve_device is core.resolve_device
     assert str(train.resolve_device("cpu")) == "cpu"
     assert train.describe_device(torch.device("cpu")).startswith("cpu (")
-    assert set(train.versions()) == {"python", "torch", "numpy", "covnoise"}
+    assert set(train.versions()) == {"python", "torch", "numpy", "covnoise", "cpu_draw"}

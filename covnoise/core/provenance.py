@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import covnoise
+from covnoise.core.noise import compiled
 
 
 def describe_device(device: torch.device) -> str:
@@ -24,12 +25,14 @@ def describe_device(device: torch.device) -> str:
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python, torch, numpy and covnoise."""
+    """Versions of Python, torch, numpy and covnoise, and which N(0, 1) draw the CPU uses
+    from 2¹⁴ entries up (compiled or numpy: the same numbers up to float32 roundings)."""
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "covnoise": covnoise.__version__,
+        "cpu_draw": compiled.describe(),
     }
 
 

@@ -1,0 +1,148 @@
+"""The compiled N(0, 1) draw (gaussian.c through covnoise.core.noise.compiled): its numbers
+against the float64 Box–Muller formula of the same SFC64 words (numpy's own SFC64 gives the
+words), against the numpy path, and its build: cached per source, rebuilt when the cached
+file is unusable, refused when it draws wrong numbers, absent without a compiler."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from covnoise.core.noise import compiled, gaussian
+from covnoise.core.noise.gaussian import MIN_ENTRIES, new_bits
+
+pytestmark = pytest.mark.skipif(
+    compiled.compiler() is None and not os.environ.get("CI"),
+    reason="no C compiler here (CI has one: there this fails instead)",
+)
+
+
+def _words_formula(bits: np.random.SFC64, n: int) -> np.ndarray:
+    """z from the next ⌈n/2⌉ words of `bits` in float64 (the method in gaussian.c's header)."""
+    h = (n + 1) // 2
+    w = bits.random_raw(h).view(np.uint32).astype(np.float64)
+    m1, m2 = np.mod(w[:h], 2.0**23), np.mod(w[h:], 2.0**23)
+    r = np.sqrt(-2.0 * np.log((2.0 * m1 + 1.0) * 2.0**-24))
+    theta = 2.0 * np.pi * m2 * 2.0**-23
+    return np.concatenate([r * np.cos(theta), (r * np.sin(theta))[: n - h]])
+
+
+@pytest.fixture
+def kernel() -> compiled.Kernel:
+    k = compiled.load()
+    assert k is not None, "a C compiler is on the PATH but the compiled draw did not load"
+    return k
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """load() with an empty cache directory of its own (and its memo cleared around it)."""
+    monkeypatch.setenv("COVNOISE_CACHE_DIR", str(tmp_path / "cache"))
+    compiled.load.cache_clear()
+    yield tmp_path / "cache"
+    compiled.load.cache_clear()
+
+
+@pytest.mark.parametrize("n", [MIN_ENTRIES, MIN_ENTRIES + 1, 100_003, 1 << 18])
+def test_compiled_draw_is_the_formula_of_its_words(kernel, n):
+    """Every entry within 1e-6 of the float64 formula (|z| ≤ 5.8, where a float32 ulp is
+    4.8e-7), and the bit generator left where numpy's would be after ⌈n/2⌉ words."""
+    seed = torch.Generator().manual_seed(n)
+    bits, twin = new_bits(seed), np.random.SFC64(0)
+    twin.state = bits.state
+    out = torch.empty(n)
+    gaussian.fill_compiled(out, bits, kernel)
+    expected = _words_formula(twin, n)
+    assert np.abs(out.numpy().astype(np.float64) - expected).max() < 1e-6
+    assert np.array_equal(bits.state["state"]["state"], twin.state["state"]["state"])
+
+
+def test_compiled_and_numpy_paths_draw_the_same_numbers(kernel):
+    """Both paths read the same words the same way: the numpy path rounds its angle to
+    float32 before sin and cos, so they differ by a few roundings (≤ 5e-6), and a run that
+    switches path mid-stream continues the same stream."""
+    n = 100_001
+    a_bits = new_bits(torch.Generator().manual_seed(2))
+    b_bits = new_bits(torch.Generator().manual_seed(2))
+    a, b = torch.empty(n), torch.empty(n)
+    for fill_a in (True, False):  # compiled then numpy on a; numpy twice on b
+        if fill_a:
+            gaussian.fill_compiled(a, a_bits, kernel)
+        else:
+            gaussian.fill_numpy(a, a_bits)
+        gaussian.fill_numpy(b, b_bits)
+        assert (a - b).abs().max().item() < 5e-6
+        assert not torch.equal(a, torch.zeros(n))
+    assert np.array_equal(a_bits.state["state"]["state"], b_bits.state["state"]["state"])
+
+
+def test_gaussian_uses_the_compiled_draw_where_it_loads(kernel, monkeypatch):
+    out, twin = torch.empty(MIN_ENTRIES), torch.empty(MIN_ENTRIES)
+    gaussian.gaussian_(out, torch.Generator(), new_bits(torch.Generator().manual_seed(4)))
+    gaussian.fill_compiled(twin, new_bits(torch.Generator().manual_seed(4)), kernel)
+    assert torch.equal(out, twin)
+    monkeypatch.setattr(gaussian.compiled, "load", lambda: None)
+    gaussian.gaussian_(out, torch.Generator(), new_bits(torch.Generator().manual_seed(4)))
+    gaussian.fill_numpy(twin, new_bits(torch.Generator().manual_seed(4)))
+    assert torch.equal(out, twin)
+
+
+def test_build_is_cached_per_source(fresh_cache, tmp_path, monkeypatch):
+    first = compiled.load()
+    assert first is not None and first.path.parent == fresh_cache
+    built = first.path.stat().st_mtime_ns
+    compiled.load.cache_clear()
+    again = compiled.load()
+    assert again.path == first.path and again.path.stat().st_mtime_ns == built  # not rebuilt
+    edited = tmp_path / "gaussian.c"
+    edited.write_text(compiled.SOURCE.read_text() + "\n/* edited */\n")
+    monkeypatch.setattr(compiled, "SOURCE", edited)
+    compiled.load.cache_clear()
+    other = compiled.load()
+    assert other is not None and other.path != first.path
+    assert compiled.describe().startswith("compiled")
+
+
+def test_an_unusable_cached_file_is_rebuilt(fresh_cache):
+    cc = compiled.compiler()
+    path = compiled.library_path(cc, compiled.FLAG_SETS[0], fresh_cache)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a shared library")
+    kernel = compiled.load()
+    assert kernel is not None and kernel.path == path
+    z = np.empty(64, dtype=np.float32)
+    kernel(z.ctypes.data, 64, np.array([1, 2, 3, 1], dtype=np.uint64))
+    assert np.isfinite(z).all() and z.std() > 0.5
+
+
+def test_a_kernel_drawing_wrong_numbers_is_refused(fresh_cache, tmp_path, monkeypatch):
+    """A source whose cosine and sine halves are swapped compiles and runs, but its check
+    against the float64 formula fails, so load() gives None and gaussian_ draws with numpy."""
+    source = compiled.SOURCE.read_text()
+    swapped = source.replace("zc[i] = r * c;", "zc[i] = r * sn;").replace(
+        "zs[i] = r * sn;", "zs[i] = r * c;"
+    )
+    assert swapped != source
+    wrong = tmp_path / "gaussian.c"
+    wrong.write_text(swapped)
+    monkeypatch.setattr(compiled, "SOURCE", wrong)
+    assert compiled.load() is None
+    assert any(fresh_cache.glob("gaussian-*.so"))  # it was built, then refused
+    assert compiled.describe().startswith("numpy")
+
+
+def test_without_a_compiler_or_when_turned_off_the_numpy_path_draws(fresh_cache, monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert compiled.load() is None
+    out, twin = torch.empty(MIN_ENTRIES), torch.empty(MIN_ENTRIES)
+    gaussian.gaussian_(out, torch.Generator(), new_bits(torch.Generator().manual_seed(8)))
+    gaussian.fill_numpy(twin, new_bits(torch.Generator().manual_seed(8)))
+    assert torch.equal(out, twin)
+    monkeypatch.setenv("CC", shutil.which("cc") or compiled.compiler() or "cc")
+    monkeypatch.setenv("COVNOISE_DRAW", "numpy")
+    compiled.load.cache_clear()
+    assert compiled.load() is None
