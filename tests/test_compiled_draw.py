@@ -41,7 +41,7 @@ def kernel() -> compiled.Kernel:
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     """load() with an empty cache directory of its own (and its memo cleared around it)."""
-    monkeypatch.setenv("COVNOISE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COVNOISE_BUILD_DIR", str(tmp_path / "cache"))
     compiled.load.cache_clear()
     yield tmp_path / "cache"
     compiled.load.cache_clear()

@@ -491,3 +491,23 @@ def test_noisy_gradients_outlive_the_next_draw(name):
     assert all(torch.equal(a, b) for a, b in zip(first, kept, strict=True))
     assert not any(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(grads, before, strict=True))
+
+
+@pytest.mark.parametrize("name", ["diag", "isotropic"])
+@pytest.mark.parametrize("n_out", [3, 3000])  # small: torch's normal_; large: the SFC64 draw
+def test_inplace_update_writes_the_same_noisy_gradients_into_the_inputs(name, n_out):
+    """With `inplace` (the training step's own .grad tensors) the noisy gradients are the
+    inputs themselves, holding exactly what the out-of-place update returns for the same
+    generator state; without it the inputs are left alone."""
+    params = [torch.zeros(n_out, 8), torch.zeros(n_out)]
+    grads = [torch.randn_like(p) for p in params]
+    sq = [torch.rand_like(p) + 1 for p in params]
+    stats = DiagStats(sq, [torch.zeros_like(p) for p in params], 8, 8)
+    s = make_structure(name, 0.5, stats_rows=None, stats_every=2)
+    copies = [g.clone() for g in grads]
+    fresh, _ = s.update(copies, s.init(params), stats, torch.Generator().manual_seed(4))
+    assert all(torch.equal(a, b) for a, b in zip(copies, grads, strict=True))
+    into, _ = s.update(grads, s.init(params), stats, torch.Generator().manual_seed(4), inplace=True)
+    assert all(a is b for a, b in zip(into, grads, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(into, fresh, strict=True))
+    assert not torch.equal(into[0], copies[0])

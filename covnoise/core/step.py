@@ -223,7 +223,8 @@ def noisy_step(
     else:
         loss, stats = _batch_backward(model, params, plan, x, y)
     grads = [p.grad for p in params]
-    noisy, state = structure.update(grads, state, stats, generator)
+    # the noise goes into the fresh .grad tensors themselves (no P-sized buffers per step)
+    noisy, state = structure.update(grads, state, stats, generator, inplace=True)
     for p, g, old in zip(params, noisy, grads, strict=True):
         if g is not old:
             p.grad = g

@@ -104,6 +104,8 @@ class NoiseStructure(Protocol):
         state: NoiseState,
         stats: DiagStats | TraceStats | None,
         generator: torch.Generator,
+        *,
+        inplace: bool = False,
     ) -> tuple[list[Tensor], NoiseState]: ...
 
     def statistics(self, probe: Probe) -> ProbeNoise: ...

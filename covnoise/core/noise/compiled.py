@@ -2,20 +2,21 @@
 through ctypes, checked before use, and absent (None) wherever that fails.
 
 Why: on the CPU the draw is most of the noise's cost at small batches. numpy's SFC64 bits
-and its SIMD log, sqrt, sin and cos take about 210 µs for 10⁵ entries on one core of the
+and its SIMD log, sqrt, sin and cos take about 220 µs for 10⁵ entries on one core of the
 development machine, a quarter of a plain step of a 10⁵-parameter MLP at B = 128; gaussian.c
-does the same stream and transform in one vectorised pass in about 75 µs
-(`python -m bench.steps --draw`). Nothing else changes: where no compiler is found, the
-build fails, or the check below fails, `gaussian_` keeps its numpy path, which draws the
-same numbers up to a few float32 roundings.
+does the same stream and transform in one vectorised pass in about 95 µs (`python -m
+bench.steps --draw`). Nothing else changes: where no compiler is found, the build fails or
+the check below fails, `gaussian_` keeps its numpy path, which draws the same numbers up to a
+few float32 roundings.
 
-The library is built with `$CC` (else `cc`, `gcc` or `clang` on the PATH) into
-`platformdirs.user_cache_dir("covnoise")` (or `$COVNOISE_CACHE_DIR`), named by a hash of the
-source, the flags, the compiler and the CPU, so an edited source, another compiler or another
-machine sharing the directory builds its own; the file is written under a temporary name and
-renamed, so concurrent workers never load half a file. `-march=native` is tried first, then
-portable flags. After loading, 4,096 draws from a fixed state are compared with the
-float64 formula of the same words; a kernel that disagrees by more than 1e-5 is not used.
+The library is built with `$CC` (else `cc`, `gcc` or `clang` on the PATH) into `compiled/`
+of `platformdirs.user_cache_dir("covnoise")` (or `$COVNOISE_BUILD_DIR`), named by a hash of
+the source, the flags, the compiler and the CPU, so an edited source, another compiler or
+another machine sharing the directory builds its own; the file is written under a temporary
+name and renamed, so concurrent workers never load half a file. `-march=native` is tried
+first, then portable flags. After loading, 4,096 draws (and 33) from a fixed state are
+compared with the float64 formula of the same words; a kernel that disagrees by more than
+1e-5 is not used. Building takes about 0.1 s once per machine, loading a built one 8 ms.
 `COVNOISE_DRAW=numpy` turns the compiled draw off.
 """
 
@@ -72,13 +73,14 @@ def compiler() -> str | None:
 
 
 def cache_dir() -> Path:
-    """Where built libraries live: `$COVNOISE_CACHE_DIR`, else the user's cache directory."""
-    explicit = os.environ.get("COVNOISE_CACHE_DIR")
+    """Where built libraries live: `$COVNOISE_BUILD_DIR`, else `compiled/` in the user's
+    cache directory."""
+    explicit = os.environ.get("COVNOISE_BUILD_DIR")
     if explicit:
         return Path(explicit)
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("covnoise"))
+    return Path(platformdirs.user_cache_dir("covnoise")) / "compiled"
 
 
 def _cpu_signature() -> str:

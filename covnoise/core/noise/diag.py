@@ -20,10 +20,15 @@ class DiagNoise(DiagStatsNoise):
         """√(c·v) per parameter (c folded into the variance's scaling)."""
         return stats.std(factor=self.c)
 
-    def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: list[Tensor]) -> list[Tensor]:
+    def _add_noise(
+        self, grads: list[Tensor], z: list[Tensor], scale: list[Tensor], inplace: bool
+    ) -> list[Tensor]:
         """g + s ⊙ z per parameter, one fused list operation, s the kept √(c·v)."""
         if scale[0].dtype != z[0].dtype:
             scale = [s.to(z[0].dtype) for s in scale]
+        if inplace:
+            torch._foreach_addcmul_(grads, scale, z)
+            return list(grads)
         return list(torch._foreach_addcmul(grads, scale, z))
 
     def _probe_scale(

@@ -63,6 +63,8 @@ class FullNoise(Structure):
         state: NoiseState,
         stats: DiagStats | TraceStats | None,
         generator: torch.Generator,
+        *,
+        inplace: bool = False,
     ) -> tuple[list[Tensor], NoiseState]:
         """Identity: the weighted backward already produced ḡ + ξ."""
         return list(grads), self._advance(state)

@@ -23,12 +23,21 @@ class IsotropicNoise(DiagStatsNoise):
         """σ = √(c·Σv/P), 0-d in the gradients' dtype (Σv summed in float64)."""
         return (stats.total_variance() * (self.c / stats.n_params)).sqrt().to(stats.sum[0].dtype)
 
-    def _add_noise(self, grads: list[Tensor], z: list[Tensor], scale: Tensor) -> list[Tensor]:
-        """g + σ z as new tensors, one fused list operation; σ is read as a number on the CPU
-        (free there), kept on the device elsewhere (no read-back: z is scaled first)."""
+    def _add_noise(
+        self, grads: list[Tensor], z: list[Tensor], scale: Tensor, inplace: bool
+    ) -> list[Tensor]:
+        """g + σ z, one fused list operation, as new tensors or (`inplace`) into `grads`; σ
+        is read as a number on the CPU (free there), kept on the device elsewhere (no
+        read-back: z is scaled first)."""
         if scale.device.type == "cpu":
+            if inplace:
+                torch._foreach_add_(grads, z, alpha=scale.item())
+                return list(grads)
             return list(torch._foreach_add(grads, z, alpha=scale.item()))
         noisy = torch._foreach_mul(z, scale.to(z[0].dtype))
+        if inplace:
+            torch._foreach_add_(grads, noisy)
+            return list(grads)
         torch._foreach_add_(noisy, grads)
         return list(noisy)
 

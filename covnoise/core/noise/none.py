@@ -21,6 +21,8 @@ class NoNoise(Structure):
         state: NoiseState,
         stats: DiagStats | TraceStats | None,
         generator: torch.Generator,
+        *,
+        inplace: bool = False,
     ) -> tuple[list[Tensor], NoiseState]:
         """Gradients unchanged."""
         return list(grads), self._advance(state)
