@@ -34,7 +34,8 @@ def _stale_figures(figures: dict[str, str], root: Path) -> list[str]:
 
 
 def _cmd_findings(args: argparse.Namespace) -> int:
-    from covnoise.results.findings import all_findings, render, replace_block
+    from covnoise.results.findings import all_findings
+    from covnoise.results.markdown import render, replace_block
     from covnoise.runs import read_cached_runs
 
     if not Path(args.runs).is_dir():

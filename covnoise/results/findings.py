@@ -36,7 +36,6 @@ from covnoise.results.designs import (
     design_test,
     run_bootstrap_correlations,
 )
-from covnoise.results.markdown import render, replace_block
 from covnoise.results.study import ALL_STUDIES, Study
 from covnoise.results.tables import (
     arm_table,
@@ -47,7 +46,7 @@ from covnoise.results.tables import (
     study_runs,
 )
 
-__all__ = ["StudyFindings", "all_findings", "render", "replace_block", "study_findings"]
+__all__ = ["StudyFindings", "all_findings", "study_findings"]
 
 
 @dataclass(frozen=True)
