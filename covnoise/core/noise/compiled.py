@@ -1,13 +1,17 @@
-"""The compiled N(0, 1) draw (gaussian.c): built once per machine with the C compiler, loaded
-through ctypes, checked before use, and absent (None) wherever that fails.
+"""The compiled CPU kernels (kernels.c): the N(0, 1) draw and the diagonal noise's scale, built
+once per machine with the C compiler, loaded through ctypes, checked before use, and absent
+(None) wherever that fails.
 
 Why: on the CPU the draw is most of the noise's cost at small batches. numpy's SFC64 bits
 and its SIMD log, sqrt, sin and cos take about 220 µs for 10⁵ entries on one core of the
-development machine, a quarter of a plain step of a 10⁵-parameter MLP at B = 128; gaussian.c
+development machine, a quarter of a plain step of a 10⁵-parameter MLP at B = 128; kernels.c
 does the same stream and transform in one vectorised pass in about 95 µs (`python -m
-bench.steps --draw`). Nothing else changes: where no compiler is found, the build fails or
-the check below fails, `gaussian_` keeps its numpy path, which draws the same numbers up to a
-few float32 roundings.
+bench.steps --draw`). Right after a backward, small list operations cost several times what
+they cost alone: the diagonal noise's scale √(max(a·Σg² − (a/b)(Σg)², 0)), four of them
+(130–140 µs for the digits MLP's 85k entries), is one pass here. Nothing else changes: where
+no compiler is found, the build fails or the check below fails, `gaussian_` keeps its numpy
+path, which draws the same numbers up to a few float32 roundings, and the scale comes from
+`DiagStats.std`, equal up to float32 roundings.
 
 The library is built with `$CC` (else `cc`, `gcc` or `clang` on the PATH) into `compiled/`
 of `platformdirs.user_cache_dir("covnoise")` (or `$COVNOISE_BUILD_DIR`), named by a hash of
@@ -15,8 +19,9 @@ the source, the flags, the compiler and the CPU, so an edited source, another co
 another machine sharing the directory builds its own; the file is written under a temporary
 name and renamed, so concurrent workers never load half a file. `-march=native` is tried
 first, then portable flags. After loading, 4,096 draws (and 33) from a fixed state are
-compared with the float64 formula of the same words; a kernel that disagrees by more than
-1e-5 is not used. Building takes about 0.1 s once per machine, loading a built one 8 ms.
+compared with the float64 formula of the same words, and the scale with its formula on
+values that include a negative variance and a NaN; a library that disagrees (beyond 1e-5)
+is not used. Building takes about 0.1 s once per machine, loading a built one 8 ms.
 `COVNOISE_DRAW=numpy` turns the compiled draw off.
 """
 
@@ -36,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-SOURCE = Path(__file__).with_name("gaussian.c")
+SOURCE = Path(__file__).with_name("kernels.c")
 FLAG_SETS = (
     ("-O3", "-march=native", "-fno-math-errno", "-std=c99", "-shared", "-fPIC"),
     ("-O3", "-fno-math-errno", "-std=c99", "-shared", "-fPIC"),
@@ -48,9 +53,10 @@ _lock = threading.Lock()
 
 @dataclass(frozen=True)
 class Kernel:
-    """The loaded draw: `fill(z, n, state, scratch)` takes raw pointers (see gaussian.c)."""
+    """The loaded library: its functions take raw pointers (see kernels.c)."""
 
     fill: ctypes._CFuncPtr
+    std: ctypes._CFuncPtr
     path: Path
     flags: tuple[str, ...]
 
@@ -58,6 +64,10 @@ class Kernel:
         """Fill n float32 entries at z_ptr from the SFC64 `state` (4 uint64, advanced)."""
         scratch = np.empty((n + 1) // 2, dtype=np.uint64)
         self.fill(z_ptr, n, state.ctypes.data, scratch.ctypes.data)
+
+    def diag_std(self, out_ptr: int, sq_ptr: int, s_ptr: int, n: int, a: float, b: int) -> None:
+        """out = √(max(a·sq − (a/b)·s², 0)) over n float32 entries (NaN stays NaN)."""
+        self.std(out_ptr, sq_ptr, s_ptr, n, a, a / b)
 
 
 def compiler() -> str | None:
@@ -101,11 +111,11 @@ def library_path(cc: str, flags: tuple[str, ...], directory: Path) -> Path:
         key.update(b"\0")
     key.update(_cpu_signature().encode())
     key.update(platform.machine().encode())
-    return directory / f"gaussian-{key.hexdigest()[:20]}.so"
+    return directory / f"kernels-{key.hexdigest()[:20]}.so"
 
 
 def build(cc: str, flags: tuple[str, ...], target: Path) -> None:
-    """Compile gaussian.c into `target` (written under a temporary name, then renamed)."""
+    """Compile kernels.c into `target` (written under a temporary name, then renamed)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -140,7 +150,17 @@ def reference(state: np.ndarray, n: int) -> np.ndarray:
 
 
 def _check(kernel: Kernel) -> bool:
-    """Whether the kernel matches `reference` on 4,096 draws from a fixed state (and an odd n)."""
+    """Whether the draw matches `reference` on 4,096 draws from a fixed state (and an odd n),
+    and the scale its formula (a negative variance gives 0, a NaN stays NaN)."""
+    sq = np.array([4.0, 1.0, 0.0, 9.0, np.nan], dtype=np.float32)
+    s = np.array([2.0, 3.0, 0.0, 1.5, 1.0], dtype=np.float32)
+    out = np.empty_like(sq)
+    kernel.diag_std(out.ctypes.data, sq.ctypes.data, s.ctypes.data, 5, 0.5, 2)
+    expected = np.sqrt(
+        np.maximum(0.5 * sq.astype(np.float64) - 0.25 * s.astype(np.float64) ** 2, 0)
+    )
+    if not (np.allclose(out[:4], expected[:4], rtol=1e-6) and np.isnan(out[4])):
+        return False
     for n in (4096, 33):
         state = np.array([0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 1], np.uint64)
         expected = reference(state, n)
@@ -153,19 +173,22 @@ def _check(kernel: Kernel) -> bool:
 
 def _load(path: Path, flags: tuple[str, ...]) -> Kernel | None:
     try:
-        fill = ctypes.CDLL(str(path)).covnoise_gaussian
+        lib = ctypes.CDLL(str(path))
+        fill, std = lib.covnoise_gaussian, lib.covnoise_diag_std
     except (OSError, AttributeError):
         return None
     fill.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
     fill.restype = None
-    kernel = Kernel(fill, path, flags)
+    std.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_float, ctypes.c_float]
+    std.restype = None
+    kernel = Kernel(fill, std, path, flags)
     return kernel if _check(kernel) else None
 
 
 @functools.cache
 def load() -> Kernel | None:
-    """The compiled draw, built on first use; None where it is off, cannot be built or fails
-    its check (then `gaussian_` uses numpy)."""
+    """The compiled kernels, built on first use; None where they are off, cannot be built or
+    fail their check (then `gaussian_` uses numpy and the scale `DiagStats.std`)."""
     if os.environ.get("COVNOISE_DRAW", "").lower() == "numpy":
         return None
     cc = compiler()

@@ -5,7 +5,7 @@ entry on the development machines: 3.4–7.0 ms for P = 10⁶, about half a plai
 10⁶-parameter MLP at B = 128). `gaussian_` draws the same distribution with the same method,
 Box–Muller on 24-bit uniforms, but takes the random bits from numpy's SFC64 generator, on
 one of two paths that draw the same numbers up to a few float32 roundings:
-- compiled (`covnoise.core.noise.compiled`, gaussian.c built once per machine with the C
+- compiled (`covnoise.core.noise.compiled`, kernels.c built once per machine with the C
   compiler): the bits and the transform in one vectorised pass, about 75 µs for 10⁵ entries
   on the development machine;
 - numpy, where no compiler is found or the compiled draw fails its check: the bits in one
@@ -95,7 +95,7 @@ def gaussian_(
 
 
 def fill_compiled(out: Tensor, source: np.random.SFC64, kernel: compiled.Kernel) -> Tensor:
-    """The draw by gaussian.c: `source`'s state is read, advanced there and written back."""
+    """The draw by kernels.c: `source`'s state is read, advanced there and written back."""
     state = source.state
     words = state["state"]["state"]  # a fresh uint64 array (a, b, c, counter)
     kernel(out.data_ptr(), out.numel(), words)

@@ -1,7 +1,8 @@
-"""The compiled N(0, 1) draw (gaussian.c through covnoise.core.noise.compiled): its numbers
-against the float64 Box–Muller formula of the same SFC64 words (numpy's own SFC64 gives the
-words), against the numpy path, and its build: cached per source, rebuilt when the cached
-file is unusable, refused when it draws wrong numbers, absent without a compiler."""
+"""The compiled CPU kernels (kernels.c through covnoise.core.noise.compiled): the N(0, 1)
+draw against the float64 Box–Muller formula of the same SFC64 words (numpy's own SFC64 gives
+the words) and against the numpy path; the diagonal noise's scale against DiagStats.std; and
+the build: cached per source, rebuilt when the cached file is unusable, refused when it
+computes wrong numbers, absent without a compiler."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from covnoise.core.noise import compiled, gaussian
+from covnoise.core.noise import compiled, gaussian, make_structure
 from covnoise.core.noise.gaussian import MIN_ENTRIES, new_bits
+from covnoise.core.pergrad import DiagStats
 
 pytestmark = pytest.mark.skipif(
     compiled.compiler() is None and not os.environ.get("CI"),
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _words_formula(bits: np.random.SFC64, n: int) -> np.ndarray:
-    """z from the next ⌈n/2⌉ words of `bits` in float64 (the method in gaussian.c's header)."""
+    """z from the next ⌈n/2⌉ words of `bits` in float64 (the method in kernels.c's header)."""
     h = (n + 1) // 2
     w = bits.random_raw(h).view(np.uint32).astype(np.float64)
     m1, m2 = np.mod(w[:h], 2.0**23), np.mod(w[h:], 2.0**23)
@@ -98,7 +100,7 @@ def test_build_is_cached_per_source(fresh_cache, tmp_path, monkeypatch):
     compiled.load.cache_clear()
     again = compiled.load()
     assert again.path == first.path and again.path.stat().st_mtime_ns == built  # not rebuilt
-    edited = tmp_path / "gaussian.c"
+    edited = tmp_path / "kernels.c"
     edited.write_text(compiled.SOURCE.read_text() + "\n/* edited */\n")
     monkeypatch.setattr(compiled, "SOURCE", edited)
     compiled.load.cache_clear()
@@ -127,11 +129,11 @@ def test_a_kernel_drawing_wrong_numbers_is_refused(fresh_cache, tmp_path, monkey
         "zs[i] = r * sn;", "zs[i] = r * c;"
     )
     assert swapped != source
-    wrong = tmp_path / "gaussian.c"
+    wrong = tmp_path / "kernels.c"
     wrong.write_text(swapped)
     monkeypatch.setattr(compiled, "SOURCE", wrong)
     assert compiled.load() is None
-    assert any(fresh_cache.glob("gaussian-*.so"))  # it was built, then refused
+    assert any(fresh_cache.glob("kernels-*.so"))  # it was built, then refused
     assert compiled.describe().startswith("numpy")
 
 
@@ -145,4 +147,59 @@ def test_without_a_compiler_or_when_turned_off_the_numpy_path_draws(fresh_cache,
     monkeypatch.setenv("CC", shutil.which("cc") or compiled.compiler() or "cc")
     monkeypatch.setenv("COVNOISE_DRAW", "numpy")
     compiled.load.cache_clear()
+    assert compiled.load() is None
+
+
+def _stats(dtype: torch.dtype = torch.float32, batch: int = 64) -> DiagStats:
+    """Σg², Σg over b = 32 rows of a batch of `batch` for a (40, 30) weight and a bias, with
+    one coordinate whose variance rounds below zero (Σg² = (Σg)²/b exactly in reals)."""
+    g = torch.Generator().manual_seed(5)
+    rows = [
+        torch.randn(32, 40, 30, generator=g, dtype=dtype),
+        torch.randn(32, 30, generator=g, dtype=dtype),
+    ]
+    sq, s = [(r * r).sum(0) for r in rows], [r.sum(0) for r in rows]
+    s[1][0], sq[1][0] = 3.0, 9.0 / 32 - 1e-6  # a variance of −1e-6·a: clamped to 0
+    return DiagStats(sq, s, 32, batch)
+
+
+@pytest.mark.parametrize("batch", [32, 64])  # whole batch (1/b) and sub-batch scaling
+def test_compiled_diag_scale_is_the_std_of_the_statistics(kernel, batch, monkeypatch):
+    """diag's kept scale √(c·v) by the kernel equals DiagStats.std(factor=c) (float32
+    roundings: within 2e-6 relative), the rounded-negative variance gives 0, and statistics the
+    kernel cannot read as they are (float64, non-contiguous) take DiagStats.std itself."""
+    s = make_structure("diag", 0.3)
+    stats = _stats(batch=batch)
+    calls = []
+
+    def counted(*args):
+        calls.append(args[3])
+        return kernel.std(*args)
+
+    counting = compiled.Kernel(kernel.fill, counted, kernel.path, kernel.flags)
+    monkeypatch.setattr(compiled, "load", lambda: counting)
+    got, want = s._scale_from(stats), stats.std(factor=0.3)
+    assert calls == [1200, 30]  # one pass per parameter, by the kernel
+    assert all(g.data_ptr() != w.data_ptr() for g, w in zip(got, want, strict=True))
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == torch.float32
+        assert torch.allclose(g, w, rtol=2e-6, atol=1e-7)
+    assert got[1][0].item() == 0.0
+    wide = _stats(torch.float64, batch)
+    assert all(
+        torch.equal(a, b) for a, b in zip(s._scale_from(wide), wide.std(factor=0.3), strict=True)
+    )
+    strided = DiagStats([t.t() for t in stats.sumsq[:1]], [t.t() for t in stats.sum[:1]], 32, batch)
+    assert torch.equal(s._scale_from(strided)[0], strided.std(factor=0.3)[0])
+
+
+def test_a_wrong_diag_scale_kernel_is_refused(fresh_cache, tmp_path, monkeypatch):
+    """A scale kernel that forgets the clamp (NaN where the variance is negative) fails the
+    check, so the whole library is refused."""
+    source = compiled.SOURCE.read_text()
+    unclamped = source.replace("out[i] = sqrtf(v < 0.0f ? 0.0f : v);", "out[i] = sqrtf(v);")
+    assert unclamped != source
+    wrong = tmp_path / "kernels.c"
+    wrong.write_text(unclamped)
+    monkeypatch.setattr(compiled, "SOURCE", wrong)
     assert compiled.load() is None

@@ -1,7 +1,9 @@
-/* N(0, 1) draws for covnoise.core.noise.gaussian: numpy's SFC64 stream and Box–Muller in
- * one pass, compiled on first use by covnoise.core.noise.compiled and called through ctypes.
+/* Two CPU kernels of covnoise.core.noise, compiled on first use by covnoise.core.noise.compiled
+ * and called through ctypes: covnoise_gaussian, N(0, 1) draws for gaussian.py (numpy's SFC64
+ * stream and Box–Muller in one call), and covnoise_diag_std, the diagonal noise's scale from
+ * its statistics in one pass (diag.py).
  *
- * The numbers follow the numpy path of gaussian.py: for n entries and h = ceil(n/2) pairs,
+ * The draw's numbers follow the numpy path of gaussian.py: for n entries and h = ceil(n/2) pairs,
  * the stream's next h 64-bit words are read as 2h little-endian 32-bit words w; pair i takes
  * m1 = the low 23 bits of w[i] and m2 = those of w[h + i], then
  *     u = (2 m1 + 1) 2^-24 in (0, 1),  r = sqrt(-2 ln u),  theta = 2 pi m2 2^-23,
@@ -97,5 +99,15 @@ void covnoise_gaussian(float *restrict z, int64_t n, uint64_t *restrict state,
         float c, sn;
         cos_sin(wt[m], &c, &sn);
         zc[m] = radius(wu[m]) * c;
+    }
+}
+
+/* The diagonal noise's scale from its statistics in one pass: out = sqrt(max(a sq - ab s^2, 0))
+ * (a NaN stays NaN), the same as DiagStats.std's four list operations in float32. */
+void covnoise_diag_std(float *restrict out, const float *restrict sq, const float *restrict s,
+                       int64_t n, float a, float ab) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = a * sq[i] - ab * (s[i] * s[i]);
+        out[i] = sqrtf(v < 0.0f ? 0.0f : v);
     }
 }
