@@ -203,3 +203,35 @@ def test_a_wrong_diag_scale_kernel_is_refused(fresh_cache, tmp_path, monkeypatch
     wrong.write_text(unclamped)
     monkeypatch.setattr(compiled, "SOURCE", wrong)
     assert compiled.load() is None
+
+
+def test_threads_sharing_a_bit_generator_never_draw_the_same_words(kernel):
+    """The kernel runs without the GIL; the generator's lock keeps its read-advance-write
+    atomic, so two threads drawing from one SFC64 get the sequential draws between them,
+    each once."""
+    import threading
+
+    n, per_thread = 1 << 18, 20  # long enough calls for the threads to overlap
+    shared = new_bits(torch.Generator().manual_seed(12))
+    twin = new_bits(torch.Generator().manual_seed(12))
+    got: list[float] = []
+    start = threading.Barrier(2)
+
+    def work():
+        out = torch.empty(n)
+        start.wait()
+        for _ in range(per_thread):
+            gaussian.fill_compiled(out, shared, kernel)
+            got.append(out[0].item())
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out = torch.empty(n)
+    expected = []
+    for _ in range(2 * per_thread):
+        gaussian.fill_compiled(out, twin, kernel)
+        expected.append(out[0].item())
+    assert sorted(got) == sorted(expected)

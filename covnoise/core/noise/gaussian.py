@@ -95,11 +95,14 @@ def gaussian_(
 
 
 def fill_compiled(out: Tensor, source: np.random.SFC64, kernel: compiled.Kernel) -> Tensor:
-    """The draw by kernels.c: `source`'s state is read, advanced there and written back."""
-    state = source.state
-    words = state["state"]["state"]  # a fresh uint64 array (a, b, c, counter)
-    kernel(out.data_ptr(), out.numel(), words)
-    source.state = state
+    """The draw by kernels.c: `source`'s state is read, advanced there and written back,
+    under the generator's own lock (as numpy's draws are), so threads sharing it never draw
+    the same words."""
+    with source.lock:
+        state = source.state
+        words = state["state"]["state"]  # a fresh uint64 array (a, b, c, counter)
+        kernel(out.data_ptr(), out.numel(), words)
+        source.state = state
     return out
 
 
