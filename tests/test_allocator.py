@@ -59,3 +59,50 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert tuned < 0.01 * PAGES_PER_STEP, (tuned, default)
     # glibc's own thresholds fault some of those pages back in every step
     assert default > tuned
+
+
+_BLOCK_SCRIPT = textwrap.dedent(
+    """
+    import contextlib, sys, psutil, torch
+    from covnoise.core.allocator import freed_memory_kept, keep_freed_memory
+    rss = lambda: psutil.Process().memory_info().rss / 2**20
+    torch.empty(1).fill_(0.0)
+    base = rss()
+    if sys.argv[1] == "process":
+        block = contextlib.nullcontext(keep_freed_memory())
+    else:
+        block = freed_memory_kept()
+    with block as kept:
+        held = [torch.empty(1 << 22).fill_(1.0) for _ in range(40)]  # 40 × 16 MiB
+        del held
+        inside = rss()
+    after = rss()
+    print(kept, inside - base, after - base)
+    """
+)
+
+
+def _block(mode: str) -> tuple[str, float, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", _BLOCK_SCRIPT, mode],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    kept, inside, after = out.stdout.split()
+    return kept, float(inside), float(after)
+
+
+def test_memory_kept_for_a_block_is_given_back_after_it():
+    """freed_memory_kept (the app's cost timing): 640 MiB of 16 MiB tensors freed inside the
+    block stay with the process while it lasts (to be reused) and leave it when it ends;
+    keep_freed_memory (a worker's whole life) keeps them (RSS from the kernel's own count)."""
+    kept, inside, after = _block("block")
+    if kept != "True":
+        pytest.skip("not glibc: malloc's thresholds cannot be set here")
+    assert inside > 100
+    assert after < 50
+    _, _, after_process = _block("process")
+    assert after_process > 100

@@ -79,22 +79,25 @@ def time_operations(
     """
     import torch
 
-    from covnoise.core.allocator import keep_freed_memory
+    from covnoise.core.allocator import freed_memory_kept
     from covnoise.core.train import Training
 
-    keep_freed_memory()  # as the run's own process does
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    # freed blocks kept as the run's own process keeps them, and given back afterwards (the
+    # app's server times runs in-process and would otherwise keep up to 256 MiB)
     try:
-        cfg = timing_config(config)
-        t0 = time.perf_counter()
-        run = Training(cfg, lambda event: None, t0)
-        setup = time.perf_counter() - t0
-        if whole:
-            run.evaluation(0.0, {})
-        step = _time_steps(run, budget, max_steps)
-        times = _time_whole(run) if whole else _time_parts(run)
+        with freed_memory_kept():
+            cfg = timing_config(config)
+            t0 = time.perf_counter()
+            run = Training(cfg, lambda event: None, t0)
+            setup = time.perf_counter() - t0
+            if whole:
+                run.evaluation(0.0, {})
+            step = _time_steps(run, budget, max_steps)
+            times = _time_whole(run) if whole else _time_parts(run)
+            del run
     finally:
         torch.set_num_threads(before)
     return OperationTimes(setup, step, *times)
