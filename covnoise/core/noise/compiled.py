@@ -124,7 +124,7 @@ def build(cc: str, flags: tuple[str, ...], target: Path) -> None:
             [cc, *flags, str(SOURCE), "-o", tmp],
             check=True,
             capture_output=True,
-            timeout=120,
+            timeout=30,
         )
         os.replace(tmp, target)
     finally:
