@@ -7,7 +7,6 @@ computes wrong numbers, absent without a compiler."""
 from __future__ import annotations
 
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -59,7 +58,7 @@ def test_compiled_draw_is_the_formula_of_its_words(kernel, n):
     out = torch.empty(n)
     gaussian.fill_compiled(out, bits, kernel)
     expected = _words_formula(twin, n)
-    assert np.abs(out.numpy().astype(np.float64) - expected).max() < 1e-6
+    assert np.abs(out.numpy().astype(np.float64) - expected).max() < 2e-6  # 9.1e-7 at worst
     assert np.array_equal(bits.state["state"]["state"], twin.state["state"]["state"])
 
 
@@ -77,7 +76,7 @@ def test_compiled_and_numpy_paths_draw_the_same_numbers(kernel):
         else:
             gaussian.fill_numpy(a, a_bits)
         gaussian.fill_numpy(b, b_bits)
-        assert (a - b).abs().max().item() < 5e-6
+        assert (a - b).abs().max().item() < 1e-5  # 4.9e-6 at worst over all angles
         assert not torch.equal(a, torch.zeros(n))
     assert np.array_equal(a_bits.state["state"]["state"], b_bits.state["state"]["state"])
 
@@ -124,17 +123,48 @@ def test_an_unusable_cached_file_is_rebuilt(fresh_cache):
 def test_a_kernel_drawing_wrong_numbers_is_refused(fresh_cache, tmp_path, monkeypatch):
     """A source whose cosine and sine halves are swapped compiles and runs, but its check
     against the float64 formula fails, so load() gives None and gaussian_ draws with numpy."""
-    source = compiled.SOURCE.read_text()
-    swapped = source.replace("zc[i] = r * c;", "zc[i] = r * sn;").replace(
-        "zs[i] = r * sn;", "zs[i] = r * c;"
-    )
-    assert swapped != source
+    swapped = _swapped_source()
+    assert swapped != compiled.SOURCE.read_text()
     wrong = tmp_path / "kernels.c"
     wrong.write_text(swapped)
     monkeypatch.setattr(compiled, "SOURCE", wrong)
+    checks = []
+    real_check = compiled._check
+    monkeypatch.setattr(compiled, "_check", lambda k: checks.append(real_check(k)) or checks[-1])
     assert compiled.load() is None
-    assert any(fresh_cache.glob("kernels-*.so"))  # it was built, then refused
+    assert checks == [False] * len(compiled.FLAG_SETS)  # built and loaded, then refused
+    assert not any(fresh_cache.glob("kernels-*.so"))  # and not kept
     assert compiled.describe().startswith("numpy")
+
+
+def _swapped_source() -> str:
+    source = compiled.SOURCE.read_text()
+    return source.replace("zc[i] = r * c;", "zc[i] = r * sn;").replace(
+        "zs[i] = r * sn;", "zs[i] = r * c;"
+    )
+
+
+def test_a_cached_library_failing_its_check_is_replaced_even_once_loaded(
+    fresh_cache, tmp_path, monkeypatch
+):
+    """A wrong library under the right name, already loaded by this process (dlopen would
+    hand the same handle back for that path): load() builds a new one under a name of its
+    own, checks it, renames it over the cached file and returns it."""
+    cc = compiled.compiler()
+    flags = compiled.FLAG_SETS[0]
+    path = compiled.library_path(cc, flags, fresh_cache)
+    wrong = tmp_path / "kernels.c"
+    wrong.write_text(_swapped_source())
+    right = compiled.SOURCE
+    monkeypatch.setattr(compiled, "SOURCE", wrong)
+    built = compiled.build(cc, flags, fresh_cache, "wrong")
+    monkeypatch.setattr(compiled, "SOURCE", right)
+    os.replace(built, path)
+    assert compiled._load(path, flags) is None  # loaded here, and refused
+    kernel = compiled.load()
+    assert kernel is not None and kernel.path == path and kernel.flags == flags
+    assert os.stat(path).st_mode & 0o044 == 0o044  # readable by all
+    assert sorted(p.name for p in fresh_cache.iterdir()) == [path.name]
 
 
 def test_without_a_compiler_or_when_turned_off_the_numpy_path_draws(fresh_cache, monkeypatch):
@@ -144,10 +174,15 @@ def test_without_a_compiler_or_when_turned_off_the_numpy_path_draws(fresh_cache,
     gaussian.gaussian_(out, torch.Generator(), new_bits(torch.Generator().manual_seed(8)))
     gaussian.fill_numpy(twin, new_bits(torch.Generator().manual_seed(8)))
     assert torch.equal(out, twin)
-    monkeypatch.setenv("CC", shutil.which("cc") or compiled.compiler() or "cc")
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("PATH", str(fresh_cache))  # no cc, gcc or clang anywhere on it
+    compiled.load.cache_clear()
+    assert compiled.compiler() is None and compiled.load() is None
+    monkeypatch.undo()
+    monkeypatch.setenv("COVNOISE_BUILD_DIR", str(fresh_cache))
     monkeypatch.setenv("COVNOISE_DRAW", "numpy")
     compiled.load.cache_clear()
-    assert compiled.load() is None
+    assert compiled.compiler() is not None and compiled.load() is None
 
 
 def _stats(dtype: torch.dtype = torch.float32, batch: int = 64) -> DiagStats:
@@ -180,7 +215,6 @@ def test_compiled_diag_scale_is_the_std_of_the_statistics(kernel, batch, monkeyp
     monkeypatch.setattr(compiled, "load", lambda: counting)
     got, want = s._scale_from(stats), stats.std(factor=0.3)
     assert calls == [1200, 30]  # one pass per parameter, by the kernel
-    assert all(g.data_ptr() != w.data_ptr() for g, w in zip(got, want, strict=True))
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape and g.dtype == torch.float32
         assert torch.allclose(g, w, rtol=2e-6, atol=1e-7)
@@ -235,3 +269,14 @@ def test_threads_sharing_a_bit_generator_never_draw_the_same_words(kernel):
         gaussian.fill_compiled(out, twin, kernel)
         expected.append(out[0].item())
     assert sorted(got) == sorted(expected)
+
+
+def test_the_compiled_fill_refuses_what_it_cannot_write(kernel):
+    bits = new_bits(torch.Generator().manual_seed(1))
+    for bad in (
+        torch.empty(MIN_ENTRIES, dtype=torch.float64),
+        torch.empty(2, MIN_ENTRIES)[:, ::2],
+        torch.empty(8),
+    ):
+        with pytest.raises(ValueError, match="fill_compiled: out must be"):
+            gaussian.fill_compiled(bad, bits, kernel)

@@ -511,3 +511,22 @@ def test_inplace_update_writes_the_same_noisy_gradients_into_the_inputs(name, n_
     assert all(a is b for a, b in zip(into, grads, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(into, fresh, strict=True))
     assert not torch.equal(into[0], copies[0])
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_isotropic_noise_on_an_accelerator_keeps_sigma_on_the_device(inplace):
+    """The accelerator branch (σ a 0-d tensor, never read back), run here on CPU tensors: the
+    same g + σ z, into the inputs with `inplace`, as new tensors without."""
+    from covnoise.core.noise.isotropic import add_scaled_on_device
+
+    g = torch.Generator().manual_seed(6)
+    grads = [torch.randn(4, 3, generator=g), torch.randn(3, generator=g)]
+    z = [torch.randn(4, 3, generator=g), torch.randn(3, generator=g)]
+    sigma = torch.tensor(0.7, dtype=torch.float64)
+    want = [a + 0.7 * b for a, b in zip(grads, z, strict=True)]
+    before = [t.clone() for t in grads]
+    got = add_scaled_on_device(grads, z, sigma, inplace)
+    assert all(torch.allclose(a, b) for a, b in zip(got, want, strict=True))
+    assert all((a is b) == inplace for a, b in zip(got, grads, strict=True))
+    unchanged = all(torch.equal(a, b) for a, b in zip(grads, before, strict=True))
+    assert unchanged == (not inplace)

@@ -13,9 +13,9 @@ threshold to `TRIM_BYTES`, so freed blocks are reused. It changes no result, onl
 memory comes from, and costs up to `TRIM_BYTES` of freed memory kept by the process.
 The training loop calls it; elsewhere than glibc it does nothing. A long-lived process that
 only times a few steps (the app's server estimating a run's cost) uses `freed_memory_kept`
-instead: the same for one block, after which the thresholds go back to glibc's initial
-128 KiB and the freed memory is returned to the kernel, instead of up to `TRIM_BYTES` staying
-with the server.
+instead: the same while the block lasts, after which the trim threshold goes back to glibc's
+initial 128 KiB and the freed memory is returned to the kernel, instead of up to
+`TRIM_BYTES` staying with the server.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import threading
 from collections.abc import Iterator
 
 _M_TRIM_THRESHOLD = -1
@@ -32,7 +33,7 @@ _M_MMAP_THRESHOLD = -3
 MMAP_BYTES = 32 << 20
 #: Freed memory at the top of the heap kept for reuse before any is returned.
 TRIM_BYTES = 256 << 20
-#: glibc's initial mmap and trim thresholds (DEFAULT_MMAP_THRESHOLD_MIN, DEFAULT_TRIM_THRESHOLD).
+#: glibc's initial trim threshold (DEFAULT_TRIM_THRESHOLD).
 DEFAULT_BYTES = 128 << 10
 
 
@@ -62,24 +63,40 @@ def _thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
     )
 
 
+_blocks = 0  # freed_memory_kept blocks now open
+_process_wide = False  # keep_freed_memory has made the thresholds the process's own
+_state_lock = threading.Lock()
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep and reuse large freed blocks; True when it agreed.
 
     Idempotent and process-wide (the first call does the work)."""
-    return _thresholds(MMAP_BYTES, TRIM_BYTES)
+    global _process_wide
+    with _state_lock:
+        agreed = _thresholds(MMAP_BYTES, TRIM_BYTES)
+        _process_wide = _process_wide or agreed
+    return agreed
 
 
 @contextlib.contextmanager
 def freed_memory_kept() -> Iterator[bool]:
-    """`keep_freed_memory` for the block only (yields whether glibc agreed). On leaving, the
-    thresholds go back to glibc's initial ones and the freed memory is returned to the kernel
-    (malloc_trim), unless `keep_freed_memory` had already made them the process's own."""
-    process_wide = keep_freed_memory.cache_info().currsize > 0
-    kept = process_wide or _thresholds(MMAP_BYTES, TRIM_BYTES)
+    """`keep_freed_memory` while the block lasts (yields whether glibc agreed). When the last
+    open block ends, the trim threshold goes back to glibc's initial 128 KiB and the freed
+    memory is returned to the kernel (malloc_trim), unless `keep_freed_memory` has made the
+    thresholds the process's own meanwhile. The mmap threshold stays at `MMAP_BYTES`: glibc's
+    own threshold is dynamic only until the first mallopt, and after large frees it rises
+    to that value itself; a fixed 128 KiB would map and unmap every later 1 MiB block."""
+    global _blocks
+    with _state_lock:
+        kept = _process_wide or _thresholds(MMAP_BYTES, TRIM_BYTES)
+        _blocks += 1
     try:
         yield kept
     finally:
-        if kept and not process_wide:
-            _thresholds(DEFAULT_BYTES, DEFAULT_BYTES)
-            _libc().malloc_trim(0)
+        with _state_lock:
+            _blocks -= 1
+            if kept and _blocks == 0 and not _process_wide:
+                _libc().mallopt(_M_TRIM_THRESHOLD, DEFAULT_BYTES)
+                _libc().malloc_trim(0)

@@ -97,7 +97,13 @@ def gaussian_(
 def fill_compiled(out: Tensor, source: np.random.SFC64, kernel: compiled.Kernel) -> Tensor:
     """The draw by kernels.c: `source`'s state is read, advanced there and written back,
     under the generator's own lock (as numpy's draws are), so threads sharing it never draw
-    the same words."""
+    the same words. `out` must be what `uses_bits` accepts (contiguous float32 on the CPU):
+    the kernel writes through its pointer."""
+    if not uses_bits(out):
+        raise ValueError(
+            "fill_compiled: out must be a contiguous float32 CPU tensor of at "
+            f"least {MIN_ENTRIES} entries, got {out.dtype} {tuple(out.shape)}"
+        )
     with source.lock:
         state = source.state
         words = state["state"]["state"]  # a fresh uint64 array (a, b, c, counter)

@@ -34,12 +34,7 @@ class IsotropicNoise(DiagStatsNoise):
                 torch._foreach_add_(grads, z, alpha=scale.item())
                 return list(grads)
             return list(torch._foreach_add(grads, z, alpha=scale.item()))
-        noisy = torch._foreach_mul(z, scale.to(z[0].dtype))
-        if inplace:
-            torch._foreach_add_(grads, noisy)
-            return list(grads)
-        torch._foreach_add_(noisy, grads)
-        return list(noisy)
+        return add_scaled_on_device(grads, z, scale, inplace)
 
     def _probe_scale(
         self, v: list[Tensor], trace_c: float, n_params: int
@@ -48,3 +43,16 @@ class IsotropicNoise(DiagStatsNoise):
         fro = self.c * trace_c / math.sqrt(n_params)
         iso = math.sqrt(self.c * trace_c / n_params)
         return fro, [torch.full_like(t, iso) for t in v]
+
+
+def add_scaled_on_device(
+    grads: list[Tensor], z: list[Tensor], scale: Tensor, inplace: bool
+) -> list[Tensor]:
+    """g + σ z with σ a 0-d tensor kept where it is (no read-back on an accelerator): z is
+    scaled first, then added to the gradients (`inplace`) or the gradients to it."""
+    noisy = torch._foreach_mul(z, scale.to(z[0].dtype))
+    if inplace:
+        torch._foreach_add_(grads, noisy)
+        return list(grads)
+    torch._foreach_add_(noisy, grads)
+    return list(noisy)

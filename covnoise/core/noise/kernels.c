@@ -79,15 +79,20 @@ static inline void cos_sin(uint32_t w, float *c, float *s) {
 }
 
 /* Fill z[0..n) with N(0, 1) draws from the SFC64 state (a, b, c, w), which is advanced by
- * ceil(n/2) words; scratch holds ceil(n/2) 64-bit words. */
+ * ceil(n/2) words; scratch holds 2 ceil(n/2) 32-bit words (each 64-bit word stored in native
+ * byte order, as numpy's random_raw(h).view(uint32) reads it). */
 void covnoise_gaussian(float *restrict z, int64_t n, uint64_t *restrict state,
-                       uint64_t *restrict scratch) {
+                       uint32_t *restrict scratch) {
+    if (n <= 0) return;
     int64_t h = (n + 1) / 2, m = n - h;
     uint64_t s[4];
     memcpy(s, state, sizeof s);
-    for (int64_t i = 0; i < h; i++) scratch[i] = sfc64_next(s);
+    for (int64_t i = 0; i < h; i++) {
+        uint64_t w = sfc64_next(s);
+        memcpy(scratch + 2 * i, &w, sizeof w);
+    }
     memcpy(state, s, sizeof s);
-    const uint32_t *restrict wu = (const uint32_t *)scratch, *restrict wt = wu + h;
+    const uint32_t *restrict wu = scratch, *restrict wt = scratch + h;
     float *restrict zc = z, *restrict zs = z + h;
     for (int64_t i = 0; i < m; i++) {
         float r = radius(wu[i]), c, sn;
@@ -106,6 +111,7 @@ void covnoise_gaussian(float *restrict z, int64_t n, uint64_t *restrict state,
  * (a NaN stays NaN), the same as DiagStats.std's four list operations in float32. */
 void covnoise_diag_std(float *restrict out, const float *restrict sq, const float *restrict s,
                        int64_t n, float a, float ab) {
+    if (n <= 0) return;
     for (int64_t i = 0; i < n; i++) {
         float v = a * sq[i] - ab * (s[i] * s[i]);
         out[i] = sqrtf(v < 0.0f ? 0.0f : v);
