@@ -145,15 +145,21 @@ def build(cc: str, flags: tuple[str, ...], directory: Path, stem: str) -> Path:
     return Path(tmp)
 
 
-def reference(state: np.ndarray, n: int) -> np.ndarray:
-    """The draw's formula in float64 from the same SFC64 words (the check's reference)."""
+def sfc64(state: np.ndarray) -> np.random.SFC64:
+    """numpy's SFC64 at the state (a, b, c, counter), the layout the kernel reads and writes."""
     bits = np.random.SFC64(0)
     bits.state = {
         "bit_generator": "SFC64",
-        "state": {"state": state.copy()},
+        "state": {"state": np.array(state, dtype=np.uint64)},
         "has_uint32": 0,
         "uinteger": 0,
     }
+    return bits
+
+
+def reference(state: np.ndarray, n: int) -> np.ndarray:
+    """The draw's formula in float64 from the same SFC64 words (the check's reference)."""
+    bits = sfc64(state)
     h = (n + 1) // 2
     words = bits.random_raw(h).view(np.uint32) & 0x007FFFFF
     u = (2.0 * words[:h] + 1.0) * 2.0**-24
